@@ -1,0 +1,1 @@
+"""Thin rclpy nodes wrapping :mod:`mbrl_ros.core`."""
