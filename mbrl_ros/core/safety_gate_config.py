@@ -1,0 +1,226 @@
+"""Settings of the safety gate (ROS-free): states, faults and the validated ``GateConfig``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from enum import Enum, IntEnum
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+import numpy as np
+
+
+CONTROL_MODES = ("effort", "position", "velocity")
+FALLBACK_POLICIES = ("hold", "zero_effort", "damping")
+OUT_OF_LIMITS_POLICIES = ("clamp", "fallback")
+DISAGREEMENT_SIGNALS = ("max", "mean")
+LIMIT_FIELDS = ("position_lower", "position_upper", "velocity_limit", "effort_limit",
+                "max_position_step")
+PER_JOINT_FIELDS = ("hold_kp", "hold_kd") + LIMIT_FIELDS
+URDF_LIMIT_KEYS = {"lower": "position_lower", "upper": "position_upper",
+                   "velocity": "velocity_limit", "effort": "effort_limit",
+                   "max_step": "max_position_step"}
+
+
+class GateState(IntEnum):
+    """Gate state; values match the STATE_* constants of mbrl_ros/msg/GateStatus."""
+
+    PASS = 0
+    CLAMPED = 1
+    FALLBACK = 2
+    ESTOP = 3
+
+
+class Fault(str, Enum):
+    """Why the gate is not passing the planner command; values are used in ``latching_faults``."""
+
+    NO_COMMAND = "no_command"
+    INVALID_COMMAND = "invalid_command"
+    STALE_COMMAND = "stale_command"
+    STATE_UNAVAILABLE = "state_unavailable"
+    DISAGREEMENT = "disagreement"
+    OUT_OF_LIMITS = "out_of_limits"
+    LIMIT_GUARD = "limit_guard"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Safety gate settings; per-joint fields take one value (all joints) or one per joint."""
+
+    joints: Tuple[str, ...] = ()
+    """Joint names; fixes the order of commands and limits."""
+    control_rate_hz: float = 100.0
+    """Rate of the control tick (the node's timer)."""
+    control_mode: str = "effort"
+    """Command interface of the downstream controller: effort, position or velocity."""
+    watchdog_timeout_s: float = 0.1
+    """A planner command older than this is stale (fallback)."""
+    state_timeout_s: float = 0.1
+    """A joint state older than this is stale (fallback)."""
+    disagreement_signal: str = "max"
+    """Which PlanStatus field is gated: max (max_disagreement) or mean (mean_disagreement)."""
+    disagreement_threshold: float = 1.0
+    """Fall back when the plan disagreement exceeds this (inf disables the check)."""
+    disagreement_resume: float = 0.5
+    """After a disagreement fallback, resume only once disagreement stays below this..."""
+    resume_ticks: int = 10
+    """...for this many consecutive control ticks."""
+    fallback: str = "hold"
+    """Effort-mode fallback: hold (PD hold + damping), zero_effort or damping (-kd * qd)."""
+    hold_kp: Tuple[float, ...] = (20.0,)
+    """Hold stiffness per joint [effort / rad]."""
+    hold_kd: Tuple[float, ...] = (1.0,)
+    """Hold / damping gain per joint [effort / (rad/s)]."""
+    position_lower: Tuple[float, ...] = (-math.inf,)
+    """Lower position limit per joint [rad or m]; finite values required in position mode."""
+    position_upper: Tuple[float, ...] = (math.inf,)
+    """Upper position limit per joint [rad or m]; finite values required in position mode."""
+    velocity_limit: Tuple[float, ...] = (math.inf,)
+    """Absolute velocity limit per joint; finite values required in velocity mode."""
+    effort_limit: Tuple[float, ...] = (math.inf,)
+    """Absolute effort limit per joint; finite values required in effort mode."""
+    max_position_step: Tuple[float, ...] = (math.inf,)
+    """Position mode: largest allowed |command - current position|; finite required there."""
+    clamp_margin: float = 0.1
+    """Commands beyond a limit by at most this fraction of it (of the range for positions) are
+    clamped; further out they follow ``out_of_limits``."""
+    out_of_limits: str = "fallback"
+    """Policy for commands beyond limits + margin: fallback or clamp."""
+    limit_lookahead_s: float = 0.05
+    """Position guard: fall back if a joint would cross a position limit within this time."""
+    guard_velocity_deadband: float = 1e-3
+    """Position guard: joints slower than this are not considered moving."""
+    velocity_guard_fraction: float = 1.0
+    """Velocity guard: fall back when |qd| >= this * velocity_limit and the command pushes on."""
+    latching_faults: Tuple[str, ...] = ("invalid_command", "internal_error")
+    """Faults (Fault values) that latch the fallback until reset."""
+
+    def __post_init__(self) -> None:
+        for name in ("joints", "latching_faults"):
+            value = getattr(self, name)
+            items = [value] if isinstance(value, str) else list(value)
+            object.__setattr__(self, name, tuple(str(item) for item in items))
+        for name in PER_JOINT_FIELDS:
+            try:
+                array = np.atleast_1d(np.asarray(getattr(self, name), dtype=np.float64))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"GateConfig.{name} must be numbers: {exc}") from exc
+            object.__setattr__(self, name, tuple(float(v) for v in array.ravel()))
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    def per_joint(self, name: str) -> np.ndarray:
+        """The per-joint field ``name`` broadcast to ``[num_joints]`` float64."""
+        return np.broadcast_to(np.asarray(getattr(self, name)), (self.num_joints,)).copy()
+
+    def validate(self) -> None:
+        """Raise ValueError with a clear message if any setting is unusable."""
+        n = self.num_joints
+        if n == 0 or len(set(self.joints)) != n or not all(self.joints):
+            raise ValueError(f"joints must be non-empty, unique names, got {list(self.joints)}")
+        for name in ("control_rate_hz", "watchdog_timeout_s", "state_timeout_s"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        for name, allowed in (("control_mode", CONTROL_MODES), ("fallback", FALLBACK_POLICIES),
+                              ("out_of_limits", OUT_OF_LIMITS_POLICIES),
+                              ("disagreement_signal", DISAGREEMENT_SIGNALS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.control_mode != "effort" and self.fallback != "hold":
+            raise ValueError(f"fallback {self.fallback!r} needs control_mode 'effort'; "
+                             f"{self.control_mode} mode always holds position / stops")
+        if not 0.0 <= self.disagreement_resume <= self.disagreement_threshold:
+            raise ValueError("need 0 <= disagreement_resume <= disagreement_threshold, got "
+                             f"{self.disagreement_resume} and {self.disagreement_threshold}")
+        if isinstance(self.resume_ticks, bool) or not isinstance(self.resume_ticks, int) \
+                or self.resume_ticks < 1:
+            raise ValueError(f"resume_ticks must be an integer >= 1, got {self.resume_ticks!r}")
+        for name in ("clamp_margin", "limit_lookahead_s", "guard_velocity_deadband"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.velocity_guard_fraction) and self.velocity_guard_fraction > 0):
+            raise ValueError(f"velocity_guard_fraction must be > 0, got "
+                             f"{self.velocity_guard_fraction}")
+        unknown = set(self.latching_faults) - {fault.value for fault in Fault}
+        if unknown:
+            raise ValueError(f"latching_faults has unknown faults {sorted(unknown)}; "
+                             f"known: {[fault.value for fault in Fault]}")
+        self._validate_per_joint()
+
+    def _validate_per_joint(self) -> None:
+        n = self.num_joints
+        for name in PER_JOINT_FIELDS:
+            values = np.asarray(getattr(self, name))
+            if len(values) not in (1, n):
+                raise ValueError(f"{name} has {len(values)} values; need 1 or {n} (one per joint)")
+            if np.isnan(values).any():
+                raise ValueError(f"{name} contains NaN: {list(values)}")
+        for name in ("hold_kp", "hold_kd"):
+            values = self.per_joint(name)
+            if not (np.isfinite(values).all() and (values >= 0).all()):
+                raise ValueError(f"{name} must be finite and >= 0, got {list(values)}")
+        for name in ("velocity_limit", "effort_limit", "max_position_step"):
+            if not (self.per_joint(name) > 0).all():
+                raise ValueError(f"{name} must be > 0, got {list(self.per_joint(name))}")
+        lower, upper = self.per_joint("position_lower"), self.per_joint("position_upper")
+        if not (lower < upper).all():
+            raise ValueError(f"need position_lower < position_upper, got {list(lower)} and "
+                             f"{list(upper)}")
+        required = {"effort": ("effort_limit",), "velocity": ("velocity_limit",),
+                    "position": ("position_lower", "position_upper", "max_position_step")}
+        for name in required[self.control_mode]:
+            if not np.isfinite(self.per_joint(name)).all():
+                raise ValueError(f"{name} must be finite in {self.control_mode} mode (set it from "
+                                 f"the robot config), got {list(self.per_joint(name))}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "GateConfig":
+        """Build and validate a config from a mapping (robot config YAML or node parameters).
+
+        Limits may also come as ``joint_limits``: either arrays keyed like the fields
+        (``position_lower``, ``velocity_limit``, ...) or per joint name, URDF style
+        (``{joint: {lower, upper, velocity, effort, max_step}}``); missing URDF keys mean no limit.
+        """
+        values = dict(values)
+        limits = values.pop("joint_limits", None)
+        if limits is not None:
+            for key, value in _limits_from_mapping(limits, values.get("joints", ())).items():
+                if key in values:
+                    raise ValueError(f"{key} is given both flat and in joint_limits")
+                values[key] = value
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown safety gate settings: {sorted(unknown)}")
+        config = cls(**values)
+        config.validate()
+        return config
+
+
+def _limits_from_mapping(limits: Mapping[str, Any], joints: Sequence[str]) -> Dict[str, list]:
+    """``joint_limits`` (arrays by field, or URDF-style per joint) -> per-joint field arrays."""
+    if not isinstance(limits, Mapping):
+        raise ValueError(f"joint_limits must be a mapping, got {type(limits).__name__}")
+    if set(limits) & set(LIMIT_FIELDS):
+        unknown = set(limits) - set(LIMIT_FIELDS)
+        if unknown:
+            raise ValueError(f"joint_limits has unknown keys {sorted(unknown)}")
+        return {key: list(np.atleast_1d(value)) for key, value in limits.items()}
+    joints = [joints] if isinstance(joints, str) else list(joints)
+    missing = [joint for joint in joints if joint not in limits]
+    if missing:
+        raise ValueError(f"joint_limits has no entry for joints {missing}")
+    defaults = {"lower": -math.inf, "upper": math.inf, "velocity": math.inf,
+                "effort": math.inf, "max_step": math.inf}
+    result: Dict[str, list] = {field_name: [] for field_name in URDF_LIMIT_KEYS.values()}
+    for joint in joints:
+        entry = dict(limits[joint] or {})
+        unknown = set(entry) - set(URDF_LIMIT_KEYS)
+        if unknown:
+            raise ValueError(f"joint_limits[{joint}] has unknown keys {sorted(unknown)}; "
+                             f"known: {sorted(URDF_LIMIT_KEYS)}")
+        for key, field_name in URDF_LIMIT_KEYS.items():
+            result[field_name].append(float(entry.get(key, defaults[key])))
+    return result
