@@ -1,0 +1,20 @@
+# Source this file (bash) to use the set-up made by scripts/setup.sh:
+#   . scripts/env.sh
+# The venv is the ROS 2 underlay; .build/install holds this package's messages; the source tree
+# comes first on PYTHONPATH so edits take effect without rebuilding.
+_mbrl_root="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
+_mbrl_venv="${MBRL_VENV:-$_mbrl_root/.venv}"
+_mbrl_install="$_mbrl_root/.build/install/mbrl_ros"
+_mbrl_pyver="$("$_mbrl_venv/bin/python" -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')"
+export VIRTUAL_ENV="$_mbrl_venv"
+export PATH="$_mbrl_install/bin:$_mbrl_venv/bin:$PATH"
+export AMENT_PREFIX_PATH="$_mbrl_install:$_mbrl_venv"
+export CMAKE_PREFIX_PATH="$_mbrl_install:$_mbrl_venv"
+export PYTHONPATH="$_mbrl_root:$_mbrl_install/lib/$_mbrl_pyver/site-packages${PYTHONPATH:+:$PYTHONPATH}"
+export LD_LIBRARY_PATH="$_mbrl_install/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# DDS traffic stays on this machine.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 1 ))}"
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+unset _mbrl_root _mbrl_venv _mbrl_install _mbrl_pyver
