@@ -1,0 +1,264 @@
+"""Build a MuJoCo model from a URDF with MjSpec (no hand-written MJCF copies).
+
+MuJoCo parses the resolved URDF; the spec is then edited: floor and light, free joint for
+floating-base robots, actuators for the chosen control mode, an end-effector site, IMU and
+foot-contact sensors for legged robots, and a ``home`` keyframe.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence, Tuple
+
+import mujoco
+import numpy as np
+
+from mbrl_ros.robots.urdf_resolver import WORLD_LINK, ResolvedUrdf, resolve_urdf
+
+logger = logging.getLogger(__name__)
+
+CONTROL_MODES = ("effort", "position", "velocity")
+HOME_KEY = "home"
+EE_SITE = "ee_site"
+DEFAULT_EE_LINK = "ee_link"
+IMU_SITE = "imu_site"
+IMU_SENSORS = ("imu_quat", "imu_gyro", "imu_accel")
+_COMPILER_TAG = ('<mujoco><compiler fusestatic="false" discardvisual="false" '
+                 'strippath="false" balanceinertia="true"/></mujoco>')
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to turn a URDF into a MuJoCo model."""
+
+    control_mode: str = "effort"
+    """Actuator type: 'effort' (motor), 'position' (PD servo) or 'velocity'."""
+    position_kp: float = 100.0
+    """Position actuator stiffness [Nm/rad]."""
+    position_kv: float = 5.0
+    """Position actuator damping [Nm s/rad]."""
+    velocity_kv: float = 10.0
+    """Velocity actuator gain [Nm s/rad]."""
+    floating_base: Optional[bool] = None
+    """Add a free joint at the root; None: yes iff the root is not 'world' and feet exist."""
+    timestep: float = 0.002
+    """Physics time step [s]."""
+    add_floor: bool = True
+    """Add a ground plane at z = 0 and a light."""
+    floor_half_size: float = 5.0
+    """Half side length of the floor plane [m]."""
+    ee_link: Optional[str] = None
+    """Link carrying the end-effector site; None: 'ee_link' if present; '' for none."""
+    imu_link: str = "imu_link"
+    """Link of the IMU site for floating-base robots (root link when absent)."""
+    foot_link_pattern: str = r".*_foot$"
+    """Regex (full match) selecting foot links, which get touch sensors."""
+    foot_site_margin: float = 0.005
+    """Touch sites are this much larger than the foot's collision sphere [m]."""
+    self_collision: bool = False
+    """Let robot geoms collide with each other (they always collide with the floor)."""
+    home_positions: Tuple[Tuple[str, float], ...] = ()
+    """(joint name, position) pairs of the 'home' keyframe; other joints: 0 clipped to limits."""
+    home_clearance: float = 0.002
+    """Floating base: height of the lowest collision geom above the floor at home [m]."""
+    search_paths: Tuple[str, ...] = ()
+    """Extra directories for package:// lookups."""
+
+    def validate(self) -> None:
+        """Raise ValueError on inconsistent options."""
+        if self.control_mode not in CONTROL_MODES:
+            raise ValueError(f"control_mode must be one of {CONTROL_MODES}, "
+                             f"got '{self.control_mode}'")
+        if self.timestep <= 0:
+            raise ValueError(f"timestep must be > 0, got {self.timestep}")
+        for name in ("position_kp", "position_kv", "velocity_kv", "foot_site_margin",
+                     "home_clearance", "floor_half_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What the builder made, by name, so callers never hard-code indices."""
+
+    joint_names: Tuple[str, ...]
+    """Actuated joints in model (= URDF tree) order; actuator i drives joint i."""
+    actuator_names: Tuple[str, ...]
+    """Actuator names, same order as joint_names."""
+    control_mode: str
+    """Actuator type used."""
+    floating_base: bool
+    """Whether the root body has a free joint."""
+    root_body: str
+    """Root link / body name."""
+    ee_site: Optional[str]
+    """End-effector site name (None when no ee link)."""
+    imu_site: Optional[str]
+    """IMU site name (floating-base robots)."""
+    foot_bodies: Tuple[str, ...]
+    """Foot link names (legged robots)."""
+    touch_sensors: Tuple[str, ...]
+    """Touch sensor per foot, same order as foot_bodies."""
+    position_limits: np.ndarray
+    """[num_joints, 2] position limits."""
+    velocity_limits: np.ndarray
+    """[num_joints] velocity limits."""
+    effort_limits: np.ndarray
+    """[num_joints] effort limits."""
+    urdf: ResolvedUrdf = field(repr=False)
+    """The resolved URDF the model was built from (feed the same text to pinocchio)."""
+
+
+def _is_floating(urdf: ResolvedUrdf, options: BuildOptions, feet: Sequence[str]) -> bool:
+    if options.floating_base is not None:
+        if options.floating_base and urdf.root_link == WORLD_LINK:
+            raise ValueError("floating_base=True but the URDF root is fixed to 'world'")
+        return options.floating_base
+    return urdf.root_link != WORLD_LINK and len(feet) > 0
+
+
+def _add_actuators(spec: mujoco.MjSpec, joints: Sequence[str], urdf: ResolvedUrdf,
+                   options: BuildOptions) -> Tuple[str, ...]:
+    names = []
+    for joint in joints:
+        limits = urdf.joint_limits[joint]
+        actuator = spec.add_actuator(name=f"{joint}_{options.control_mode}", target=joint,
+                                     trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        if options.control_mode == "effort":
+            actuator.set_to_motor()
+            ctrl = (-limits.effort, limits.effort)
+        elif options.control_mode == "position":
+            actuator.set_to_position(kp=options.position_kp, kv=options.position_kv)
+            ctrl = (limits.lower, limits.upper)
+        else:
+            actuator.set_to_velocity(kv=options.velocity_kv)
+            ctrl = (-limits.velocity, limits.velocity)
+        if np.all(np.isfinite(ctrl)):
+            actuator.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
+            actuator.ctrlrange = ctrl
+        if np.isfinite(limits.effort):
+            actuator.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+            actuator.forcerange = (-limits.effort, limits.effort)
+        names.append(actuator.name)
+    return tuple(names)
+
+
+def _add_legged_sensors(spec: mujoco.MjSpec, root: str, feet: Sequence[str],
+                        options: BuildOptions) -> Tuple[str, Tuple[str, ...]]:
+    imu_body = spec.body(options.imu_link) or spec.body(root)
+    imu_body.add_site(name=IMU_SITE, size=[0.01, 0.01, 0.01])
+    for name, kind in zip(IMU_SENSORS, (mujoco.mjtSensor.mjSENS_FRAMEQUAT,
+                                        mujoco.mjtSensor.mjSENS_GYRO,
+                                        mujoco.mjtSensor.mjSENS_ACCELEROMETER)):
+        sensor = spec.add_sensor(name=name, type=kind, objname=IMU_SITE)
+        sensor.objtype = mujoco.mjtObj.mjOBJ_SITE
+    touch = []
+    for foot in feet:
+        radius = max((g.size[0] for g in spec.body(foot).geoms
+                      if g.type == mujoco.mjtGeom.mjGEOM_SPHERE and g.contype), default=0.02)
+        spec.body(foot).add_site(name=f"{foot}_site", size=[radius + options.foot_site_margin,
+                                                           0, 0])
+        spec.add_sensor(name=f"{foot}_touch", type=mujoco.mjtSensor.mjSENS_TOUCH,
+                        objtype=mujoco.mjtObj.mjOBJ_SITE, objname=f"{foot}_site")
+        touch.append(f"{foot}_touch")
+    return IMU_SITE, tuple(touch)
+
+
+def _home_qpos(model: mujoco.MjModel, info: "BuildInfo", options: BuildOptions) -> np.ndarray:
+    info_joints, urdf = info.joint_names, info.urdf
+    overrides: Dict[str, float] = dict(options.home_positions)
+    unknown = set(overrides) - set(info_joints)
+    if unknown:
+        raise ValueError(f"home_positions name unknown joints {sorted(unknown)}")
+    qpos = model.qpos0.copy()
+    for joint in info_joints:
+        limits = urdf.joint_limits[joint]
+        qpos[model.joint(joint).qposadr[0]] = np.clip(overrides.get(joint, 0.0),
+                                                      limits.lower, limits.upper)
+    if info.floating_base:
+        data = mujoco.MjData(model)
+        data.qpos[:] = qpos
+        data.qpos[2] = 0.0
+        mujoco.mj_kinematics(model, data)
+        robot = (model.geom_bodyid > 0) & (model.geom_contype > 0)
+        feet = [model.body(foot).id for foot in info.foot_bodies]
+        if feet:  # feet first touch the ground; other geoms' bounding spheres are too coarse
+            robot &= np.isin(model.geom_bodyid, feet)
+        lowest = np.min(data.geom_xpos[robot, 2] - model.geom_rbound[robot])
+        qpos[2] = -lowest + options.home_clearance
+    return qpos
+
+
+def build_mujoco_spec(urdf_source: str, options: BuildOptions = BuildOptions()
+                      ) -> Tuple[mujoco.MjSpec, BuildInfo]:
+    """Build (but do not compile) the MjSpec of a URDF; edit it further, then ``compile()``.
+
+    ``urdf_source``: URDF path, ``package://`` URI or XML text. See :func:`build_mujoco_model`.
+    """
+    options.validate()
+    urdf = resolve_urdf(urdf_source, options.search_paths)
+    spec = mujoco.MjSpec.from_string(urdf.xml.replace("</robot>", _COMPILER_TAG + "</robot>"))
+    spec.option.timestep = options.timestep
+    feet = tuple(name for name in urdf.link_names
+                 if re.fullmatch(options.foot_link_pattern, name))
+    floating = _is_floating(urdf, options, feet)
+    joints = tuple(j.name for j in spec.joints)
+    root = urdf.root_link if urdf.root_link != WORLD_LINK else spec.worldbody.first_body().name
+    if floating:
+        spec.body(root).add_freejoint(name="root")
+    for geom in spec.geoms:
+        if geom.contype and not options.self_collision:
+            geom.conaffinity = 0  # robot geoms collide with the floor only
+    if options.add_floor:
+        spec.worldbody.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE,
+                                size=[options.floor_half_size, options.floor_half_size, 0.05],
+                                rgba=[0.55, 0.6, 0.65, 1], contype=1, conaffinity=1)
+        spec.worldbody.add_light(name="sun", pos=[0, 0, 4], dir=[0, 0, -1],
+                                 type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL)
+    ee_site = None
+    ee_link = options.ee_link
+    if ee_link is None:
+        ee_link = DEFAULT_EE_LINK if spec.body(DEFAULT_EE_LINK) is not None else ""
+    if ee_link:
+        if spec.body(ee_link) is None:
+            raise ValueError(f"ee_link '{ee_link}' is not a link of the URDF "
+                             f"(links: {list(urdf.link_names)}); set ee_link='' for none")
+        spec.body(ee_link).add_site(name=EE_SITE, size=[0.01, 0.01, 0.01])
+        ee_site = EE_SITE
+    actuators = _add_actuators(spec, joints, urdf, options)
+    imu_site, touch = (_add_legged_sensors(spec, root, feet, options) if floating
+                       else (None, ()))
+    info = BuildInfo(
+        joint_names=joints, actuator_names=actuators, control_mode=options.control_mode,
+        floating_base=floating, root_body=root, ee_site=ee_site, imu_site=imu_site,
+        foot_bodies=feet if floating else (), touch_sensors=touch,
+        position_limits=np.array([[urdf.joint_limits[j].lower, urdf.joint_limits[j].upper]
+                                  for j in joints]).reshape(-1, 2),
+        velocity_limits=np.array([urdf.joint_limits[j].velocity for j in joints]),
+        effort_limits=np.array([urdf.joint_limits[j].effort for j in joints]), urdf=urdf)
+    return spec, info
+
+
+def add_home_keyframe(spec: mujoco.MjSpec, info: BuildInfo,
+                      options: BuildOptions = BuildOptions()) -> mujoco.MjModel:
+    """Compile ``spec``, add the 'home' keyframe to it, and return the recompiled model."""
+    model = spec.compile()
+    qpos = _home_qpos(model, info, options)
+    ctrl = np.zeros(model.nu)
+    if options.control_mode == "position":
+        ctrl = np.array([qpos[model.joint(j).qposadr[0]] for j in info.joint_names])
+    spec.add_key(name=HOME_KEY, qpos=qpos, ctrl=ctrl)
+    return spec.compile()
+
+
+def build_mujoco_model(urdf_source: str, options: BuildOptions = BuildOptions()
+                       ) -> Tuple[mujoco.MjModel, BuildInfo]:
+    """URDF (path, ``package://`` URI or XML text) -> compiled MuJoCo model with a 'home' key.
+
+    Returns ``(model, info)``; ``info`` names the joints, actuators, sites and sensors made.
+    Fixed joints are kept as bodies (``fusestatic=false``) so every URDF link is a body.
+    """
+    spec, info = build_mujoco_spec(urdf_source, options)
+    return add_home_keyframe(spec, info, options), info
