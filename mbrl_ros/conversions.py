@@ -1,0 +1,118 @@
+"""Message <-> array conversions, in one place, for every node.
+
+Joint order is always resolved by name through a configured ``joints`` list; message order is
+never trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+
+@dataclass(frozen=True)
+class JointStateArrays:
+    """Joint positions, velocities and efforts in the configured joint order."""
+
+    position: np.ndarray
+    """[num_joints] rad or m."""
+    velocity: np.ndarray
+    """[num_joints] rad/s or m/s; zeros when the message carries none."""
+    effort: np.ndarray
+    """[num_joints] N m or N; zeros when the message carries none."""
+    stamp_s: float
+    """Header stamp in seconds (node clock time base)."""
+
+
+class JointNameMap:
+    """Maps JointState messages onto a fixed joint order, by name.
+
+    The index lookup is cached per distinct name list, so a driver that always sends the same
+    order costs one dictionary lookup per message.
+    """
+
+    def __init__(self, joints: Sequence[str]):
+        if not joints:
+            raise ValueError("the joints list is empty")
+        if len(set(joints)) != len(joints):
+            raise ValueError(f"duplicate joint names in {list(joints)}")
+        self.joints = tuple(joints)
+        self._cache: dict = {}
+
+    def indices(self, names: Sequence[str]) -> Optional[np.ndarray]:
+        """Index of each configured joint in ``names``; None if any is missing."""
+        key = tuple(names)
+        if key not in self._cache:
+            position = {name: i for i, name in enumerate(key)}
+            if all(j in position for j in self.joints):
+                self._cache[key] = np.array([position[j] for j in self.joints], dtype=np.intp)
+            else:
+                self._cache[key] = None
+        return self._cache[key]
+
+    def missing(self, names: Sequence[str]) -> list:
+        """Configured joints that ``names`` lacks (for error messages)."""
+        present = set(names)
+        return [j for j in self.joints if j not in present]
+
+    def from_joint_state(self, msg) -> Optional[JointStateArrays]:
+        """Arrays in the configured order, or None if the message lacks a joint or is malformed.
+
+        Unknown extra joints are ignored. Velocity/effort may be empty (zeros), but if present
+        must have one entry per name.
+        """
+        idx = self.indices(msg.name)
+        count = len(msg.name)
+        if idx is None or len(msg.position) != count:
+            return None
+        position = np.asarray(msg.position, dtype=np.float64)[idx]
+        velocity = _optional_field(msg.velocity, count, idx)
+        effort = _optional_field(msg.effort, count, idx)
+        if velocity is None or effort is None:
+            return None
+        return JointStateArrays(position, velocity, effort, stamp_to_seconds(msg.header.stamp))
+
+
+def _optional_field(values, count: int, idx: np.ndarray) -> Optional[np.ndarray]:
+    if len(values) == 0:
+        return np.zeros(len(idx))
+    if len(values) != count:
+        return None
+    return np.asarray(values, dtype=np.float64)[idx]
+
+
+def stamp_to_seconds(stamp: Time) -> float:
+    """builtin_interfaces/Time -> seconds."""
+    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
+
+
+def seconds_to_stamp(seconds: float) -> Time:
+    """Seconds -> builtin_interfaces/Time."""
+    sec = int(np.floor(seconds))
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+def to_float64_multi_array(values: np.ndarray, label: str = "joints") -> Float64MultiArray:
+    """A 1-D command as ros2_control forward controllers expect it."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=label, size=len(values), stride=len(values))]
+    msg.data = values.tolist()
+    return msg
+
+
+def from_float64_multi_array(msg, expected_size: int) -> Tuple[Optional[np.ndarray], str]:
+    """(values, "") for a well-formed finite command of ``expected_size``, else (None, reason)."""
+    try:
+        values = np.asarray(msg.data, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as error:
+        return None, f"unreadable data: {error}"
+    if values.size != expected_size:
+        return None, f"expected {expected_size} values, got {values.size}"
+    if not np.all(np.isfinite(values)):
+        return None, "non-finite values"
+    return values, ""
