@@ -1,0 +1,391 @@
+"""Tests for the ROS-free safety gate: every rule, the fallbacks, and a garbage-input fuzz."""
+
+import collections
+import math
+
+import numpy as np
+import pytest
+
+from mbrl_ros.core.safety_gate import Fault, GateConfig, GateState, SafetyGate
+
+JOINTS = ("shoulder", "elbow")
+RATE_HZ = 100.0
+PERIOD_S = 1.0 / RATE_HZ
+EFFORT_LIMIT = (5.0, 3.0)
+
+
+def make_config(**overrides) -> GateConfig:
+    settings = dict(joints=JOINTS, control_rate_hz=RATE_HZ, watchdog_timeout_s=PERIOD_S,
+                    state_timeout_s=0.05, effort_limit=EFFORT_LIMIT, position_lower=(-2.0, -1.0),
+                    position_upper=(2.0, 1.0), velocity_limit=(4.0, 4.0),
+                    max_position_step=(0.2, 0.2), disagreement_threshold=1.0,
+                    disagreement_resume=0.5, resume_ticks=3, hold_kp=(10.0, 20.0), hold_kd=2.0,
+                    clamp_margin=0.1)
+    settings.update(overrides)
+    return GateConfig.from_dict(settings)
+
+
+def feed(gate: SafetyGate, now: float, command=(1.0, -1.0), positions=(0.0, 0.0),
+         velocities=(0.0, 0.0), disagreement=0.1):
+    """Give the gate fresh inputs at ``now`` and tick it."""
+    gate.set_joint_state(JOINTS, positions, velocities, now)
+    gate.set_disagreement(disagreement, disagreement)
+    if command is not None:
+        gate.set_command(command, now)
+    return gate.tick(now)
+
+
+# ------------------------------------------------------------------------------ config
+@pytest.mark.parametrize("overrides, message", [
+    (dict(joints=()), "joints"),
+    (dict(joints=("a", "a")), "joints"),
+    (dict(effort_limit=(1.0, 2.0, 3.0)), "effort_limit has 3 values"),
+    (dict(effort_limit=math.inf), "effort_limit must be finite in effort mode"),
+    (dict(control_mode="position", max_position_step=math.inf), "max_position_step"),
+    (dict(control_mode="torque"), "control_mode"),
+    (dict(control_mode="velocity", fallback="damping"), "fallback"),
+    (dict(disagreement_resume=2.0), "disagreement_resume"),
+    (dict(resume_ticks=0), "resume_ticks"),
+    (dict(watchdog_timeout_s=0.0), "watchdog_timeout_s"),
+    (dict(position_lower=(3.0, 0.0)), "position_lower < position_upper"),
+    (dict(hold_kp=-1.0), "hold_kp"),
+    (dict(latching_faults=("bogus",)), "latching_faults"),
+    (dict(effort_limit=(1.0, math.nan)), "NaN"),
+    (dict(velocity_limt=1.0), "unknown safety gate settings"),
+])
+def test_config_rejects_bad_settings(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_config(**overrides)
+
+
+def test_config_accepts_joint_limits_as_arrays_and_urdf_style():
+    arrays = GateConfig.from_dict(dict(joints=JOINTS, joint_limits=dict(
+        effort_limit=[5.0, 3.0], position_lower=[-2.0, -1.0], position_upper=[2.0, 1.0])))
+    assert arrays.per_joint("effort_limit").tolist() == [5.0, 3.0]
+    urdf = GateConfig.from_dict(dict(joints=JOINTS, joint_limits={
+        "elbow": {"lower": -1.0, "upper": 1.0, "effort": 3.0, "velocity": 4.0},
+        "shoulder": {"lower": -2.0, "upper": 2.0, "effort": 5.0}}))
+    assert urdf.per_joint("effort_limit").tolist() == [5.0, 3.0]
+    assert urdf.per_joint("position_lower").tolist() == [-2.0, -1.0]
+    assert urdf.per_joint("velocity_limit").tolist() == [math.inf, 4.0]
+    with pytest.raises(ValueError, match="no entry for joints"):
+        GateConfig.from_dict(dict(joints=JOINTS, joint_limits={"elbow": {"effort": 1.0}}))
+    with pytest.raises(ValueError, match="both flat and in joint_limits"):
+        GateConfig.from_dict(dict(joints=JOINTS, effort_limit=1.0,
+                                  joint_limits={"effort_limit": [1.0, 1.0]}))
+
+
+# ------------------------------------------------------------------------------ pass / watchdog
+def test_fresh_valid_command_passes_unchanged():
+    gate = SafetyGate(make_config())
+    out = feed(gate, 0.0)
+    assert out.state == GateState.PASS and out.fault is None
+    np.testing.assert_array_equal(out.command, [1.0, -1.0])
+    assert out.commands_passed == 1 and out.interventions == 0
+
+
+def test_no_command_yet_publishes_fallback():
+    gate = SafetyGate(make_config())
+    out = feed(gate, 0.0, command=None)
+    assert out.state == GateState.FALLBACK and out.fault == Fault.NO_COMMAND
+    assert out.command.shape == (2,) and math.isinf(out.command_age_s)
+
+
+def test_watchdog_falls_back_within_two_periods_of_planner_silence_and_recovers():
+    gate = SafetyGate(make_config())
+    for tick in range(5):
+        assert feed(gate, tick * PERIOD_S).state == GateState.PASS
+    last_command_time = 4 * PERIOD_S
+    fallback_tick = None
+    for tick in range(5, 10):
+        out = feed(gate, tick * PERIOD_S, command=None)
+        if out.state == GateState.FALLBACK:
+            fallback_tick = tick
+            break
+    assert fallback_tick is not None and out.fault == Fault.STALE_COMMAND
+    assert fallback_tick * PERIOD_S - last_command_time <= 2 * PERIOD_S + 1e-9
+    # Stale commands do not latch: the planner coming back resumes passing.
+    assert feed(gate, 10 * PERIOD_S).state == GateState.PASS
+
+
+def test_command_from_the_future_after_clock_jump_is_stale():
+    gate = SafetyGate(make_config())
+    feed(gate, 10.0)
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.0)
+    out = gate.tick(0.0)  # simulation clock reset
+    assert out.state == GateState.FALLBACK and out.fault == Fault.STALE_COMMAND
+
+
+# ------------------------------------------------------------------------------ invalid commands
+@pytest.mark.parametrize("garbage", [
+    (math.nan, 1.0), (1.0, math.inf), (-math.inf, 0.0), (), (1.0,), (1.0, 2.0, 3.0),
+    "not a command", None, [[1.0, 2.0], [3.0, 4.0]], (1.0, "x"),
+])
+def test_invalid_command_is_never_passed_and_latches_until_reset(garbage):
+    gate = SafetyGate(make_config())
+    feed(gate, 0.0)
+    gate.set_command(garbage, PERIOD_S)
+    out = feed(gate, PERIOD_S, command=None)
+    assert out.state == GateState.FALLBACK and out.fault == Fault.INVALID_COMMAND
+    assert out.latched and out.command.shape == (2,) and np.isfinite(out.command).all()
+    # A good command alone does not clear the latch ...
+    assert feed(gate, 2 * PERIOD_S).state == GateState.FALLBACK
+    # ... reset does, once the inputs are good again.
+    ok, message = gate.reset(2 * PERIOD_S)
+    assert ok, message
+    assert feed(gate, 3 * PERIOD_S).state == GateState.PASS
+
+
+def test_reset_refused_while_inputs_are_bad():
+    gate = SafetyGate(make_config())
+    feed(gate, 0.0, command=(math.nan, 0.0))
+    ok, message = gate.reset(0.0)
+    assert not ok and "non-finite" in message
+    assert feed(gate, PERIOD_S, command=None).state == GateState.FALLBACK
+
+
+def test_invalid_command_does_not_latch_when_not_configured():
+    gate = SafetyGate(make_config(latching_faults=()))
+    assert feed(gate, 0.0, command=(math.nan, 0.0)).state == GateState.FALLBACK
+    assert feed(gate, PERIOD_S).state == GateState.PASS
+
+
+# ------------------------------------------------------------------------------ limits
+def test_slightly_out_of_limits_is_clamped_far_out_falls_back():
+    gate = SafetyGate(make_config())
+    out = feed(gate, 0.0, command=(5.4, -3.2))  # 8 % and 6.7 % over: inside the 10 % margin
+    assert out.state == GateState.CLAMPED
+    np.testing.assert_allclose(out.command, [5.0, -3.0])
+    assert out.interventions == 1 and out.commands_passed == 1
+    out = feed(gate, PERIOD_S, command=(9.0, 0.0))
+    assert out.state == GateState.FALLBACK and out.fault == Fault.OUT_OF_LIMITS
+    assert out.interventions == 2
+    assert feed(gate, 2 * PERIOD_S).state == GateState.PASS
+
+
+def test_clamp_policy_clamps_far_out_commands():
+    gate = SafetyGate(make_config(out_of_limits="clamp"))
+    out = feed(gate, 0.0, command=(1e9, -1e9))
+    assert out.state == GateState.CLAMPED
+    np.testing.assert_allclose(out.command, [5.0, -3.0])
+
+
+def test_position_mode_limits_step_and_hold():
+    gate = SafetyGate(make_config(control_mode="position"))
+    assert gate.tick(0.0).command is None  # no state, nothing passed: no safe position known
+    out = feed(gate, 0.0, command=(0.5, 0.1), positions=(0.4, 0.0))
+    assert out.state == GateState.PASS
+    out = feed(gate, PERIOD_S, command=(0.62, 0.0), positions=(0.4, 0.0))  # step 0.22 > 0.2
+    assert out.state == GateState.CLAMPED
+    np.testing.assert_allclose(out.command, [0.6, 0.0])
+    out = feed(gate, 2 * PERIOD_S, command=(1.5, 0.0), positions=(0.4, 0.0))  # far step
+    assert out.state == GateState.FALLBACK and out.fault == Fault.OUT_OF_LIMITS
+    np.testing.assert_allclose(out.command, [0.4, 0.0])  # holds the captured position
+    out = feed(gate, 3 * PERIOD_S, command=(1.5, 0.0), positions=(0.45, 0.0))
+    np.testing.assert_allclose(out.command, [0.4, 0.0])  # still the position at entry
+
+
+def test_velocity_mode_clamps_and_falls_back_to_zero_velocity():
+    gate = SafetyGate(make_config(control_mode="velocity"))
+    out = feed(gate, 0.0, command=(4.2, 0.0))
+    assert out.state == GateState.CLAMPED and out.command[0] == 4.0
+    out = feed(gate, PERIOD_S, command=(1.0, 1.0), disagreement=5.0)
+    assert out.state == GateState.FALLBACK
+    np.testing.assert_array_equal(out.command, [0.0, 0.0])
+
+
+def test_limit_guard_stops_joints_moving_out_of_limits():
+    gate = SafetyGate(make_config())
+    # Elbow at 0.99 moving up at 1 rad/s: crosses the 1.0 limit within the 50 ms lookahead.
+    out = feed(gate, 0.0, positions=(0.0, 0.99), velocities=(0.0, 1.0))
+    assert out.state == GateState.FALLBACK and out.fault == Fault.LIMIT_GUARD
+    assert "elbow" in out.reason
+    # Moving back inside is fine.
+    assert feed(gate, PERIOD_S, positions=(0.0, 0.99), velocities=(0.0, -1.0)).state \
+        == GateState.PASS
+    # Over the velocity limit and the command pushes further: fallback; braking passes.
+    out = feed(gate, 2 * PERIOD_S, command=(1.0, 0.0), velocities=(4.5, 0.0))
+    assert out.fault == Fault.LIMIT_GUARD
+    assert feed(gate, 3 * PERIOD_S, command=(-1.0, 0.0), velocities=(4.5, 0.0)).state \
+        == GateState.PASS
+
+
+# ------------------------------------------------------------------------------ joint state
+def test_joint_state_is_mapped_by_name_and_missing_joints_mean_unavailable():
+    gate = SafetyGate(make_config())
+    gate.set_command((1.0, -1.0), 0.0)
+    gate.set_joint_state(["gripper", "elbow", "shoulder"], [9.0, 0.3, 0.2], [9.0, 0.0, 0.0], 0.0)
+    assert gate.tick(0.0).state == GateState.PASS
+    np.testing.assert_array_equal(gate._positions, [0.2, 0.3])
+    gate = SafetyGate(make_config())
+    gate.set_command((1.0, -1.0), 0.0)
+    gate.set_joint_state(["shoulder"], [0.0], [0.0], 0.0)
+    out = gate.tick(0.0)
+    assert out.fault == Fault.STATE_UNAVAILABLE and "elbow" in out.reason
+    gate.set_joint_state(["elbow"], [0.0], [0.0], 0.0)  # a second publisher fills in the rest
+    assert gate.tick(0.0).state == GateState.PASS
+
+
+@pytest.mark.parametrize("positions, velocities", [
+    ([0.0, math.nan], [0.0, 0.0]), ([0.0, 0.0], []), ([0.0], [0.0]), ("junk", [0.0, 0.0])])
+def test_bad_joint_state_makes_state_unavailable(positions, velocities):
+    gate = SafetyGate(make_config())
+    feed(gate, 0.0)
+    gate.set_joint_state(JOINTS, positions, velocities, PERIOD_S)
+    gate.set_command((1.0, -1.0), 0.06)
+    out = gate.tick(0.06)  # the good reading at t=0 has gone stale by now
+    assert out.state == GateState.FALLBACK and out.fault == Fault.STATE_UNAVAILABLE
+    np.testing.assert_array_equal(out.command, [0.0, 0.0])  # hold without state: zero effort
+
+
+# ------------------------------------------------------------------------------ disagreement
+def test_disagreement_hysteresis():
+    gate = SafetyGate(make_config())
+    t = 0.0
+    assert feed(gate, t, disagreement=0.9).state == GateState.PASS
+    states = []
+    for disagreement in (1.5, 0.8, 0.4, 0.4, 0.7, 0.4, 0.4, 0.4, 0.4):
+        t += PERIOD_S
+        states.append(feed(gate, t, disagreement=disagreement).state)
+    fb, ok = GateState.FALLBACK, GateState.PASS
+    # Enter above 1.0; 0.8 is under the threshold but not under 0.5; 0.7 restarts the count;
+    # resume after three consecutive ticks below 0.5.
+    assert states == [fb, fb, fb, fb, fb, fb, fb, ok, ok]
+    assert gate.interventions == 1
+
+
+def test_disagreement_signal_mean_or_max_and_nan_is_untrusted():
+    gate = SafetyGate(make_config(disagreement_signal="mean"))
+    gate.set_disagreement(0.2, 9.0)  # only the mean is gated
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.0)
+    gate.set_command((0.0, 0.0), 0.0)
+    assert gate.tick(0.0).state == GateState.PASS
+    gate.set_disagreement(math.nan, 0.0)
+    out = gate.tick(0.0)
+    assert out.fault == Fault.DISAGREEMENT and math.isinf(out.disagreement)
+
+
+# ------------------------------------------------------------------------------ e-stop / fallback
+def test_estop_latches_until_reset():
+    gate = SafetyGate(make_config())
+    feed(gate, 0.0)
+    gate.estop()
+    for tick in range(1, 4):
+        out = feed(gate, tick * PERIOD_S)
+        assert out.state == GateState.ESTOP and out.latched
+    assert out.interventions == 1
+    ok, _ = gate.reset(10.0)  # planner silent by then: refused
+    assert not ok
+    assert feed(gate, 10.0).state == GateState.ESTOP
+    ok, message = gate.reset(10.0)
+    assert ok and "e-stop" in message
+    assert feed(gate, 10.0 + PERIOD_S).state == GateState.PASS
+
+
+def test_hold_fallback_torque_opposes_displacement_and_velocity():
+    gate = SafetyGate(make_config())
+    feed(gate, 0.0, positions=(0.5, -0.2))
+    gate.estop()
+    out = feed(gate, PERIOD_S, positions=(0.5, -0.2))  # captures the hold position
+    np.testing.assert_allclose(out.command, [0.0, 0.0])
+    out = feed(gate, 2 * PERIOD_S, positions=(0.6, -0.25), velocities=(0.0, 0.0))
+    np.testing.assert_allclose(out.command, [10.0 * -0.1, 20.0 * 0.05])
+    out = feed(gate, 3 * PERIOD_S, positions=(0.5, -0.2), velocities=(1.0, -1.0))
+    np.testing.assert_allclose(out.command, [-2.0, 2.0])
+    out = feed(gate, 4 * PERIOD_S, positions=(5.0, -0.2))  # far away: clamped to the limit
+    np.testing.assert_allclose(out.command, [-5.0, 0.0])
+
+
+@pytest.mark.parametrize("policy, expected", [("zero_effort", [0.0, 0.0]),
+                                              ("damping", [-2.0, 1.0])])
+def test_other_effort_fallbacks(policy, expected):
+    gate = SafetyGate(make_config(fallback=policy))
+    out = feed(gate, 0.0, positions=(0.3, 0.3), velocities=(1.0, -0.5), disagreement=9.0)
+    assert out.state == GateState.FALLBACK
+    np.testing.assert_allclose(out.command, expected)
+
+
+def test_internal_exception_gives_fallback_not_a_crash(monkeypatch):
+    gate = SafetyGate(make_config())
+    feed(gate, 0.0)
+
+    def explode(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(gate, "_evaluate", explode)
+    out = feed(gate, PERIOD_S)
+    assert out.state == GateState.FALLBACK and out.fault == Fault.INTERNAL_ERROR
+    assert "boom" in out.reason and out.latched
+    np.testing.assert_array_equal(out.command, [0.0, 0.0])
+    out = gate.tick(math.nan)  # unusable clock
+    assert out.state == GateState.FALLBACK and out.command.shape == (2,)
+
+
+# ------------------------------------------------------------------------------ fuzz
+GARBAGE = [math.nan, math.inf, -math.inf, 1e300, -1e300, 0.0, 1.0, -3.0]
+
+
+def random_array(rng: np.random.Generator):
+    kind = rng.integers(6)
+    if kind == 0:
+        return rng.normal(0.0, 10.0 ** rng.integers(-2, 6), size=rng.integers(0, 5))
+    if kind == 1:
+        return rng.choice(GARBAGE, size=rng.integers(0, 4))
+    if kind == 2:
+        return rng.uniform(-1.0, 1.0, size=2)
+    if kind == 3:
+        return "garbage"
+    if kind == 4:
+        return None
+    return [[rng.normal()]]
+
+
+@pytest.mark.parametrize("mode", ["effort", "position", "velocity"])
+def test_fuzz_outputs_are_always_finite_sized_and_within_limits(mode):
+    rng = np.random.default_rng(1234)
+    config = make_config(control_mode=mode, out_of_limits=str(rng.choice(["clamp", "fallback"])))
+    gate = SafetyGate(config)
+    lower, upper = config.per_joint("position_lower"), config.per_joint("position_upper")
+    bound = config.per_joint("effort_limit" if mode == "effort" else "velocity_limit")
+    states = collections.Counter()
+    now = 0.0
+    positions, last_sent = np.zeros(2), None
+    for _ in range(3000):
+        now += float(rng.choice([PERIOD_S] * 8 + [0.0, -PERIOD_S, 0.5]))
+        stamp = float(rng.choice([now] * 8 + [now - 0.005, now + 1.0, math.nan]))
+        positions = np.clip(positions + rng.normal(0.0, 0.02, 2), -0.9, 0.9)
+        velocities = rng.normal(0.0, 1.0, 2)
+        if rng.random() < 0.7:  # mostly plausible commands (some slightly out of limits)
+            plausible = {"effort": rng.uniform(-1.05, 1.05, 2) * bound,
+                         "velocity": rng.uniform(-1.05, 1.05, 2) * bound,
+                         "position": positions + rng.uniform(-0.21, 0.21, 2)}[mode]
+            last_sent = plausible if rng.random() < 0.9 else random_array(rng)
+            gate.set_command(last_sent, stamp)
+        if rng.random() < 0.8:
+            names = list(JOINTS) if rng.random() < 0.9 else \
+                list(rng.permutation(list(JOINTS) + ["other"]))[:rng.integers(0, 4)]
+            if rng.random() < 0.9:
+                gate.set_joint_state(names, positions, velocities, stamp)
+            else:
+                gate.set_joint_state(names, random_array(rng), random_array(rng), stamp)
+        if rng.random() < 0.2:
+            gate.set_disagreement(*rng.choice(GARBAGE + [0.1] * 8, size=2))
+        if rng.random() < 0.01:
+            gate.estop()
+        if rng.random() < 0.2:
+            gate.reset(now)
+        out = gate.tick(now if rng.random() < 0.999 else math.nan)
+        states[out.state] += 1
+        assert isinstance(out.state, GateState)
+        if out.command is None:
+            assert mode == "position"
+            continue
+        assert out.command.shape == (2,) and np.isfinite(out.command).all()
+        if out.state == GateState.PASS:  # garbage is never passed
+            np.testing.assert_array_equal(out.command, np.asarray(last_sent, dtype=float))
+        if mode == "position":
+            assert (out.command >= lower).all() and (out.command <= upper).all()
+        else:
+            assert (np.abs(out.command) <= bound).all()
+    # The fuzz must reach every state, or it tests nothing.
+    assert all(states[state] > 0 for state in GateState), states
