@@ -1,0 +1,265 @@
+"""Batched analytical rigid-body dynamics in torch (the nominal model under the residual).
+
+The articulated-body algorithm (Featherstone) runs over all samples at once: the only Python
+loops are over joints (7 for the arm), never over samples. Kinematic and inertial parameters
+come from the pinocchio model of the same URDF. Fixed-base robots only: for legged robots the
+contacts dominate and the simulator itself is the reference.
+
+Spatial vectors follow pinocchio's convention: ``[linear; angular]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+import pinocchio as pin
+import torch
+
+from mbrl_ros.robots.robot_model import RobotModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalyticalConfig:
+    """Integration settings of the batched analytical model."""
+
+    dt: float = 0.01
+    """Control period one ``step`` advances [s]."""
+    substeps: int = 5
+    """Semi-implicit Euler steps per control period."""
+    friction_velocity: float = 0.0
+    """Smooth Coulomb friction ``friction * tanh(v / friction_velocity)``; 0 disables it."""
+    clip_torque: bool = True
+    """Clip actions to the URDF effort limits (as the simulator's motors do)."""
+
+    def validate(self) -> None:
+        """Raise ValueError on bad settings."""
+        if self.dt <= 0:
+            raise ValueError(f"dt must be > 0, got {self.dt}")
+        if self.substeps < 1:
+            raise ValueError(f"substeps must be >= 1, got {self.substeps}")
+        if self.friction_velocity < 0:
+            raise ValueError(f"friction_velocity must be >= 0, got {self.friction_velocity}")
+
+
+def _skew(vectors: torch.Tensor) -> torch.Tensor:
+    """[..., 3] -> [..., 3, 3] cross-product matrices."""
+    x, y, z = vectors.unbind(-1)
+    zero = torch.zeros_like(x)
+    return torch.stack([torch.stack([zero, -z, y], -1), torch.stack([z, zero, -x], -1),
+                        torch.stack([-y, x, zero], -1)], -2)
+
+
+def _motion_cross(velocity: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """Spatial motion cross product ``velocity x motion``; both [N, 6]."""
+    linear, angular = velocity[:, :3], velocity[:, 3:]
+    return torch.cat([torch.cross(angular, motion[:, :3], dim=-1)
+                      + torch.cross(linear, motion[:, 3:], dim=-1),
+                      torch.cross(angular, motion[:, 3:], dim=-1)], -1)
+
+
+def _force_cross(velocity: torch.Tensor, force: torch.Tensor) -> torch.Tensor:
+    """Spatial force cross product ``velocity x* force``; both [N, 6]."""
+    linear, angular = velocity[:, :3], velocity[:, 3:]
+    return torch.cat([torch.cross(angular, force[:, :3], dim=-1),
+                      torch.cross(angular, force[:, 3:], dim=-1)
+                      + torch.cross(linear, force[:, :3], dim=-1)], -1)
+
+
+class AnalyticalDynamics:
+    """Nominal fixed-base dynamics ``(state, torque) -> next state``, batched in torch.
+
+    state = ``[q, qd]`` ([N, 2 * num_joints]); action = joint torques ([N, num_joints]).
+    Forces: rigid body (ABA) + URDF viscous damping (+ optional smooth Coulomb friction).
+    """
+
+    def __init__(self, robot: RobotModel, config: AnalyticalConfig = AnalyticalConfig(),
+                 device: torch.device = torch.device("cpu"),
+                 dtype: torch.dtype = torch.float32) -> None:
+        config.validate()
+        if robot.floating_base:
+            raise ValueError("AnalyticalDynamics supports fixed-base robots only "
+                             f"('{robot.urdf.root_link}' has a floating base)")
+        self.config, self.device, self.dtype = config, device, dtype
+        model = robot.model
+        self.num_joints = robot.num_joints
+        self.parents: List[int] = [int(model.parents[i]) for i in range(1, model.njoints)]
+        axes, revolute, rotations, translations, inertias = [], [], [], [], []
+        for index in range(1, model.njoints):
+            joint = model.joints[index]
+            joint_data = joint.createData()
+            joint.calc(joint_data, np.zeros(joint.nq))
+            subspace = np.array(joint_data.S).reshape(6)
+            is_revolute = bool(np.linalg.norm(subspace[3:]) > 0)
+            axes.append(subspace)
+            revolute.append(is_revolute)
+            rotations.append(model.jointPlacements[index].rotation)
+            translations.append(model.jointPlacements[index].translation)
+            inertias.append(model.inertias[index].matrix())
+        tensor = self._tensor
+        self.subspaces = tensor(np.array(axes))                      # [J, 6]
+        self.revolute = revolute
+        self.placement_rotations = tensor(np.array(rotations))       # [J, 3, 3]
+        self.placement_translations = tensor(np.array(translations))  # [J, 3]
+        self.inertias = tensor(np.array(inertias))                   # [J, 6, 6]
+        self.armature = tensor(np.array(model.armature))             # [J]
+        self.damping = tensor(robot.damping)
+        self.friction = tensor(robot.friction)
+        self.effort_limits = tensor(robot.effort_limits)
+        gravity = np.zeros(6)
+        gravity[:3] = -np.array(model.gravity.linear)
+        self.base_acceleration = tensor(gravity)                     # [6] = -gravity
+        self.ee_joint: Optional[int] = None
+        if robot.ee_frame_id is not None:
+            frame = model.frames[robot.ee_frame_id]
+            self.ee_joint = int(frame.parentJoint)
+            self.ee_offset = tensor(frame.placement.translation)
+            self.ee_rotation = tensor(frame.placement.rotation)
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+
+    def _joint_transforms(self, positions: torch.Tensor):
+        """Per joint: parent->child rotation [N, 3, 3] and translation [N, 3] (child pose)."""
+        rotations, translations = [], []
+        for index in range(self.num_joints):
+            angle = positions[:, index]
+            fixed_rotation = self.placement_rotations[index]
+            fixed_translation = self.placement_translations[index]
+            if self.revolute[index]:
+                axis_matrix = _skew(self.subspaces[index, 3:])
+                sin, cos = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
+                joint_rotation = (torch.eye(3, dtype=self.dtype, device=self.device)
+                                  + sin * axis_matrix + (1 - cos) * (axis_matrix @ axis_matrix))
+                rotations.append(fixed_rotation @ joint_rotation)
+                translations.append(fixed_translation.expand(len(angle), 3))
+            else:
+                rotations.append(fixed_rotation.expand(len(angle), 3, 3))
+                translations.append(fixed_translation
+                                    + angle[:, None] * (fixed_rotation @ self.subspaces[index, :3]))
+        return rotations, translations
+
+    def forward_dynamics(self, positions: torch.Tensor, velocities: torch.Tensor,
+                         torques: torch.Tensor) -> torch.Tensor:
+        """Joint accelerations [N, num_joints] from q, qd, tau (all [N, num_joints]) by ABA."""
+        num = positions.shape[0]
+        tau = torques - self.damping * velocities
+        if self.config.friction_velocity > 0:
+            tau = tau - self.friction * torch.tanh(velocities / self.config.friction_velocity)
+        rotations, translations = self._joint_transforms(positions)
+        zero6 = torch.zeros(num, 6, dtype=self.dtype, device=self.device)
+        transforms, velocity, bias, inertia, force = [], [], [], [], []
+        for index in range(self.num_joints):
+            rotation_t = rotations[index].transpose(1, 2)
+            transform = torch.zeros(num, 6, 6, dtype=self.dtype, device=self.device)
+            transform[:, :3, :3] = rotation_t
+            transform[:, 3:, 3:] = rotation_t
+            transform[:, :3, 3:] = -rotation_t @ _skew(translations[index])
+            parent = self.parents[index] - 1
+            parent_velocity = zero6 if parent < 0 else velocity[parent]
+            joint_velocity = self.subspaces[index] * velocities[:, index:index + 1]
+            body_velocity = (transform @ parent_velocity[:, :, None])[:, :, 0] + joint_velocity
+            body_inertia = self.inertias[index].expand(num, 6, 6)
+            transforms.append(transform)
+            velocity.append(body_velocity)
+            bias.append(_motion_cross(body_velocity, joint_velocity))
+            inertia.append(body_inertia)
+            force.append(_force_cross(body_velocity,
+                                      (body_inertia @ body_velocity[:, :, None])[:, :, 0]))
+        u_vectors, d_values, u_values = [None] * self.num_joints, [None] * self.num_joints, \
+            [None] * self.num_joints
+        for index in reversed(range(self.num_joints)):
+            subspace = self.subspaces[index]
+            u_vector = inertia[index] @ subspace                       # [N, 6]
+            d_value = u_vector @ subspace + self.armature[index]       # [N]
+            u_value = tau[:, index] - force[index] @ subspace          # [N]
+            u_vectors[index], d_values[index], u_values[index] = u_vector, d_value, u_value
+            parent = self.parents[index] - 1
+            if parent >= 0:
+                articulated = inertia[index] - (u_vector[:, :, None] * u_vector[:, None, :]
+                                                / d_value[:, None, None])
+                articulated_force = (force[index]
+                                     + (articulated @ bias[index][:, :, None])[:, :, 0]
+                                     + u_vector * (u_value / d_value)[:, None])
+                transform_t = transforms[index].transpose(1, 2)
+                inertia[parent] = inertia[parent] + transform_t @ articulated @ transforms[index]
+                force[parent] = force[parent] + (transform_t
+                                                 @ articulated_force[:, :, None])[:, :, 0]
+        accelerations = [None] * self.num_joints
+        joint_accelerations = []
+        base = self.base_acceleration.expand(num, 6)
+        for index in range(self.num_joints):
+            parent = self.parents[index] - 1
+            parent_acceleration = base if parent < 0 else accelerations[parent]
+            acceleration = ((transforms[index] @ parent_acceleration[:, :, None])[:, :, 0]
+                            + bias[index])
+            qdd = (u_values[index] - (u_vectors[index] * acceleration).sum(-1)) / d_values[index]
+            accelerations[index] = acceleration + self.subspaces[index] * qdd[:, None]
+            joint_accelerations.append(qdd)
+        return torch.stack(joint_accelerations, -1)
+
+    @torch.no_grad()
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Next state [N, 2 * num_joints] after one control period.
+
+        Args:
+            state: [N, 2 * num_joints] = [q, qd].
+            action: [N, num_joints] joint torques, held over the period.
+        """
+        expected = 2 * self.num_joints
+        if state.ndim != 2 or state.shape[1] != expected:
+            raise ValueError(f"state must be [N, {expected}], got {tuple(state.shape)}")
+        if action.shape != (state.shape[0], self.num_joints):
+            raise ValueError(f"action must be [{state.shape[0]}, {self.num_joints}], "
+                             f"got {tuple(action.shape)}")
+        state = state.to(self.device, self.dtype)
+        torques = action.to(self.device, self.dtype)
+        if self.config.clip_torque:
+            torques = torch.maximum(torch.minimum(torques, self.effort_limits),
+                                    -self.effort_limits)
+        positions, velocities = state[:, :self.num_joints], state[:, self.num_joints:]
+        h = self.config.dt / self.config.substeps
+        for _ in range(self.config.substeps):
+            velocities = velocities + h * self.forward_dynamics(positions, velocities, torques)
+            positions = positions + h * velocities
+        return torch.cat([positions, velocities], -1)
+
+    @torch.no_grad()
+    def ee_position_batch(self, positions: torch.Tensor) -> torch.Tensor:
+        """End-effector positions [N, 3] in the base frame for joint positions [N, num_joints]."""
+        if self.ee_joint is None:
+            raise ValueError("this robot has no end-effector frame")
+        positions = positions.to(self.device, self.dtype)
+        rotations, translations = self._joint_transforms(positions)
+        world_rotations, world_translations = [], []
+        for index in range(self.num_joints):
+            parent = self.parents[index] - 1
+            if parent < 0:
+                world_rotations.append(rotations[index])
+                world_translations.append(translations[index])
+            else:
+                world_rotations.append(world_rotations[parent] @ rotations[index])
+                world_translations.append(world_translations[parent] + (
+                    world_rotations[parent] @ translations[index][:, :, None])[:, :, 0])
+        joint = self.ee_joint - 1
+        return world_translations[joint] + world_rotations[joint] @ self.ee_offset
+
+
+def pinocchio_reference_step(robot: RobotModel, state: np.ndarray, action: np.ndarray,
+                             config: AnalyticalConfig) -> np.ndarray:
+    """One-sample reference of :meth:`AnalyticalDynamics.step` with pinocchio (tests, checks).
+
+    state: [2 * num_joints]; action: [num_joints]. Returns [2 * num_joints].
+    """
+    torque = np.clip(action, -robot.effort_limits, robot.effort_limits) \
+        if config.clip_torque else action
+    q, v = robot.integrate(state[:robot.num_joints], state[robot.num_joints:], torque,
+                           config.dt, config.substeps, config.friction_velocity)
+    return np.concatenate([q, v])
+
+
+__all__ = ["AnalyticalConfig", "AnalyticalDynamics", "pinocchio_reference_step", "pin"]
