@@ -1,0 +1,109 @@
+"""Configuration of what is read from robot bags and how it is aligned into transitions."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+COMMAND_FIELDS = ("position", "velocity", "effort")
+STAMP_SOURCES = ("header", "receive")
+INTERPOLATIONS = ("linear", "previous")
+
+
+@dataclass(frozen=True)
+class RobotStreamsConfig:
+    """Which topics and joints make up the robot's state and command streams in a bag."""
+
+    joints: tuple[str, ...]
+    """Joint names of the state, in state order; matched by name in each JointState message."""
+    state_topic: str = "/joint_states"
+    """sensor_msgs/msg/JointState topic giving joint positions and velocities."""
+    command_topic: str = "/command"
+    """Command topic: std_msgs/msg/Float64MultiArray (entries in ``command_joints`` order),
+    sensor_msgs/msg/JointState or trajectory_msgs/msg/JointTrajectory (matched by name)."""
+    command_joints: tuple[str, ...] = ()
+    """Joint names of the command, in action order; empty means the same as ``joints``."""
+    command_field: str = "effort"
+    """Field taken from JointState / the first JointTrajectory point: position, velocity, effort."""
+    goal_topic: str = ""
+    """Optional geometry_msgs/msg/PoseStamped goal topic; empty to ignore."""
+    odom_topic: str = ""
+    """Optional nav_msgs/msg/Odometry base state (legged robots); empty to ignore."""
+    imu_topic: str = ""
+    """Optional sensor_msgs/msg/Imu base state (legged robots); empty to ignore."""
+    reset_topic: str = ""
+    """Optional episode reset marker topic (any type; std_msgs/msg/Bool counts only true)."""
+    stamp_source: str = "header"
+    """"header": use header stamps (a zero stamp falls back to receive time, counted);
+    "receive": use the bag's receive time for every message."""
+    typestore: str = ""
+    """rosbags typestore name (e.g. "ROS2_KILTED"); empty picks the newest available."""
+
+    @property
+    def action_joints(self) -> tuple[str, ...]:
+        """Joint names of the action vector, in order."""
+        return self.command_joints or self.joints
+
+    def validate(self) -> None:
+        """Raise ValueError if the configuration is inconsistent."""
+        if not self.joints:
+            raise ValueError("RobotStreamsConfig.joints must name at least one joint")
+        for name, joints in (("joints", self.joints), ("command_joints", self.command_joints)):
+            if len(set(joints)) != len(joints):
+                raise ValueError(f"RobotStreamsConfig.{name} has duplicates: {list(joints)}")
+        if not self.state_topic or not self.command_topic:
+            raise ValueError("RobotStreamsConfig.state_topic and command_topic are required")
+        if self.command_field not in COMMAND_FIELDS:
+            raise ValueError(f"command_field {self.command_field!r} not in {COMMAND_FIELDS}")
+        if self.stamp_source not in STAMP_SOURCES:
+            raise ValueError(f"stamp_source {self.stamp_source!r} not in {STAMP_SOURCES}")
+        topics = [t for t in (self.state_topic, self.command_topic, self.goal_topic,
+                              self.odom_topic, self.imu_topic, self.reset_topic) if t]
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"RobotStreamsConfig topics must differ: {topics}")
+
+
+@dataclass(frozen=True)
+class AlignmentConfig:
+    """How state and command streams become transitions at the control rate."""
+
+    control_rate_hz: float = 100.0
+    """Control rate; one transition per control period."""
+    interpolation: str = "linear"
+    """State resampling at control ticks: "linear" between neighbours, or "previous" sample."""
+    state_tolerance_s: float = 0.02
+    """Largest distance from a tick to the state sample(s) used for it; farther: tick dropped."""
+    gap_threshold_s: float = 0.1
+    """A time jump between consecutive state samples above this splits the episode."""
+    command_max_age_s: float = 0.05
+    """A command older than this at a tick is stale; the transition is dropped."""
+    command_latency_s: float = 0.0
+    """The action of tick t is the last command stamped at or before t + this latency."""
+    reset_jump_threshold: float = math.inf
+    """Largest per-joint position change between ticks; a larger jump is taken as a reset."""
+    min_episode_transitions: int = 1
+    """Episodes with fewer transitions are dropped (counted)."""
+
+    @property
+    def period_ns(self) -> int:
+        """Control period in integer nanoseconds."""
+        return int(round(1e9 / self.control_rate_hz))
+
+    def validate(self) -> None:
+        """Raise ValueError if the configuration is inconsistent."""
+        if not (self.control_rate_hz > 0 and math.isfinite(self.control_rate_hz)):
+            raise ValueError(f"control_rate_hz must be positive, got {self.control_rate_hz}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {self.interpolation!r} not in {INTERPOLATIONS}")
+        for name in ("state_tolerance_s", "gap_threshold_s", "command_max_age_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.command_latency_s < 0:
+            raise ValueError(f"command_latency_s must be >= 0, got {self.command_latency_s}")
+        if self.gap_threshold_s < self.state_tolerance_s:
+            raise ValueError(f"gap_threshold_s ({self.gap_threshold_s}) must be >= "
+                             f"state_tolerance_s ({self.state_tolerance_s})")
+        if not self.reset_jump_threshold > 0:
+            raise ValueError("reset_jump_threshold must be positive (inf disables it)")
+        if self.min_episode_transitions < 1:
+            raise ValueError("min_episode_transitions must be >= 1")
