@@ -1,0 +1,358 @@
+"""Probabilistic ensemble of MLPs predicting the (normalised) state delta, PETS-style."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, broadcast_inputs,
+                                          wrap_angle)
+from mbrl_ros.core.ensemble_layers import EnsembleMLP, check_activation
+from mbrl_ros.core.normalizer import Normalizer
+from mbrl_ros.core.types import TransitionBatch
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Architecture and training settings of a :class:`ProbabilisticEnsemble`."""
+
+    num_members: int = 5
+    """Number of ensemble members (independently initialised, bootstrapped networks)."""
+    num_elites: int = 4
+    """Members with the lowest validation MSE, used by ``predict`` when ``use_elites`` is set."""
+    hidden_sizes: Tuple[int, ...] = (200, 200, 200)
+    """Width of each hidden layer."""
+    activation: str = "silu"
+    """Hidden activation: silu, relu, elu, gelu or tanh."""
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 5e-5
+    """Adam (L2) weight decay."""
+    batch_size: int = 256
+    """Minibatch size per member."""
+    max_epochs: int = 200
+    """Upper bound on training epochs per call to ``fit``."""
+    patience: int = 10
+    """Stop after this many epochs without validation improvement of any member."""
+    improvement_threshold: float = 0.01
+    """Relative validation-MSE decrease that counts as an improvement."""
+    validation_fraction: float = 0.1
+    """Share of transitions held out for validation (0: validate on the training data)."""
+    bootstrap: bool = True
+    """Train each member on its own bootstrap resample of the training set."""
+    min_logvar_init: float = -10.0
+    """Initial soft lower bound of the log-variance (normalised units), learned."""
+    max_logvar_init: float = 0.5
+    """Initial soft upper bound of the log-variance (normalised units), learned."""
+    logvar_bound_coef: float = 0.01
+    """Weight of the penalty that pulls the learned log-variance bounds together."""
+    angle_wrap: Tuple[int, ...] = ()
+    """State indices that are wrapping angles in [-pi, pi): sin/cos inputs, wrapped deltas."""
+    use_elites: bool = False
+    """Default for ``predict``: elites only (True) or all members (False)."""
+    normalizer_min_std: float = 1e-6
+    """Features with a smaller std are treated as constant (std set to 1)."""
+    eval_batch_size: int = 4096
+    """Rows per forward pass when evaluating validation data."""
+
+    def validate(self) -> None:
+        """Raise ValueError on inconsistent settings."""
+        if self.num_members < 1:
+            raise ValueError(f"num_members must be >= 1, got {self.num_members}")
+        if not 1 <= self.num_elites <= self.num_members:
+            raise ValueError(f"num_elites must be in [1, num_members={self.num_members}], "
+                             f"got {self.num_elites}")
+        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes}")
+        check_activation(self.activation)
+        for name in ("learning_rate", "batch_size", "max_epochs", "patience",
+                     "normalizer_min_std", "eval_batch_size"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.improvement_threshold < 0 or self.logvar_bound_coef < 0:
+            raise ValueError("weight_decay, improvement_threshold and logvar_bound_coef "
+                             "must be >= 0")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), "
+                             f"got {self.validation_fraction}")
+        if not self.min_logvar_init < self.max_logvar_init:
+            raise ValueError("min_logvar_init must be below max_logvar_init")
+        if len(set(self.angle_wrap)) != len(self.angle_wrap) or any(i < 0
+                                                                     for i in self.angle_wrap):
+            raise ValueError(f"angle_wrap must be distinct non-negative indices, "
+                             f"got {self.angle_wrap}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-friendly dict."""
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "EnsembleConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown EnsembleConfig keys: {sorted(unknown)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
+
+
+ARCHITECTURE_FIELDS = ("num_members", "num_elites", "hidden_sizes", "activation", "angle_wrap",
+                       "min_logvar_init", "max_logvar_init")
+"""Config fields that define the network; they cannot change once a model is built."""
+
+
+class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
+    """Ensemble of Gaussian MLPs ``(state, action) -> next_state``.
+
+    Each member predicts the normalised target ``delta = next_state - base`` (angle dims wrapped;
+    ``base = state`` here, the nominal prediction for :class:`ResidualDynamics`) with a
+    log-variance softly bounded by learned per-member limits (PETS). Inputs are the state with
+    wrapping angles replaced by (sin, cos), and the action, z-scored.
+    """
+
+    def __init__(self, state_dim: int, action_dim: int,
+                 config: EnsembleConfig = EnsembleConfig(),
+                 device: torch.device | str = "cpu", seed: int = 0) -> None:
+        torch.nn.Module.__init__(self)
+        config.validate()
+        if state_dim < 1 or action_dim < 1:
+            raise ValueError(f"state_dim and action_dim must be >= 1, got {state_dim}, "
+                             f"{action_dim}")
+        if any(i >= state_dim for i in config.angle_wrap):
+            raise ValueError(f"angle_wrap {config.angle_wrap} out of range for "
+                             f"state_dim {state_dim}")
+        self.config = config
+        self._state_dim, self._action_dim = state_dim, action_dim
+        self._device = torch.device(device)
+        self.use_elites = config.use_elites
+        angle = sorted(config.angle_wrap)
+        self.register_buffer("angle_index", torch.tensor(angle, dtype=torch.long,
+                                                         device=self._device))
+        self.register_buffer("plain_index", torch.tensor(
+            [i for i in range(state_dim) if i not in angle], dtype=torch.long,
+            device=self._device))
+        angle_mask = torch.zeros(state_dim, dtype=torch.bool)
+        angle_mask[angle] = True
+        self.register_buffer("angle_mask", angle_mask.to(self._device))
+        self.input_dim = state_dim + len(angle) + action_dim
+        generator = torch.Generator().manual_seed(seed)
+        self.net = EnsembleMLP(config.num_members, self.input_dim, config.hidden_sizes,
+                               2 * state_dim, config.activation, self._device, generator)
+        shape = (config.num_members, 1, state_dim)
+        self.max_logvar = torch.nn.Parameter(
+            torch.full(shape, config.max_logvar_init, device=self._device))
+        self.min_logvar = torch.nn.Parameter(
+            torch.full(shape, config.min_logvar_init, device=self._device))
+        self.input_normalizer = Normalizer(self.input_dim, config.normalizer_min_std,
+                                           self._device)
+        self.target_normalizer = Normalizer(state_dim, config.normalizer_min_std, self._device)
+        self.register_buffer("elites", torch.arange(config.num_elites, device=self._device))
+        self.num_transitions = 0
+        """Transitions used by the latest fit."""
+        self.metrics: Dict[str, float] = {}
+        """Held-out metrics of the latest fit (``validation_nll``, ``validation_mse``, ...)."""
+
+    # ----------------------------------------------------------------- interface attributes
+    @property
+    def state_dim(self) -> int:
+        return self._state_dim
+
+    @property
+    def action_dim(self) -> int:
+        return self._action_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def num_members(self) -> int:
+        """Members ``predict`` returns: ``num_elites`` if :attr:`use_elites`, else all."""
+        return self.config.num_elites if self.use_elites else self.config.num_members
+
+    @property
+    def ensemble(self) -> "ProbabilisticEnsemble":
+        """The trainable network (itself; a residual model returns its inner ensemble)."""
+        return self
+
+    # ------------------------------------------------------------------------ encodings
+    def encode_inputs(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Raw network inputs ``[..., input_dim]`` from ``state [..., S]``, ``action [..., A]``."""
+        if len(self.angle_index) == 0:
+            return torch.cat([state, action], dim=-1)
+        angles = state.index_select(-1, self.angle_index)
+        return torch.cat([state.index_select(-1, self.plain_index), torch.sin(angles),
+                          torch.cos(angles), action], dim=-1)
+
+    def difference(self, target: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """``target - base`` with angle dims wrapped to [-pi, pi); ``[..., S]``."""
+        delta = target - base
+        return torch.where(self.angle_mask, wrap_angle(delta), delta)
+
+    def compose(self, base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``base + delta`` with angle dims wrapped to [-pi, pi); ``[..., S]``."""
+        out = base + delta
+        return torch.where(self.angle_mask, wrap_angle(out), out)
+
+    def _active_members(self, use_elites: Optional[bool]) -> Optional[torch.Tensor]:
+        elites = self.use_elites if use_elites is None else use_elites
+        return self.elites if elites else None
+
+    def forward_normalized(self, inputs: torch.Tensor, members: Optional[torch.Tensor] = None
+                           ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Network output in normalised target units.
+
+        Args:
+            inputs: ``[M, N, input_dim]`` normalised inputs.
+            members: member indices (``M = len(members)``), or None for all members.
+
+        Returns:
+            ``(mean, logvar)``, each ``[M, N, state_dim]``; logvar softly bounded.
+        """
+        out = self.net(inputs, members)
+        mean, logvar = out[..., :self._state_dim], out[..., self._state_dim:]
+        max_lv = self.max_logvar if members is None else self.max_logvar[members]
+        min_lv = self.min_logvar if members is None else self.min_logvar[members]
+        logvar = max_lv - torch.nn.functional.softplus(max_lv - logvar)
+        logvar = min_lv + torch.nn.functional.softplus(logvar - min_lv)
+        return mean, logvar
+
+    def predict_delta(self, state: torch.Tensor, action: torch.Tensor,
+                      use_elites: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Predicted target (delta from the base) mean and variance in raw units.
+
+        Args: ``state [M, N, S]``, ``action [M, N, A]`` (already broadcast).
+        Returns: ``(delta_mean, delta_var)``, each ``[M, N, S]``.
+        """
+        inputs = self.input_normalizer.normalize(self.encode_inputs(state, action))
+        mean, logvar = self.forward_normalized(inputs, self._active_members(use_elites))
+        std = self.target_normalizer.std
+        return self.target_normalizer.denormalize(mean), torch.exp(logvar) * std * std
+
+    # ------------------------------------------------------------------------ interface
+    def predict(self, state: torch.Tensor, action: torch.Tensor, grad: bool = False,
+                use_elites: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Next-state ``(mean, var)``, each ``[E, N, state_dim]``.
+
+        ``state`` is ``[E, N, S]`` or ``[N, S]``, ``action`` ``[E, N, A]`` or ``[N, A]``, where
+        ``E`` is :attr:`num_members` (or the elites/all members when ``use_elites`` is given).
+        Wrapping angles of the mean are wrapped to [-pi, pi).
+        """
+        elites = self.use_elites if use_elites is None else use_elites
+        members = self.config.num_elites if elites else self.config.num_members
+        state, action = broadcast_inputs(state, action, members, self._state_dim,
+                                         self._action_dim)
+        with torch.set_grad_enabled(grad):
+            delta_mean, delta_var = self.predict_delta(state, action, elites)
+            return self.compose(state, delta_mean), delta_var
+
+    def disagreement(self, mean: torch.Tensor) -> torch.Tensor:
+        """Mean over state dims of the across-member variance of ``mean [E, ..., S]``,
+        in units of the training-target std (angle dims wrapped). Returns ``[...]``."""
+        spread = self.difference(mean, mean[:1])
+        variance = spread.var(dim=0, unbiased=False)
+        return (variance / self.target_normalizer.std.square()).mean(dim=-1)
+
+    def training_targets(self, batch: TransitionBatch) -> np.ndarray:
+        """``[N, S]`` raw training targets: the wrapped delta ``next_state - state``."""
+        with torch.no_grad():
+            state = torch.as_tensor(batch.state, device=self._device)
+            next_state = torch.as_tensor(batch.next_state, device=self._device)
+            return self.difference(next_state, state).cpu().numpy()
+
+    def member_losses(self, inputs: torch.Tensor, targets: torch.Tensor,
+                      members: Optional[torch.Tensor] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-member Gaussian NLL and MSE, normalised units.
+
+        Args: ``inputs [M, N, input_dim]``, ``targets [M, N, S]`` (both normalised).
+        Returns: ``(nll [M], mse [M])``, each averaged over rows and state dims
+        (the NLL omits the constant ``0.5 log 2 pi``).
+        """
+        mean, logvar = self.forward_normalized(inputs, members)
+        sq_err = (mean - targets).square()
+        nll = 0.5 * (sq_err * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
+        return nll, sq_err.mean(dim=(1, 2))
+
+    def logvar_bound_penalty(self) -> torch.Tensor:
+        """Scalar that keeps the learned log-variance bounds tight (PETS)."""
+        return self.config.logvar_bound_coef * (self.max_logvar.sum() - self.min_logvar.sum())
+
+    def loss(self, batch: TransitionBatch) -> torch.Tensor:
+        """Scalar mean Gaussian NLL of ``batch`` over all members (normalised units)."""
+        return self.target_loss(batch, self.training_targets(batch))
+
+    def target_loss(self, batch: TransitionBatch, targets: np.ndarray) -> torch.Tensor:
+        """Scalar mean Gaussian NLL of raw ``targets [N, S]`` given ``batch``'s inputs."""
+        state = torch.as_tensor(batch.state, device=self._device)
+        action = torch.as_tensor(batch.action, device=self._device)
+        targets = torch.as_tensor(targets, dtype=torch.float32, device=self._device)
+        inputs = self.input_normalizer.normalize(self.encode_inputs(state, action))
+        members = self.config.num_members
+        nll, _ = self.member_losses(inputs.unsqueeze(0).expand(members, -1, -1),
+                                    self.target_normalizer.normalize(targets)
+                                    .unsqueeze(0).expand(members, -1, -1))
+        return nll.mean()
+
+    def fit(self, batch: TransitionBatch, seed: int = 0,
+            progress: Optional[ProgressCallback] = None,
+            config: Optional[EnsembleConfig] = None):
+        """Train on ``batch``; see :func:`mbrl_ros.core.model_training.fit_dynamics`."""
+        from mbrl_ros.core.model_training import fit_dynamics
+        return fit_dynamics(self, batch, config=config, seed=seed, progress=progress)
+
+    # ----------------------------------------------------------------------- checkpoints
+    def checkpoint_payload(self) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+        """``(tensors, header)`` describing this ensemble (used by ``save`` and residuals)."""
+        header = {
+            "config": self.config.to_dict(), "state_dim": self._state_dim,
+            "action_dim": self._action_dim, "num_transitions": int(self.num_transitions),
+            "metrics": dict(self.metrics), "elites": self.elites.tolist(),
+            "input_normalizer": self.input_normalizer.stats(),
+            "target_normalizer": self.target_normalizer.stats(),
+        }
+        return dict(self.state_dict()), header
+
+    def save(self, path: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
+        """Write a checkpoint atomically; returns its sha256 hex digest."""
+        tensors, header = self.checkpoint_payload()
+        header["metadata"] = dict(metadata or {})
+        return save_checkpoint(path, type(self).__name__, tensors, header)
+
+    @classmethod
+    def from_payload(cls, tensors: Mapping[str, torch.Tensor], header: Mapping[str, Any],
+                     device: Optional[torch.device | str] = None) -> "ProbabilisticEnsemble":
+        """Rebuild from :meth:`checkpoint_payload` output. Raises CheckpointError."""
+        try:
+            config = EnsembleConfig.from_dict(header["config"])
+            model = cls(int(header["state_dim"]), int(header["action_dim"]), config,
+                        device=device or "cpu")
+            model.load_state_dict(dict(tensors), strict=True)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"checkpoint does not describe a valid ensemble: {exc}") \
+                from exc
+        model.num_transitions = int(header.get("num_transitions", 0))
+        model.metrics = dict(header.get("metrics", {}))
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint,
+                        device: Optional[torch.device | str] = None) -> "ProbabilisticEnsemble":
+        """Rebuild from a loaded :class:`Checkpoint` of class ``ProbabilisticEnsemble``."""
+        if checkpoint.header.get("model_class") != cls.__name__:
+            raise CheckpointError(f"checkpoint holds {checkpoint.header.get('model_class')!r}, "
+                                  f"not {cls.__name__}")
+        return cls.from_payload(checkpoint.tensors, checkpoint.header, device)
+
+    @classmethod
+    def load(cls, path: str, expected_sha256: Optional[str] = None,
+             device: Optional[torch.device | str] = None, **kwargs: Any
+             ) -> "ProbabilisticEnsemble":
+        """Read a checkpoint written by :meth:`save`."""
+        return cls.from_checkpoint(load_checkpoint(path, expected_sha256), device)
