@@ -1,0 +1,133 @@
+"""Settings of the sampling-based planner (MPPI / CEM over a learned dynamics ensemble)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Tuple
+
+METHODS = ("mppi", "cem")
+"""Planner update rules."""
+
+PROPAGATIONS = ("ensemble", "mean", "partition")
+"""How a sampled action sequence is propagated through the ensemble (see docs/planner.md)."""
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Settings of :class:`mbrl_ros.core.planning.Planner`.
+
+    Action noise, standard deviations and the gradient step size are expressed in *normalised*
+    action units: ``[-1, 1]`` spans ``[action_low, action_high]``.
+    """
+
+    method: str = "mppi"
+    """Update rule: "mppi" (exponentially weighted mean of all samples) or "cem" (elite mean)."""
+    horizon: int = 16
+    """Number of planned control steps H."""
+    num_samples: int = 512
+    """Action sequences scored per iteration, policy-prior trajectories included."""
+    num_iterations: int = 3
+    """Sample / score / update rounds per planning step."""
+    num_policy_trajectories: int = 24
+    """Samples per step drawn by rolling out the policy prior (ignored without a policy)."""
+    policy_noise_std: float = 0.05
+    """Std (normalised units) of the noise added to policy-prior actions, for diversity."""
+    elite_fraction: float = 0.125
+    """CEM: fraction of the samples kept as elites."""
+    temperature: float = 0.5
+    """MPPI: temperature lambda in cost units; smaller trusts the best samples more."""
+    momentum: float = 0.1
+    """Weight of the previous mean in each update: mean = m * old + (1 - m) * new."""
+    init_std: float = 1.0
+    """Sampling std (normalised units) at the start of every planning step."""
+    min_std: float = 0.05
+    """Lower clamp on the sampling std (normalised units)."""
+    max_std: float = 2.0
+    """Upper clamp on the sampling std (normalised units)."""
+    discount: float = 0.99
+    """Discount applied to the disagreement penalty per step and to the terminal value."""
+    disagreement_weight: float = 0.0
+    """Cost per unit of ensemble disagreement (per step, discounted); 0 disables the penalty."""
+    propagation: str = "ensemble"
+    """"ensemble": every member propagates every sample ([E, N, S]), cost averaged over members;
+    "mean": one trajectory per sample, next state = mean of the members' predictions;
+    "partition": sample n is propagated by member n % E only (E times cheaper, no disagreement
+    penalty while sampling; the returned plan is still evaluated with all members)."""
+    action_low: Tuple[float, ...] = (-1.0,)
+    """Lower action bound, one value (all dims) or one per action dim; a hard constraint."""
+    action_high: Tuple[float, ...] = (1.0,)
+    """Upper action bound, one value (all dims) or one per action dim; a hard constraint."""
+    state_low: Tuple[float, ...] = ()
+    """Lower limits on predicted states (joint positions / velocities), one per state dim
+    (-inf where free); empty for none. Samples that violate them are infeasible."""
+    state_high: Tuple[float, ...] = ()
+    """Upper limits on predicted states, one per state dim (+inf where free); empty for none."""
+    constraint_tolerance: float = 1e-6
+    """State-limit violations up to this size are still counted as feasible."""
+    gradient_steps: int = 0
+    """Adam steps of gradient refinement on the chosen plan after sampling; 0 disables it."""
+    gradient_lr: float = 0.05
+    """Adam learning rate of the refinement (normalised action units)."""
+    seed: int = 0
+    """Seed of the planner's torch.Generator (sampling noise)."""
+
+    def validate(self) -> "PlannerConfig":
+        """Raise ValueError with a clear message if a field is out of range; return self."""
+        if self.method not in METHODS:
+            raise ValueError(f"PlannerConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.propagation not in PROPAGATIONS:
+            raise ValueError(f"PlannerConfig.propagation must be one of {PROPAGATIONS}, "
+                             f"got {self.propagation!r}")
+        for name in ("horizon", "num_samples", "num_iterations"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"PlannerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.num_policy_trajectories < self.num_samples:
+            raise ValueError("PlannerConfig.num_policy_trajectories must be in [0, num_samples), "
+                             f"got {self.num_policy_trajectories} with {self.num_samples} samples")
+        if not 0.0 < self.elite_fraction <= 1.0:
+            raise ValueError(f"PlannerConfig.elite_fraction must be in (0, 1], "
+                             f"got {self.elite_fraction}")
+        if not self.temperature > 0.0:
+            raise ValueError(f"PlannerConfig.temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"PlannerConfig.momentum must be in [0, 1), got {self.momentum}")
+        if not 0.0 < self.min_std <= self.max_std:
+            raise ValueError(f"PlannerConfig needs 0 < min_std <= max_std, "
+                             f"got {self.min_std}, {self.max_std}")
+        if not self.min_std <= self.init_std <= self.max_std:
+            raise ValueError(f"PlannerConfig.init_std must be in [min_std, max_std], "
+                             f"got {self.init_std}")
+        if not 0.0 < self.discount <= 1.0:
+            raise ValueError(f"PlannerConfig.discount must be in (0, 1], got {self.discount}")
+        for name in ("disagreement_weight", "policy_noise_std", "constraint_tolerance",
+                     "gradient_steps"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"PlannerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.gradient_steps > 0 and not self.gradient_lr > 0.0:
+            raise ValueError(f"PlannerConfig.gradient_lr must be > 0, got {self.gradient_lr}")
+        if self.propagation == "partition" and self.disagreement_weight > 0.0:
+            raise ValueError("PlannerConfig: propagation='partition' evaluates one member per "
+                             "sample, so it cannot penalise disagreement; use 'ensemble' or "
+                             "'mean', or set disagreement_weight to 0")
+        if not self.action_low or len(self.action_low) != len(self.action_high):
+            raise ValueError("PlannerConfig.action_low and action_high must be non-empty and of "
+                             f"equal length, got {len(self.action_low)} and "
+                             f"{len(self.action_high)}")
+        for low, high in zip(self.action_low, self.action_high):
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"PlannerConfig action bounds must be finite with low < high, "
+                                 f"got low={low}, high={high}")
+        if len(self.state_low) != len(self.state_high):
+            raise ValueError(f"PlannerConfig.state_low and state_high must have equal length, "
+                             f"got {len(self.state_low)} and {len(self.state_high)}")
+        for low, high in zip(self.state_low, self.state_high):
+            if math.isnan(low) or math.isnan(high) or not low < high:
+                raise ValueError(f"PlannerConfig state limits need low < high, "
+                                 f"got low={low}, high={high}")
+        return self
+
+    @property
+    def num_elites(self) -> int:
+        """CEM: number of elite samples (at least 1)."""
+        return max(1, int(round(self.elite_fraction * self.num_samples)))

@@ -1,0 +1,215 @@
+"""TD-MPC-style sampling planner (MPPI or CEM) over a learned dynamics ensemble."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.planning.cem import cem_update
+from mbrl_ros.core.planning.config import PlannerConfig
+from mbrl_ros.core.planning.constraints import ActionScale, StateLimits, ranking_cost
+from mbrl_ros.core.planning.gradient import refine_plan
+from mbrl_ros.core.planning.mppi import mppi_update
+from mbrl_ros.core.planning.rollout import (CostFn, PolicyFn, Rollout, ValueFn, propagate, score,
+                                            track_states)
+from mbrl_ros.core.planning.sampling import (fill_candidates, policy_trajectories,
+                                             shift_warm_start)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PlanResult:
+    """Outcome of one planning step (tensors on the planner's device, physical units)."""
+
+    action: torch.Tensor
+    """[A] first action of the plan, to apply now."""
+    actions: torch.Tensor
+    """[H, A] planned action sequence."""
+    states: torch.Tensor
+    """[H+1, S] predicted mean states along the plan (mean over members; row 0 = input)."""
+    disagreement: torch.Tensor
+    """[H] ensemble disagreement at each step of the plan (see ensemble_disagreement)."""
+    cost: float
+    """Cost of the returned plan under the planner's propagation (inf if unusable)."""
+    iterations: int
+    """Sampling iterations run."""
+    planning_time: float
+    """Wall time of the planning step in seconds (device work included)."""
+    feasible: bool
+    """False if the plan violates state limits or its cost is not finite (fallback plan)."""
+
+
+class Planner:
+    """Receding-horizon MPPI / CEM planner; ``plan(state)`` once per control tick.
+
+    ``dynamics``: ensemble with ``num_members``, ``state_dim``, ``action_dim``, ``device`` and
+    ``predict(state [E|-, N, S], action [E|-, N, A]) -> (mean, var) [E, N, S]``.
+    ``cost_fn(states [N, H+1, S], actions [N, H, A]) -> [N]``, ``value(state [N, S]) -> [N]``
+    (terminal cost = -value) and ``policy(state [N, S]) -> [N, A]`` (prior) are optional.
+    """
+
+    def __init__(self, dynamics, config: PlannerConfig, cost_fn: Optional[CostFn] = None,
+                 value: Optional[ValueFn] = None, policy: Optional[PolicyFn] = None,
+                 device: Optional[torch.device] = None) -> None:
+        """Validate the config against the dynamics' sizes; raise ValueError on mismatch."""
+        self.config = config.validate()
+        self.device = torch.device(device if device is not None else dynamics.device)
+        self.dynamics, self.cost_fn, self.value, self.policy = dynamics, cost_fn, value, policy
+        self.state_dim, self.action_dim = int(dynamics.state_dim), int(dynamics.action_dim)
+        if config.propagation == "partition" and config.num_samples % dynamics.num_members:
+            raise ValueError(f"propagation='partition' needs num_samples ({config.num_samples}) "
+                             f"to be a multiple of the ensemble size ({dynamics.num_members})")
+        self.scale = ActionScale(config.action_low, config.action_high, self.action_dim,
+                                 self.device)
+        self.limits = StateLimits(config.state_low, config.state_high, self.state_dim,
+                                  config.constraint_tolerance, self.device)
+        self.discounts = config.discount ** torch.arange(config.horizon + 1, device=self.device,
+                                                         dtype=torch.float32)
+        self.generator = torch.Generator(device=self.device)
+        self._buffers: dict = {}
+        self._previous_plan: Optional[torch.Tensor] = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the warm start (e.g. after an e-stop or a new episode) and reseed."""
+        self._previous_plan = None
+        self.generator.manual_seed(self.config.seed)
+
+    def set_models(self, dynamics=None, value: Optional[ValueFn] = None,
+                   policy: Optional[PolicyFn] = None) -> None:
+        """Hot-swap models between ticks (same sizes); the warm start is kept."""
+        if dynamics is not None:
+            if (int(dynamics.state_dim), int(dynamics.action_dim)) != (self.state_dim,
+                                                                       self.action_dim):
+                raise ValueError("new dynamics has different state/action dims")
+            if dynamics.num_members != self.dynamics.num_members:
+                self._buffers = {}
+            self.dynamics = dynamics
+        self.value = value if value is not None else self.value
+        self.policy = policy if policy is not None else self.policy
+
+    @property
+    def warm_start(self) -> Optional[torch.Tensor]:
+        """[H, A] physical mean the next ``plan`` starts from (previous plan shifted), or None."""
+        if self._previous_plan is None:
+            return None
+        with torch.inference_mode():
+            mean, _ = self._initial_distribution()
+            physical = self.scale.to_physical(mean)
+        return physical.clone()
+
+    def plan(self, state) -> PlanResult:
+        """Plan from ``state: [S]`` (tensor or array); raise ValueError on bad input."""
+        start = time.perf_counter()
+        state = self._check_state(state)
+        cfg = self.config
+        with torch.inference_mode():
+            mean, std = self._initial_distribution()
+            prior = None
+            if self.policy is not None and cfg.num_policy_trajectories > 0:
+                prior = policy_trajectories(self.dynamics, self.policy, state,
+                                            cfg.num_policy_trajectories, cfg.horizon, self.scale,
+                                            cfg.policy_noise_std, self.generator)
+            candidates, noise = self._buffer("candidates"), self._buffer("noise")
+            for _ in range(cfg.num_iterations):
+                # sample: policy prior, current mean, Gaussian around the mean (clamped)
+                fill_candidates(candidates, mean, std, prior, noise, self.generator)
+                # score: propagate through the ensemble, cost, feasibility under state limits
+                cost, violation, feasible, rollout = self._score(
+                    state, candidates, cfg.propagation, self._buffers.get("rollout"))
+                self._buffers["rollout"] = rollout
+                rank = ranking_cost(cost, violation, feasible)
+                # update: MPPI weights or CEM elites, momentum, std clamp
+                if cfg.method == "mppi":
+                    new_mean, new_std = mppi_update(candidates, rank, cfg.temperature)
+                else:
+                    new_mean, new_std = cem_update(candidates, rank, cfg.num_elites)
+                mean = cfg.momentum * mean + (1.0 - cfg.momentum) * new_mean
+                std = new_std.clamp_(cfg.min_std, cfg.max_std)
+            best_sample = candidates[torch.argmin(rank)]
+            options = [mean.clamp(-1.0, 1.0), best_sample]
+        if cfg.gradient_steps > 0:
+            options.append(refine_plan(self.dynamics, state, options[0], self.scale,
+                                       self.cost_fn, self.value, cfg.disagreement_weight,
+                                       self.discounts, cfg.gradient_steps, cfg.gradient_lr))
+        with torch.inference_mode():
+            chosen = self._choose(state, torch.stack(options))
+        # clone outside inference mode so callers get ordinary tensors
+        result = replace(chosen, action=chosen.action.clone(), actions=chosen.actions.clone(),
+                         states=chosen.states.clone(), disagreement=chosen.disagreement.clone())
+        result.planning_time = time.perf_counter() - start
+        return result
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _check_state(self, state) -> torch.Tensor:
+        if isinstance(state, np.ndarray):
+            state = torch.from_numpy(np.ascontiguousarray(state))
+        state = torch.as_tensor(state).to(device=self.device, dtype=torch.float32).reshape(-1)
+        if state.shape[0] != self.state_dim:
+            raise ValueError(f"state has {state.shape[0]} values, planner expects "
+                             f"{self.state_dim}")
+        if not bool(torch.isfinite(state).all()):
+            raise ValueError(f"state contains NaN or inf: {state.tolist()}")
+        return state
+
+    def _initial_distribution(self):
+        """Warm start: mean = previous plan shifted one step (0 = bound midpoint if none)."""
+        mean = torch.zeros(self.config.horizon, self.action_dim, device=self.device)
+        if self._previous_plan is not None:
+            shift_warm_start(self._previous_plan, mean)
+        std = torch.full_like(mean, self.config.init_std)
+        return mean, std
+
+    def _buffer(self, name: str) -> torch.Tensor:
+        """Preallocated scratch tensors (allocated once, inside inference mode)."""
+        if name not in self._buffers:
+            cfg, num_prior = self.config, self._num_prior()
+            shapes = {"candidates": (cfg.num_samples, cfg.horizon, self.action_dim),
+                      "noise": (cfg.num_samples - num_prior - 1, cfg.horizon, self.action_dim)}
+            self._buffers[name] = torch.empty(shapes[name], device=self.device)
+        return self._buffers[name]
+
+    def _num_prior(self) -> int:
+        return self.config.num_policy_trajectories if self.policy is not None else 0
+
+    def _score(self, state: torch.Tensor, candidates: torch.Tensor, propagation: str,
+               out: Optional[Rollout] = None):
+        """``candidates: [N, H, A]`` normalised -> cost, violation, feasible ``[N]``, rollout."""
+        physical = self.scale.to_physical(candidates)
+        rollout = propagate(self.dynamics, state, physical, propagation, out)
+        cost = score(rollout, physical, self.cost_fn, self.value,
+                     self.config.disagreement_weight, self.discounts)
+        violation = self.limits.violation(track_states(rollout, candidates.shape[0]))
+        return cost, violation, self.limits.feasible(violation), rollout
+
+    def _choose(self, state: torch.Tensor, options: torch.Tensor) -> PlanResult:
+        """Evaluate the final options ``[K, H, A]`` with all members; return the best one.
+
+        Feasible plans beat infeasible ones, then lower cost wins; with no feasible option the
+        least-violating one is returned with ``feasible=False``.
+        """
+        cfg = self.config
+        propagation = "ensemble" if cfg.propagation == "partition" else cfg.propagation
+        cost, violation, feasible, rollout = self._score(state, options, propagation)
+        feasible = feasible & torch.isfinite(cost)
+        rank = ranking_cost(cost, violation, feasible)
+        index = int(torch.argmin(torch.nan_to_num(rank, nan=float("inf"))))
+        plan = torch.nan_to_num(options[index])
+        ok = bool(feasible[index])
+        if not ok:
+            logger.warning("planner: no feasible plan (violation %.4g, cost %.4g); returning "
+                           "the least-violating one", float(violation[index]),
+                           float(cost[index]))
+        self._previous_plan = plan.clone()
+        actions = self.scale.to_physical(plan)
+        return PlanResult(action=actions[0], actions=actions,
+                          states=rollout.states[:, index].mean(dim=0),
+                          disagreement=rollout.disagreement[index], cost=float(cost[index]),
+                          iterations=cfg.num_iterations, planning_time=0.0, feasible=ok)

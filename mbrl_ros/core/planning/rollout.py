@@ -1,0 +1,126 @@
+"""Propagate action sequences through a dynamics ensemble and score them.
+
+The dynamics object (see docs/planner.md) provides ``num_members``, ``state_dim``,
+``action_dim``, ``device`` and ``predict(state, action) -> (mean, var)`` with state
+``[E, N, S]`` or ``[N, S]`` (broadcast to all members), action ``[E, N, A]`` or ``[N, A]``,
+and mean / var ``[E, N, S]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+CostFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``cost_fn(states [N, H+1, S], actions [N, H, A]) -> [N]`` (physical units)."""
+ValueFn = Callable[[torch.Tensor], torch.Tensor]
+"""``value(state [N, S]) -> [N]``; the planner's terminal cost is ``-value``."""
+PolicyFn = Callable[[torch.Tensor], torch.Tensor]
+"""``policy(state [N, S]) -> [N, A]`` physical actions (the prior)."""
+
+
+def ensemble_disagreement(member_means: torch.Tensor) -> torch.Tensor:
+    """Disagreement of an ensemble: mean over state dims of the variance across members.
+
+    ``member_means: [E, ..., S]`` (each member's predicted next-state mean) -> ``[...]``.
+    The variance is the population variance (divide by E); a single member gives 0.
+    This is the one definition used for the penalty, the plan report and the safety gate.
+    """
+    return member_means.var(dim=0, unbiased=False).mean(dim=-1)
+
+
+@dataclass
+class Rollout:
+    """Predicted trajectories of N action sequences."""
+
+    states: torch.Tensor
+    """[M, N, H+1, S] predicted mean states; M = E (ensemble) or 1 (mean). For partition it
+    is [E, N / E, H+1, S]: sample n is propagated by member n // (N / E) (member-major)."""
+    disagreement: torch.Tensor
+    """[N, H] disagreement of the members' predictions at each step (zeros for partition)."""
+
+
+def propagate(dynamics, state: torch.Tensor, actions: torch.Tensor, propagation: str,
+              out: Optional[Rollout] = None) -> Rollout:
+    """Roll ``actions: [N, H, A]`` (physical) out from ``state: [S]`` through the ensemble.
+
+    ``propagation``: "ensemble" (every member propagates every sample), "mean" (next state =
+    mean over members) or "partition" (sample n through member n % E; N must divide by E).
+    ``out`` is a preallocated :class:`Rollout` of the right shape, reused across calls.
+    One Python loop over the horizon; none over samples or members.
+    """
+    num_samples, horizon, _ = actions.shape
+    num_members = dynamics.num_members
+    state_dim = state.shape[-1]
+    if propagation == "partition":
+        if num_samples % num_members:
+            raise ValueError(f"partition propagation needs num_samples ({num_samples}) to be a "
+                             f"multiple of the ensemble size ({num_members})")
+        group = num_samples // num_members
+        # member-major: sample n = member * group + j
+        part_actions = actions.view(num_members, group, horizon, -1)
+        if out is None:
+            out = Rollout(
+                states=state.new_empty(num_members, group, horizon + 1, state_dim),
+                disagreement=state.new_zeros(num_samples, horizon))
+        out.states[:, :, 0] = state
+        for step in range(horizon):
+            mean, _ = dynamics.predict(out.states[:, :, step], part_actions[:, :, step])
+            out.states[:, :, step + 1] = mean
+        return out
+
+    num_tracks = num_members if propagation == "ensemble" else 1
+    if out is None:
+        out = Rollout(states=state.new_empty(num_tracks, num_samples, horizon + 1, state_dim),
+                      disagreement=state.new_empty(num_samples, horizon))
+    out.states[:, :, 0] = state
+    current = state.expand(num_samples, state_dim)
+    for step in range(horizon):
+        mean, _ = dynamics.predict(current, actions[:, step])
+        out.disagreement[:, step] = ensemble_disagreement(mean)
+        if propagation == "ensemble":
+            out.states[:, :, step + 1] = mean
+            current = out.states[:, :, step + 1]
+        else:
+            out.states[0, :, step + 1] = mean.mean(dim=0)
+            current = out.states[0, :, step + 1]
+    return out
+
+
+def score(rollout: Rollout, actions: torch.Tensor, cost_fn: Optional[CostFn],
+          value_fn: Optional[ValueFn], disagreement_weight: float,
+          discounts: torch.Tensor) -> torch.Tensor:
+    """Total cost per sample, ``[N]``, averaged over the propagated tracks.
+
+    ``actions: [N, H, A]`` physical; ``discounts: [H+1]`` = discount ** t. Cost =
+    cost_fn (own discounting) + disagreement_weight * sum_t discounts[t] * disagreement[:, t]
+    - discounts[H] * value(terminal state).
+    """
+    states = rollout.states
+    num_tracks, per_track, steps, state_dim = states.shape
+    num_samples, horizon, action_dim = actions.shape
+    flat_states = states.reshape(num_tracks * per_track, steps, state_dim)
+    if num_tracks * per_track == num_samples:      # partition (member-major) or mean
+        flat_actions = actions
+    else:                                           # ensemble: same actions for every member
+        flat_actions = actions.unsqueeze(0).expand(num_tracks, -1, -1, -1).reshape(
+            num_tracks * num_samples, horizon, action_dim)
+    total = torch.zeros(num_tracks * per_track, dtype=states.dtype, device=states.device)
+    if cost_fn is not None:
+        total = total + cost_fn(flat_states, flat_actions)
+    if value_fn is not None:
+        total = total - discounts[horizon] * value_fn(flat_states[:, -1])
+    total = total.view(-1, num_samples).mean(dim=0)
+    if disagreement_weight > 0.0:
+        total = total + disagreement_weight * (rollout.disagreement @ discounts[:horizon])
+    return total
+
+
+def track_states(rollout: Rollout, num_samples: int) -> torch.Tensor:
+    """States as ``[M, N, H+1, S]`` with samples in order (undoes the partition layout)."""
+    states = rollout.states
+    if states.shape[0] * states.shape[1] == num_samples and states.shape[0] > 1:
+        return states.reshape(1, num_samples, *states.shape[2:])
+    return states
