@@ -267,3 +267,20 @@ def test_bad_inputs_raise_or_fall_back():
     result = Planner(Broken(A_DI, B_DI, 2), lqr_config(num_iterations=2),
                      cost_fn=cost).plan([1.0, 0.0])
     assert not result.feasible and torch.isfinite(result.actions).all()
+
+
+def test_runs_with_real_ensemble_and_refines_through_it():
+    from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
+
+    config = EnsembleConfig(num_members=3, num_elites=2, hidden_sizes=(16, 16))
+    dynamics = ProbabilisticEnsemble(4, 2, config, device="cpu", seed=0)
+    cost = TaskCost([JointPositionCost([0, 1], [0.5, -0.5], 1.0), EffortCost(0.01, 2)])
+    planner_config = PlannerConfig(horizon=4, num_samples=63, num_iterations=2,
+                                   num_policy_trajectories=0, disagreement_weight=1.0,
+                                   gradient_steps=3)
+    parameters_before = [p.detach().clone() for p in dynamics.parameters()]
+    result = Planner(dynamics, planner_config, cost_fn=cost).plan(np.zeros(4, np.float32))
+    assert result.actions.shape == (4, 2) and result.states.shape == (5, 4)
+    assert torch.isfinite(result.disagreement).all() and float(result.disagreement.max()) > 0
+    assert all(p.grad is None for p in dynamics.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(parameters_before, dynamics.parameters()))

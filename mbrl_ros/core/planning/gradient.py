@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+import inspect
+
 import torch
 
 from mbrl_ros.core.planning.constraints import ActionScale
-from mbrl_ros.core.planning.rollout import CostFn, ValueFn, ensemble_disagreement
+from mbrl_ros.core.planning.rollout import CostFn, ValueFn, model_disagreement
 
 
 def mean_rollout_cost(dynamics, state: torch.Tensor, actions: torch.Tensor,
@@ -15,18 +17,20 @@ def mean_rollout_cost(dynamics, state: torch.Tensor, actions: torch.Tensor,
                       disagreement_weight: float, discounts: torch.Tensor) -> torch.Tensor:
     """Differentiable cost of ``actions: [N, H, A]`` (normalised) from ``state: [S]``.
 
+    Calls ``predict(..., grad=True)`` when the model takes that flag (``DynamicsModel``).
     Propagates the mean over members (next state = mean of the members' predicted means) and
     adds the disagreement penalty and terminal value as the sampler does. Returns ``[N]``.
     """
     num_samples, horizon, _ = actions.shape
+    keyword = {"grad": True} if "grad" in inspect.signature(dynamics.predict).parameters else {}
     physical = scale.to_physical(actions)
     current = state.expand(num_samples, state.shape[-1])
     states = [current]
     penalty = actions.new_zeros(num_samples)
     for step in range(horizon):
-        member_means, _ = dynamics.predict(current, physical[:, step])
+        member_means, _ = dynamics.predict(current, physical[:, step], **keyword)
         if disagreement_weight > 0.0:
-            penalty = penalty + discounts[step] * ensemble_disagreement(member_means)
+            penalty = penalty + discounts[step] * model_disagreement(dynamics, member_means)
         current = member_means.mean(dim=0)
         states.append(current)
     trajectory = torch.stack(states, dim=1)

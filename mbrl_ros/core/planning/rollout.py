@@ -26,9 +26,22 @@ def ensemble_disagreement(member_means: torch.Tensor) -> torch.Tensor:
 
     ``member_means: [E, ..., S]`` (each member's predicted next-state mean) -> ``[...]``.
     The variance is the population variance (divide by E); a single member gives 0.
-    This is the one definition used for the penalty, the plan report and the safety gate.
+    Raw state units; used for models without their own ``disagreement`` method.
     """
     return member_means.var(dim=0, unbiased=False).mean(dim=-1)
+
+
+def model_disagreement(dynamics, member_means: torch.Tensor) -> torch.Tensor:
+    """The disagreement used everywhere in the planner (penalty, plan report, safety gate).
+
+    ``member_means: [E, ..., S]`` -> ``[...]``. Uses ``dynamics.disagreement(mean)`` when the
+    model defines it (``DynamicsModel``: across-member variance in normalised target units,
+    angle dims wrapped, averaged over state dims), else :func:`ensemble_disagreement`.
+    """
+    own = getattr(dynamics, "disagreement", None)
+    if callable(own):
+        return own(member_means)
+    return ensemble_disagreement(member_means)
 
 
 @dataclass
@@ -79,7 +92,7 @@ def propagate(dynamics, state: torch.Tensor, actions: torch.Tensor, propagation:
     current = state.expand(num_samples, state_dim)
     for step in range(horizon):
         mean, _ = dynamics.predict(current, actions[:, step])
-        out.disagreement[:, step] = ensemble_disagreement(mean)
+        out.disagreement[:, step] = model_disagreement(dynamics, mean)
         if propagation == "ensemble":
             out.states[:, :, step + 1] = mean
             current = out.states[:, :, step + 1]
