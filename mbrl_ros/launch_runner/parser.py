@@ -72,6 +72,8 @@ class Entity:
         hold substitutions), 'value' (scalar or uniform list), or 'entities' (list of
         mappings, returned as Entity objects).
         """
+        if isinstance(self.element, list) and optional:
+            return None  # a bare list of children has no attributes
         if not isinstance(self.element, dict):
             raise self.error(f'expected a mapping of attributes, got {self.element!r}')
         if name not in self.element:
@@ -164,8 +166,6 @@ def parse_action(entity: Entity) -> model.Action:
 
 def _common(entity: Entity) -> Dict[str, Any]:
     origin = model.Origin(entity.file_path, entity.type_name)
-    if isinstance(entity.element, list):
-        return {'origin': origin, 'condition': None}
     if_expr = entity.get_attr('if', optional=True)
     unless_expr = entity.get_attr('unless', optional=True)
     if if_expr is not None and unless_expr is not None:
