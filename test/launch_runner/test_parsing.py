@@ -50,7 +50,7 @@ def test_namespaces_remaps_and_scoping(write, resolve):
         launch:
         - arg: {name: ns}
         - push_ros_namespace: {namespace: $(var ns)}
-        - let: {{name: leaked, value: 'true'}}
+        - let: {name: leaked, value: 'true'}
         """)
     path = write('main.launch.yaml', f"""
         launch:
