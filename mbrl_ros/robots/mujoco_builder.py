@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -111,6 +113,24 @@ class BuildInfo:
     """The resolved URDF the model was built from (feed the same text to pinocchio)."""
 
 
+def _mesh_assets(urdf_xml: str) -> Tuple[str, Dict[str, bytes]]:
+    """Rename every mesh file to a unique asset name and load its bytes.
+
+    MuJoCo's URDF importer names meshes by file stem, so ``visual/link.obj`` and
+    ``collision/link.stl`` would silently become one mesh; unique names prevent that.
+    """
+    robot = ET.fromstring(urdf_xml)
+    names: Dict[str, str] = {}
+    assets: Dict[str, bytes] = {}
+    for mesh in robot.iter("mesh"):
+        path = mesh.get("filename", "")
+        if path not in names:
+            names[path] = f"mesh{len(names)}_{Path(path).name}"
+            assets[names[path]] = Path(path).read_bytes()
+        mesh.set("filename", names[path])
+    return ET.tostring(robot, encoding="unicode"), assets
+
+
 def _is_floating(urdf: ResolvedUrdf, options: BuildOptions, feet: Sequence[str]) -> bool:
     if options.floating_base is not None:
         if options.floating_base and urdf.root_link == WORLD_LINK:
@@ -199,7 +219,9 @@ def build_mujoco_spec(urdf_source: str, options: BuildOptions = BuildOptions()
     """
     options.validate()
     urdf = resolve_urdf(urdf_source, options.search_paths)
-    spec = mujoco.MjSpec.from_string(urdf.xml.replace("</robot>", _COMPILER_TAG + "</robot>"))
+    xml, assets = _mesh_assets(urdf.xml)
+    spec = mujoco.MjSpec.from_string(xml.replace("</robot>", _COMPILER_TAG + "</robot>"),
+                                     assets=assets)
     spec.option.timestep = options.timestep
     feet = tuple(name for name in urdf.link_names
                  if re.fullmatch(options.foot_link_pattern, name))

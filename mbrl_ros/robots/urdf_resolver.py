@@ -66,7 +66,7 @@ def _share_dirs_from_prefixes(package: str) -> List[Path]:
                                                  get_package_share_directory)
         try:
             candidates.append(Path(get_package_share_directory(package)))
-        except (PackageNotFoundError, ValueError, LookupError):
+        except (PackageNotFoundError, ValueError, LookupError, OSError):
             pass
     except ImportError:
         pass

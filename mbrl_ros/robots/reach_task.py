@@ -1,0 +1,90 @@
+"""The robot-side pieces the planner and the trainer share: robot, nominal model and task cost.
+
+State = ``[q, qd]`` of the robot's joints in URDF order; action = one torque per joint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.costs import (EffortCost, EndEffectorCost, JointLimitCost, SmoothnessCost,
+                                 TaskCost, VelocityCost)
+from mbrl_ros.robots.analytical import AnalyticalConfig, AnalyticalDynamics
+from mbrl_ros.robots.robot_model import RobotModel
+
+
+@dataclass(frozen=True)
+class ReachCostConfig:
+    """Weights of the end-effector reaching cost; a weight of 0 leaves its term out."""
+
+    end_effector_weight: float = 200.0
+    """Cost per squared metre of end-effector distance to the goal, per step."""
+    velocity_weight: float = 0.05
+    """Cost per squared rad/s of joint velocity, per step."""
+    effort_weight: float = 1.0e-5
+    """Cost per squared N m of joint torque, per step."""
+    joint_limit_weight: float = 100.0
+    """Soft barrier weight near joint limits (the planner's hard limits are separate)."""
+    joint_limit_margin: float = 0.1
+    """Distance to a position limit [rad] below which the barrier grows."""
+    smoothness_weight: float = 0.0
+    """Cost per squared N m of change between consecutive torques."""
+    discount: float = 1.0
+    """Per-step discount of the task cost over the horizon."""
+
+    def validate(self) -> "ReachCostConfig":
+        """Raise ValueError on negative weights or a discount outside (0, 1]."""
+        for name in ("end_effector_weight", "velocity_weight", "effort_weight",
+                     "joint_limit_weight", "joint_limit_margin", "smoothness_weight"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"ReachCostConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.discount <= 1.0:
+            raise ValueError(f"ReachCostConfig.discount must be in (0, 1], got {self.discount}")
+        return self
+
+
+def load_robot(urdf: str, ee_frame: str = "ee_link", search_paths: Sequence[str] = ()
+               ) -> RobotModel:
+    """The pinocchio model of a fixed-base robot from a URDF path, package:// URI or XML."""
+    return RobotModel.from_urdf(urdf, search_paths, ee_frame=ee_frame or None)
+
+
+def nominal_dynamics(robot: RobotModel, period_s: float, substeps: int,
+                     device: torch.device) -> AnalyticalDynamics:
+    """The URDF's rigid-body model, integrated over one model period, batched in torch."""
+    return AnalyticalDynamics(robot, AnalyticalConfig(dt=period_s, substeps=substeps),
+                              device=device)
+
+
+def build_reach_cost(robot: RobotModel, fk, config: ReachCostConfig,
+                     target: Optional[np.ndarray], device: torch.device) -> TaskCost:
+    """End-effector reaching cost over ``[q, qd]`` states and torque actions.
+
+    Args:
+        robot: joint limits come from here.
+        fk: batched forward kinematics ``[M, J] -> [M, 3]``.
+        target: initial end-effector goal [3] (None: the current end-effector pose is set
+            later with ``cost.term("end_effector").set_target``).
+    """
+    config.validate()
+    joints = robot.num_joints
+    positions, velocities = list(range(joints)), list(range(joints, 2 * joints))
+    state_dim = 2 * joints
+    goal = np.zeros(3) if target is None else np.asarray(target, dtype=float)
+    terms = [EndEffectorCost(fk, positions, goal.tolist(), config.end_effector_weight,
+                             state_dim, device)]
+    if config.velocity_weight > 0:
+        terms.append(VelocityCost(velocities, config.velocity_weight, state_dim, device))
+    if config.effort_weight > 0:
+        terms.append(EffortCost(config.effort_weight, joints, device))
+    if config.joint_limit_weight > 0:
+        terms.append(JointLimitCost(positions, robot.position_lower.tolist(),
+                                    robot.position_upper.tolist(), config.joint_limit_margin,
+                                    config.joint_limit_weight, state_dim, device))
+    if config.smoothness_weight > 0:
+        terms.append(SmoothnessCost(config.smoothness_weight, joints, device))
+    return TaskCost(terms, config.discount)

@@ -1,0 +1,98 @@
+"""package:// and relative mesh URIs through the ament index; unreadable meshes are dropped."""
+
+import struct
+
+import numpy as np
+import pinocchio as pin
+import pytest
+
+from mbrl_ros.robots.mujoco_builder import build_mujoco_model
+from mbrl_ros.robots.robot_model import RobotModel
+from mbrl_ros.robots.urdf_resolver import find_package_share, resolve_urdf
+
+CUBE_OBJ = "\n".join(
+    [f"v {x} {y} {z}" for x in (-0.05, 0.05) for y in (-0.05, 0.05) for z in (-0.05, 0.05)]
+    + ["f 1 3 4 2", "f 5 6 8 7", "f 1 2 6 5", "f 3 7 8 4", "f 1 5 7 3", "f 2 4 8 6"]) + "\n"
+
+URDF = """<?xml version="1.0"?>
+<robot name="meshy">
+  <link name="world"/>
+  <joint name="fix" type="fixed"><parent link="world"/><child link="base"/></joint>
+  <link name="base">
+    <inertial><mass value="1"/><inertia ixx="0.01" ixy="0" ixz="0" iyy="0.01" iyz="0" izz="0.01"/></inertial>
+    <visual><geometry><mesh filename="package://test_mesh_pkg/meshes/cube.obj"/></geometry></visual>
+    <visual><geometry><mesh filename="package://test_mesh_pkg/meshes/cube.dae"/></geometry></visual>
+    <collision><geometry><mesh filename="meshes/cube.stl"/></geometry></collision>
+  </link>
+  <joint name="j1" type="revolute"><parent link="base"/><child link="arm"/>
+    <origin xyz="0 0 0.1"/><axis xyz="0 1 0"/>
+    <limit lower="-1" upper="1" velocity="2" effort="5"/></joint>
+  <link name="arm">
+    <inertial><mass value="0.5"/><inertia ixx="0.001" ixy="0" ixz="0" iyy="0.001" iyz="0" izz="0.001"/></inertial>
+    <collision><geometry><mesh filename="package://test_mesh_pkg/meshes/cube.obj"/></geometry></collision>
+  </link>
+</robot>
+"""
+
+
+def _write_stl(path):
+    """Binary STL of a tetrahedron (MuJoCo reads binary STL only)."""
+    triangles = [((0, 0, 0), (0, 0.1, 0), (0.1, 0, 0)), ((0, 0, 0), (0, 0, 0.1), (0, 0.1, 0)),
+                 ((0, 0, 0), (0.1, 0, 0), (0, 0, 0.1)), ((0.1, 0, 0), (0, 0.1, 0), (0, 0, 0.1))]
+    body = b"".join(struct.pack("<12fH", 0, 0, 0, *np.ravel(t), 0) for t in triangles)
+    path.write_bytes(b"\0" * 80 + struct.pack("<I", len(triangles)) + body)
+
+
+@pytest.fixture
+def mesh_package(tmp_path, monkeypatch):
+    prefix = tmp_path / "install"
+    share = prefix / "share" / "test_mesh_pkg"
+    (share / "meshes").mkdir(parents=True)
+    (share / "meshes" / "cube.obj").write_text(CUBE_OBJ)
+    (share / "meshes" / "cube.dae").write_text("<COLLADA/>")
+    index = prefix / "share" / "ament_index" / "resource_index" / "packages"
+    index.mkdir(parents=True)
+    (index / "test_mesh_pkg").write_text("")
+    urdf_dir = tmp_path / "robot"
+    (urdf_dir / "meshes").mkdir(parents=True)
+    _write_stl(urdf_dir / "meshes" / "cube.stl")
+    (urdf_dir / "meshy.urdf").write_text(URDF)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    return urdf_dir / "meshy.urdf", share
+
+
+def test_package_uris_resolve_through_ament_index(mesh_package):
+    urdf_path, share = mesh_package
+    assert find_package_share("test_mesh_pkg") == share
+    resolved = resolve_urdf(str(urdf_path))
+    assert str(share / "meshes" / "cube.obj") in resolved.xml
+    assert str(urdf_path.parent / "meshes" / "cube.stl") in resolved.xml
+    assert len(resolved.warnings) == 1 and "cube.dae" in resolved.warnings[0]
+
+
+def test_mesh_urdf_loads_in_mujoco_and_pinocchio(mesh_package):
+    urdf_path, _ = mesh_package
+    model, info = build_mujoco_model(str(urdf_path))
+    # cube.obj (base visual + arm collision) and cube.stl (base collision), not merged although
+    # both are called "cube"; the .dae visual was dropped
+    assert model.nmesh == 2
+    assert sorted(model.mesh_vertnum) == [4, 8]
+    robot = RobotModel(info.urdf)
+    assert robot.joint_names == ("j1",)
+    geometry = pin.buildGeomFromUrdfString(robot.model, info.urdf.xml, pin.GeometryType.COLLISION)
+    assert geometry.ngeoms == 2
+    np.testing.assert_allclose(robot.effort_limits, [5.0])
+
+
+def test_search_path_and_errors(mesh_package, tmp_path, monkeypatch):
+    _, share = mesh_package
+    monkeypatch.setenv("AMENT_PREFIX_PATH", "")
+    with pytest.raises(FileNotFoundError, match="test_mesh_pkg"):
+        find_package_share("test_mesh_pkg")
+    assert find_package_share("test_mesh_pkg", [str(share.parent)]) == share
+    with pytest.raises(FileNotFoundError):
+        resolve_urdf(str(tmp_path / "missing.urdf"))
+    with pytest.raises(ValueError, match="robot"):
+        resolve_urdf("<sdf/>")
+    with pytest.raises(ValueError, match="XML"):
+        resolve_urdf("<robot>")
