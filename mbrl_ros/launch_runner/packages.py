@@ -78,11 +78,12 @@ def find_file_in_package(package: str, file_name: str) -> str:
     Raises LaunchError when the file is missing or found more than once.
     """
     share = package_share(package)
-    matches = sorted(
-        os.path.join(root, name)
-        for root, dirs, files in os.walk(share)
-        for name in files if name == file_name
-        and not any(part.startswith('.') for part in Path(root).relative_to(share).parts))
+    if find_package_prefix(package) is None:  # source-tree fallback: only its launch/ folder
+        share = str(Path(share) / 'launch')
+    matches = []
+    for root, dirs, files in os.walk(share):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        matches.extend(os.path.join(root, name) for name in files if name == file_name)
     if not matches:
         raise LaunchError(f"file '{file_name}' was not found in the share directory of "
                           f"package '{package}' which is at '{share}'")
