@@ -223,6 +223,8 @@ def build_mujoco_spec(urdf_source: str, options: BuildOptions = BuildOptions()
     spec = mujoco.MjSpec.from_string(xml.replace("</robot>", _COMPILER_TAG + "</robot>"),
                                      assets=assets)
     spec.option.timestep = options.timestep
+    # implicit in joint damping and actuator kv: stiff PD servos on light links stay stable
+    spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     feet = tuple(name for name in urdf.link_names
                  if re.fullmatch(options.foot_link_pattern, name))
     floating = _is_floating(urdf, options, feet)
