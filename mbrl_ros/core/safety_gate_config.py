@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum, IntEnum
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
@@ -17,6 +17,9 @@ DISAGREEMENT_SIGNALS = ("max", "mean")
 LIMIT_FIELDS = ("position_lower", "position_upper", "velocity_limit", "effort_limit",
                 "max_position_step")
 PER_JOINT_FIELDS = ("hold_kp", "hold_kd") + LIMIT_FIELDS
+SCALAR_FIELDS = ("control_rate_hz", "watchdog_timeout_s", "state_timeout_s",
+                 "disagreement_threshold", "disagreement_resume", "resume_ticks", "clamp_margin",
+                 "limit_lookahead_s", "guard_velocity_deadband", "velocity_guard_fraction")
 URDF_LIMIT_KEYS = {"lower": "position_lower", "upper": "position_upper",
                    "velocity": "velocity_limit", "effort": "effort_limit",
                    "max_step": "max_position_step"}
@@ -50,13 +53,13 @@ class GateConfig:
 
     joints: Tuple[str, ...] = ()
     """Joint names; fixes the order of commands and limits."""
-    control_rate_hz: float = 100.0
+    control_rate_hz: float = field(default=100.0, metadata={"range": (1.0, 10000.0)})
     """Rate of the control tick (the node's timer)."""
     control_mode: str = "effort"
     """Command interface of the downstream controller: effort, position or velocity."""
-    watchdog_timeout_s: float = 0.1
+    watchdog_timeout_s: float = field(default=0.1, metadata={"range": (1e-4, 60.0)})
     """A planner command older than this is stale (fallback)."""
-    state_timeout_s: float = 0.1
+    state_timeout_s: float = field(default=0.1, metadata={"range": (1e-4, 60.0)})
     """A joint state older than this is stale (fallback)."""
     disagreement_signal: str = "max"
     """Which PlanStatus field is gated: max (max_disagreement) or mean (mean_disagreement)."""
@@ -64,7 +67,7 @@ class GateConfig:
     """Fall back when the plan disagreement exceeds this (inf disables the check)."""
     disagreement_resume: float = 0.5
     """After a disagreement fallback, resume only once disagreement stays below this..."""
-    resume_ticks: int = 10
+    resume_ticks: int = field(default=10, metadata={"range": (1, 1_000_000)})
     """...for this many consecutive control ticks."""
     fallback: str = "hold"
     """Effort-mode fallback: hold (PD hold + damping), zero_effort or damping (-kd * qd)."""
@@ -82,21 +85,33 @@ class GateConfig:
     """Absolute effort limit per joint; finite values required in effort mode."""
     max_position_step: Tuple[float, ...] = (math.inf,)
     """Position mode: largest allowed |command - current position|; finite required there."""
-    clamp_margin: float = 0.1
+    clamp_margin: float = field(default=0.1, metadata={"range": (0.0, 10.0)})
     """Commands beyond a limit by at most this fraction of it (of the range for positions) are
     clamped; further out they follow ``out_of_limits``."""
     out_of_limits: str = "fallback"
     """Policy for commands beyond limits + margin: fallback or clamp."""
-    limit_lookahead_s: float = 0.05
+    limit_lookahead_s: float = field(default=0.05, metadata={"range": (0.0, 10.0)})
     """Position guard: fall back if a joint would cross a position limit within this time."""
-    guard_velocity_deadband: float = 1e-3
+    guard_velocity_deadband: float = field(default=1e-3, metadata={"range": (0.0, 100.0)})
     """Position guard: joints slower than this are not considered moving."""
-    velocity_guard_fraction: float = 1.0
+    velocity_guard_fraction: float = field(default=1.0, metadata={"range": (1e-3, 10.0)})
     """Velocity guard: fall back when |qd| >= this * velocity_limit and the command pushes on."""
     latching_faults: Tuple[str, ...] = ("invalid_command", "internal_error")
     """Faults (Fault values) that latch the fallback until reset."""
 
     def __post_init__(self) -> None:
+        for name in SCALAR_FIELDS:
+            value = getattr(self, name)
+            try:
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                    raise TypeError(type(value).__name__)
+                if name != "resume_ticks":
+                    value = float(value)
+                elif float(value).is_integer():
+                    value = int(value)  # 3.0 from YAML is fine; 2.5 fails validate()
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"GateConfig.{name} must be a number, got {value!r}") from exc
+            object.__setattr__(self, name, value)
         for name in ("joints", "latching_faults"):
             value = getattr(self, name)
             items = [value] if isinstance(value, str) else list(value)

@@ -1,0 +1,179 @@
+"""Integration tests of the safety gate node on real topics and services.
+
+Timing is judged in control ticks (one GateStatus per tick), not wall time, so a loaded machine
+makes the tests slower but not flaky.
+"""
+
+import math
+from typing import List
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mbrl_ros.msg", reason="custom messages not built (source scripts/env.sh)")
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from ros_helpers import spin_until  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+
+from mbrl_ros.msg import GateStatus, PlanStatus  # noqa: E402
+from mbrl_ros.nodes import safety_gate_node as gate_node  # noqa: E402
+
+JOINTS = ["shoulder", "elbow"]
+RATE_HZ = 20.0
+GOOD_COMMAND = [1.0, -1.0]
+TIMEOUT_S = 5.0
+PASS, FALLBACK, ESTOP = GateStatus.STATE_PASS, GateStatus.STATE_FALLBACK, GateStatus.STATE_ESTOP
+
+
+class FakeRobotAndPlanner(Node):
+    """Publishes planner commands, joint states and plan status; records what the gate sends."""
+
+    def __init__(self, context):
+        super().__init__("fake_robot_and_planner", context=context)
+        self.command_pub = self.create_publisher(
+            Float64MultiArray, gate_node.PLANNED_COMMAND_TOPIC, gate_node.COMMAND_QOS)
+        self.state_pub = self.create_publisher(JointState, gate_node.JOINT_STATES_TOPIC,
+                                               gate_node.STATE_QOS)
+        self.plan_pub = self.create_publisher(PlanStatus, gate_node.PLAN_STATUS_TOPIC,
+                                              gate_node.COMMAND_QOS)
+        self.outputs: List[np.ndarray] = []
+        self.statuses: List[GateStatus] = []
+        self.create_subscription(Float64MultiArray, gate_node.COMMAND_TOPIC,
+                                 lambda msg: self.outputs.append(np.array(msg.data)),
+                                 gate_node.COMMAND_QOS)
+        self.create_subscription(GateStatus, gate_node.GATE_STATUS_TOPIC, self.statuses.append,
+                                 gate_node.STATUS_QOS)
+        self.command = list(GOOD_COMMAND)
+        self.planning = True
+        self.create_timer(1.0 / RATE_HZ, self.publish)
+        self.estop = self.create_client(SetBool, "/safety_gate/estop")
+        self.reset = self.create_client(Trigger, "/safety_gate/reset")
+
+    def publish(self):
+        self.state_pub.publish(JointState(name=JOINTS + ["gripper"], position=[0.1, 0.2, 0.0],
+                                          velocity=[0.0, 0.0, 0.0]))
+        if self.planning:
+            self.command_pub.publish(Float64MultiArray(data=self.command))
+
+    def send_disagreement(self, value: float):
+        self.plan_pub.publish(PlanStatus(mean_disagreement=value, max_disagreement=value))
+
+
+@pytest.fixture
+def system(ros_context):
+    overrides = [Parameter("joints", value=JOINTS), Parameter("control_rate_hz", value=RATE_HZ),
+                 Parameter("watchdog_timeout_s", value=1.5 / RATE_HZ),
+                 Parameter("effort_limit", value=[5.0, 5.0]), Parameter("resume_ticks", value=3),
+                 Parameter("disagreement_threshold", value=1.0),
+                 Parameter("disagreement_resume", value=0.5)]
+    gate = gate_node.SafetyGateNode(context=ros_context, parameter_overrides=overrides)
+    fake = FakeRobotAndPlanner(ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(gate)
+    executor.add_node(fake)
+    assert spin_until(executor, lambda: fake.statuses and fake.statuses[-1].state == PASS,
+                      TIMEOUT_S), "gate never passed the planner command"
+    yield executor, fake
+    executor.shutdown()
+    gate.destroy_node()
+    fake.destroy_node()
+
+
+def wait_for_state(executor, fake, state, timeout_s=TIMEOUT_S) -> int:
+    """Spin until the gate reports ``state``; returns the index of that status."""
+    start = len(fake.statuses)
+    assert spin_until(executor, lambda: any(s.state == state for s in fake.statuses[start:]),
+                      timeout_s), f"gate never reached state {state}"
+    return next(i for i in range(start, len(fake.statuses)) if fake.statuses[i].state == state)
+
+
+def call(executor, client, request):
+    assert client.wait_for_service(timeout_sec=TIMEOUT_S)
+    future = client.call_async(request)
+    assert spin_until(executor, future.done, TIMEOUT_S)
+    return future.result()
+
+
+def test_falls_back_when_planner_stops_and_resumes(system):
+    executor, fake = system
+    np.testing.assert_array_equal(fake.outputs[-1], GOOD_COMMAND)
+    fake.planning = False
+    first_after_stop = len(fake.statuses)
+    index = wait_for_state(executor, fake, FALLBACK)
+    # The next command was due one period after the last; the fallback follows within 2 ticks.
+    passes_after_stop = sum(s.state == PASS for s in fake.statuses[first_after_stop:index])
+    assert passes_after_stop <= 3, passes_after_stop
+    assert "command age" in fake.statuses[index].reason
+    assert fake.statuses[index].command_age_s > fake.statuses[index].watchdog_timeout_s
+    # Silence is not safe: the fallback (hold at rest = zero effort) keeps being published.
+    outputs_before = len(fake.outputs)
+    spin_until(executor, lambda: False, 5.0 / RATE_HZ)
+    assert len(fake.outputs) - outputs_before >= 2
+    np.testing.assert_allclose(fake.outputs[-1], [0.0, 0.0])
+    fake.planning = True
+    wait_for_state(executor, fake, PASS)
+    assert fake.statuses[-1].interventions >= 1
+
+
+def test_disagreement_hysteresis_and_estop_latch(system):
+    executor, fake = system
+    sent_at = len(fake.statuses)
+    fake.send_disagreement(2.0)
+    index = wait_for_state(executor, fake, FALLBACK)
+    assert index - sent_at <= 2, "fallback took more than 2 control periods"
+    assert "disagreement" in fake.statuses[index].reason
+    fake.send_disagreement(0.8)  # below threshold, above resume: stays in fallback
+    spin_until(executor, lambda: False, 5.0 / RATE_HZ)
+    assert fake.statuses[-1].state == FALLBACK
+    sent_at = len(fake.statuses)
+    fake.send_disagreement(0.1)
+    index = wait_for_state(executor, fake, PASS)
+    # PASS comes on the 3rd consecutive tick below disagreement_resume (resume_ticks = 3).
+    assert index - sent_at >= 2, "resumed before resume_ticks ticks below disagreement_resume"
+
+    assert call(executor, fake.estop, SetBool.Request(data=True)).success
+    wait_for_state(executor, fake, ESTOP)
+    start = len(fake.statuses)
+    spin_until(executor, lambda: False, 6.0 / RATE_HZ)  # good inputs do not release it
+    assert all(s.state == ESTOP for s in fake.statuses[start:])
+    assert not call(executor, fake.estop, SetBool.Request(data=False)).success
+    response = call(executor, fake.reset, Trigger.Request())
+    assert response.success, response.message
+    wait_for_state(executor, fake, PASS)
+
+
+def test_nan_or_wrong_size_commands_never_reach_the_robot(system):
+    executor, fake = system
+    for garbage in ([math.nan, 0.0], [0.0, math.inf], [1.0, 2.0, 3.0], [], [1e308 * 10]):
+        fake.command = garbage
+        wait_for_state(executor, fake, FALLBACK)
+        spin_until(executor, lambda: False, 3.0 / RATE_HZ)
+        # Malformed joint states are handled too.
+        fake.state_pub.publish(JointState(name=JOINTS, position=[0.1], velocity=[]))
+        fake.command = GOOD_COMMAND
+        spin_until(executor, lambda: False, 2.0 / RATE_HZ)
+        assert fake.statuses[-1].state == FALLBACK, "invalid command must latch until reset"
+        response = call(executor, fake.reset, Trigger.Request())
+        assert response.success, response.message
+        wait_for_state(executor, fake, PASS)
+    for output in fake.outputs:
+        assert output.shape == (2,) and np.isfinite(output).all()
+        assert np.all(np.abs(output) <= 5.0)
+
+
+def test_parameters_map_to_config_and_bad_configuration_is_refused(ros_context):
+    config = gate_node.gate_config_from_parameters(
+        {"joints": JOINTS, "effort_limit": 4.0, "hold_kp": [1.0, 2.0], "use_sim_time": False})
+    assert config.per_joint("effort_limit").tolist() == [4.0, 4.0]
+    assert config.per_joint("hold_kp").tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="joints"):
+        gate_node.SafetyGateNode(context=ros_context)
+    with pytest.raises(ValueError, match="disagreement_resume"):
+        gate_node.SafetyGateNode(context=ros_context, parameter_overrides=[
+            Parameter("joints", value=JOINTS), Parameter("effort_limit", value=1.0),
+            Parameter("disagreement_resume", value=5.0)])
