@@ -86,6 +86,11 @@ class DynamicsModel(abc.ABC):
         """Read a checkpoint written by :meth:`save` (no code is unpickled)."""
 
 
+def as_model_input(x: Any, device: torch.device) -> torch.Tensor:
+    """``x`` as a float32 tensor on ``device`` (no copy when it already is one)."""
+    return torch.as_tensor(x, dtype=torch.float32, device=device)
+
+
 def broadcast_inputs(state: torch.Tensor, action: torch.Tensor, num_members: int,
                      state_dim: int, action_dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Check sizes and expand ``[N, dim]`` inputs to ``[E, N, dim]`` (views, no copy).

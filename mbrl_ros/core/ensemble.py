@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, broadcast_inputs,
-                                          wrap_angle)
+from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, as_model_input,
+                                          broadcast_inputs, wrap_angle)
 from mbrl_ros.core.ensemble_layers import EnsembleMLP, check_activation
 from mbrl_ros.core.normalizer import Normalizer
 from mbrl_ros.core.types import TransitionBatch
@@ -82,8 +82,8 @@ class EnsembleConfig:
                              f"got {self.validation_fraction}")
         if not self.min_logvar_init < self.max_logvar_init:
             raise ValueError("min_logvar_init must be below max_logvar_init")
-        if len(set(self.angle_wrap)) != len(self.angle_wrap) or any(i < 0
-                                                                     for i in self.angle_wrap):
+        if len(set(self.angle_wrap)) != len(self.angle_wrap) or min(self.angle_wrap,
+                                                                    default=0) < 0:
             raise ValueError(f"angle_wrap must be distinct non-negative indices, "
                              f"got {self.angle_wrap}")
 
@@ -242,10 +242,12 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
 
         ``state`` is ``[E, N, S]`` or ``[N, S]``, ``action`` ``[E, N, A]`` or ``[N, A]``, where
         ``E`` is :attr:`num_members` (or the elites/all members when ``use_elites`` is given).
-        Wrapping angles of the mean are wrapped to [-pi, pi).
+        Wrapping angles of the mean are wrapped to [-pi, pi). Inputs are cast to float32 on
+        :attr:`device` (free when they already are).
         """
         elites = self.use_elites if use_elites is None else use_elites
         members = self.config.num_elites if elites else self.config.num_members
+        state, action = as_model_input(state, self._device), as_model_input(action, self._device)
         state, action = broadcast_inputs(state, action, members, self._state_dim,
                                          self._action_dim)
         with torch.set_grad_enabled(grad):

@@ -1,4 +1,4 @@
-"""Batched ensemble layers: ``E`` independent MLPs evaluated with one ``torch.baddbmm`` per layer."""
+"""Batched ensemble layers: ``E`` independent MLPs, one ``torch.baddbmm`` per layer."""
 
 from __future__ import annotations
 

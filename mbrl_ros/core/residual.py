@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from mbrl_ros.core.dynamics_model import DynamicsModel, ProgressCallback, broadcast_inputs
+from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, as_model_input,
+                                          broadcast_inputs)
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.types import TransitionBatch
 
@@ -110,6 +111,7 @@ class ResidualDynamics(DynamicsModel):
         ensemble = self.ensemble_model
         elites = ensemble.use_elites if use_elites is None else use_elites
         members = ensemble.config.num_elites if elites else ensemble.config.num_members
+        state, action = as_model_input(state, self.device), as_model_input(action, self.device)
         shared = state.dim() == 2 and action.dim() == 2
         with torch.set_grad_enabled(grad):
             if shared:  # one nominal evaluation serves every member
