@@ -12,9 +12,11 @@ import pytest
 
 pytest.importorskip("mbrl_ros.msg", reason="custom messages not built (source scripts/env.sh)")
 
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.time import Time  # noqa: E402
 from ros_helpers import spin_until  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
@@ -50,11 +52,15 @@ class FakeRobotAndPlanner(Node):
                                  gate_node.STATUS_QOS)
         self.command = list(GOOD_COMMAND)
         self.planning = True
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.sim_time_s = 100.0
         self.create_timer(1.0 / RATE_HZ, self.publish)
         self.estop = self.create_client(SetBool, "/safety_gate/estop")
         self.reset = self.create_client(Trigger, "/safety_gate/reset")
 
     def publish(self):
+        self.sim_time_s += 1.0 / RATE_HZ
+        self.clock_pub.publish(Clock(clock=Time(seconds=self.sim_time_s).to_msg()))
         self.state_pub.publish(JointState(name=JOINTS + ["gripper"], position=[0.1, 0.2, 0.0],
                                           velocity=[0.0, 0.0, 0.0]))
         if self.planning:
@@ -64,13 +70,14 @@ class FakeRobotAndPlanner(Node):
         self.plan_pub.publish(PlanStatus(mean_disagreement=value, max_disagreement=value))
 
 
-@pytest.fixture
-def system(ros_context):
-    overrides = [Parameter("joints", value=JOINTS), Parameter("control_rate_hz", value=RATE_HZ),
-                 Parameter("watchdog_timeout_s", value=1.5 / RATE_HZ),
-                 Parameter("effort_limit", value=[5.0, 5.0]), Parameter("resume_ticks", value=3),
-                 Parameter("disagreement_threshold", value=1.0),
-                 Parameter("disagreement_resume", value=0.5)]
+def make_system(ros_context, extra_overrides=()):
+    """Gate node + fake robot/planner on one executor, spun until the gate passes commands."""
+    overrides = list(extra_overrides) + [
+        Parameter("joints", value=JOINTS), Parameter("control_rate_hz", value=RATE_HZ),
+        Parameter("watchdog_timeout_s", value=1.5 / RATE_HZ),
+        Parameter("effort_limit", value=[5.0, 5.0]), Parameter("resume_ticks", value=3),
+        Parameter("disagreement_threshold", value=1.0),
+        Parameter("disagreement_resume", value=0.5)]
     gate = gate_node.SafetyGateNode(context=ros_context, parameter_overrides=overrides)
     fake = FakeRobotAndPlanner(ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
@@ -78,6 +85,12 @@ def system(ros_context):
     executor.add_node(fake)
     assert spin_until(executor, lambda: fake.statuses and fake.statuses[-1].state == PASS,
                       TIMEOUT_S), "gate never passed the planner command"
+    return executor, gate, fake
+
+
+@pytest.fixture
+def system(ros_context):
+    executor, gate, fake = make_system(ros_context)
     yield executor, fake
     executor.shutdown()
     gate.destroy_node()
@@ -164,6 +177,21 @@ def test_nan_or_wrong_size_commands_never_reach_the_robot(system):
     for output in fake.outputs:
         assert output.shape == (2,) and np.isfinite(output).all()
         assert np.all(np.abs(output) <= 5.0)
+
+
+def test_ticks_follow_simulation_time(ros_context):
+    executor, gate, fake = make_system(ros_context, [Parameter("use_sim_time", value=True)])
+    try:
+        stamp = fake.statuses[-1].header.stamp
+        assert 100.0 <= stamp.sec + stamp.nanosec * 1e-9 < 1000.0  # simulation, not wall time
+        fake.planning = False
+        wait_for_state(executor, fake, FALLBACK)
+        fake.planning = True
+        wait_for_state(executor, fake, PASS)
+    finally:
+        executor.shutdown()
+        gate.destroy_node()
+        fake.destroy_node()
 
 
 def test_parameters_map_to_config_and_bad_configuration_is_refused(ros_context):
