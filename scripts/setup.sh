@@ -47,7 +47,7 @@ if [ "${#stale[@]}" -gt 0 ]; then
 fi
 
 # 4. colcon build of this package (messages + Python package) with the venv as the underlay.
-src_hash=$(cat package.xml CMakeLists.txt setup.cfg msg/*.msg | sha256sum | cut -c1-16)
+src_hash=$( (cat package.xml CMakeLists.txt setup.cfg msg/*.msg; ls launch config urdf) | sha256sum | cut -c1-16)
 if [ "$(cat "$BUILD/.mbrl_build" 2>/dev/null)" != "$src_hash" ] || \
    [ ! -d "$BUILD/install/mbrl_ros" ]; then
   log "colcon build (custom messages, Python package)"

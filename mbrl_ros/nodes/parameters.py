@@ -85,7 +85,7 @@ def declare_config(node: Node, config_cls: Type[ConfigT], prefix: str = "",
     for field in dataclasses.fields(config_cls):
         if not field.init:
             continue
-        default = overrides.get(field.name, _default(field))
+        default = overrides[field.name] if field.name in overrides else _default(field)
         name = prefix + field.name
         if node.has_parameter(name):
             continue
@@ -96,7 +96,7 @@ def declare_config(node: Node, config_cls: Type[ConfigT], prefix: str = "",
             node.declare_parameter(name, _empty_list_type(field), descriptor)
         else:
             node.declare_parameter(name, _ros_value(default), descriptor)
-    return read_config(node, config_cls, prefix)
+    return read_config(node, config_cls, prefix, defaults=overrides)
 
 
 def _empty_list_type(field: dataclasses.Field) -> Parameter.Type:
@@ -124,22 +124,22 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 
 
 def read_config(node: Node, config_cls: Type[ConfigT], prefix: str = "",
-                changes: Dict[str, Any] | None = None) -> ConfigT:
+                changes: Dict[str, Any] | None = None,
+                defaults: Dict[str, Any] | None = None) -> ConfigT:
     """Build ``config_cls`` from the node's current parameters, with optional pending changes.
 
     Raises:
         ValueError: when the resulting config does not validate.
     """
-    changes = changes or {}
+    changes, defaults = changes or {}, defaults or {}
     values = {}
     for field in dataclasses.fields(config_cls):
         if not field.init:
             continue
         name = prefix + field.name
+        default = defaults[field.name] if field.name in defaults else _default(field)
         value = changes[name] if name in changes else node.get_parameter(name).value
-        if value is None:
-            value = _default(field)
-        values[field.name] = _coerce(name, value, _default(field))
+        values[field.name] = _coerce(name, default if value is None else value, default)
     config = config_cls(**values)
     validate = getattr(config, "validate", None)
     if callable(validate):

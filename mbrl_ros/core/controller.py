@@ -1,0 +1,102 @@
+"""Receding-horizon controller: explore until a model and a goal exist, then plan.
+
+ROS-free glue between the planner, the task cost and the exploration policy, so the planner
+node only converts messages. State = ``[q, qd]`` of the robot's joints, action = one command
+per joint, both in the model's joint order.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.costs import TaskCost
+from mbrl_ros.core.exploration import SmoothExplorer
+from mbrl_ros.core.planning.config import PlannerConfig
+from mbrl_ros.core.planning.planner import Planner, PlanResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ControlStep:
+    """What the controller decided on one tick."""
+
+    command: np.ndarray
+    """[A] command to send (model joint order)."""
+    exploring: bool
+    """True while no model exists (smooth random exploration)."""
+    plan: Optional[PlanResult] = None
+    """The plan behind ``command`` (None while exploring or after a planner error)."""
+    error: str = ""
+    """Why the planner could not be used on this tick (the explorer's command is sent then)."""
+
+
+class ModelPredictiveController:
+    """Explores (collecting data) until it has a model (:meth:`set_model`) and a goal
+    (:meth:`set_goal`), then runs the planner every tick."""
+
+    def __init__(self, planner_config: PlannerConfig, cost: TaskCost, explorer: SmoothExplorer,
+                 device: torch.device, value: Optional[Callable] = None,
+                 policy: Optional[Callable] = None):
+        self.planner_config = planner_config.validate()
+        self.cost = cost
+        self.explorer = explorer
+        self.device = device
+        self.planner: Optional[Planner] = None
+        self.model_version = 0
+        self._value, self._policy = value, policy
+        self.goal: Optional[np.ndarray] = None
+
+    @property
+    def exploring(self) -> bool:
+        """True until both a model and a goal exist."""
+        return self.planner is None or self.goal is None
+
+    def set_goal(self, position: np.ndarray) -> None:
+        """New end-effector goal [3] (the cost's ``end_effector`` term)."""
+        self.goal = np.asarray(position, dtype=np.float64).copy()
+        self.cost.term("end_effector").set_target(self.goal.tolist())
+
+    def set_model(self, model, version: int) -> None:
+        """Swap in a new dynamics model (between ticks); the warm start is kept."""
+        if self.planner is None:
+            self.planner = Planner(model, self.planner_config, self.cost, self._value,
+                                   self._policy, self.device)
+        else:
+            self.planner.set_models(model)
+        self.model_version = int(version)
+
+    def set_planner_config(self, config: PlannerConfig) -> None:
+        """Apply new planner settings (horizon, samples, weights) from the next tick on."""
+        self.planner_config = config.validate()
+        if self.planner is not None:
+            self.planner = Planner(self.planner.dynamics, self.planner_config, self.cost,
+                                   self._value, self._policy, self.device)
+
+    def reset(self) -> None:
+        """New episode: forget the warm start and the exploration targets."""
+        self.explorer.reset()
+        if self.planner is not None:
+            self.planner.reset()
+
+    def step(self, position: np.ndarray, velocity: np.ndarray) -> ControlStep:
+        """One control tick from joint positions and velocities [J] (finite)."""
+        if self.exploring:
+            return ControlStep(self.explorer(position, velocity), exploring=True)
+        state = np.concatenate([position, velocity]).astype(np.float32)
+        try:
+            plan = self.planner.plan(state)
+        except (ValueError, RuntimeError) as error:
+            logger.warning("planner failed, exploring this tick: %s", error)
+            return ControlStep(self.explorer(position, velocity), exploring=False,
+                               error=str(error))
+        command = plan.action.detach().cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(command)):
+            return ControlStep(self.explorer(position, velocity), exploring=False, plan=plan,
+                               error="planner returned a non-finite action")
+        return ControlStep(command, exploring=False, plan=plan)

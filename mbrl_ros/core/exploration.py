@@ -1,0 +1,109 @@
+"""Smooth random exploration within limits, used before any learned model exists.
+
+The robot is driven toward joint targets that are redrawn at random every ``target_period_s``
+and approached along a first-order filter, with temporally correlated (AR(1)) noise on top.
+In effort mode a PD law tracks the filtered target, so exploration covers the workspace
+without letting the arm fall onto its joint limits; the output always respects the limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CONTROL_MODES = ("effort", "position", "velocity")
+
+
+@dataclass(frozen=True)
+class ExplorationConfig:
+    """Settings of :class:`SmoothExplorer`."""
+
+    target_period_s: float = 1.5
+    """Seconds between two random joint targets."""
+    target_range_fraction: float = 0.7
+    """Targets are drawn within this fraction of each joint's range, around its centre."""
+    target_filter_s: float = 0.4
+    """Time constant of the filter that moves the tracked target toward the drawn one."""
+    kp: float = 60.0
+    """Effort mode: proportional gain of the tracking PD law (N m / rad)."""
+    kd: float = 8.0
+    """Effort mode: derivative gain of the tracking PD law (N m s / rad)."""
+    noise_fraction: float = 0.1
+    """Amplitude of the correlated noise, as a fraction of each joint's command limit."""
+    noise_correlation_s: float = 0.2
+    """Correlation time of the noise (AR(1) time constant)."""
+    seed: int = 0
+    """Seed of the exploration's random generator."""
+
+    def validate(self) -> "ExplorationConfig":
+        """Raise ValueError on an out-of-range field; return self."""
+        for name in ("target_period_s", "target_filter_s", "noise_correlation_s"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"ExplorationConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.target_range_fraction <= 1.0:
+            raise ValueError("ExplorationConfig.target_range_fraction must be in [0, 1], "
+                             f"got {self.target_range_fraction}")
+        for name in ("kp", "kd", "noise_fraction"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"ExplorationConfig.{name} must be >= 0, got {getattr(self, name)}")
+        return self
+
+
+class SmoothExplorer:
+    """Smooth random commands within limits, one per control tick."""
+
+    def __init__(self, config: ExplorationConfig, control_mode: str, position_lower: np.ndarray,
+                 position_upper: np.ndarray, command_limit: np.ndarray, control_period_s: float):
+        """
+        Args:
+            control_mode: "effort", "position" or "velocity".
+            position_lower, position_upper: [J] joint position limits.
+            command_limit: [J] symmetric bound of the command (effort or velocity limit; for
+                position mode the position limits apply instead).
+            control_period_s: seconds per tick.
+        """
+        if control_mode not in CONTROL_MODES:
+            raise ValueError(f"control_mode must be one of {CONTROL_MODES}, got {control_mode!r}")
+        self.config = config.validate()
+        self.mode = control_mode
+        self.lower = np.asarray(position_lower, dtype=np.float64)
+        self.upper = np.asarray(position_upper, dtype=np.float64)
+        self.limit = np.abs(np.asarray(command_limit, dtype=np.float64))
+        self.dt = float(control_period_s)
+        centre, half = 0.5 * (self.lower + self.upper), 0.5 * (self.upper - self.lower)
+        self._target_low = centre - config.target_range_fraction * half
+        self._target_high = centre + config.target_range_fraction * half
+        self._rng = np.random.default_rng(config.seed)
+        self._filter_gain = 1.0 - np.exp(-self.dt / config.target_filter_s)
+        self._noise_keep = np.exp(-self.dt / config.noise_correlation_s)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget targets and noise; the next call draws new ones around the current state."""
+        self._goal = None
+        self._tracked = None
+        self._time_to_next = 0.0
+        self._noise = np.zeros_like(self.limit)
+
+    def __call__(self, position: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+        """Command [J] for the current joint positions and velocities [J]."""
+        if self._tracked is None:
+            self._tracked = np.clip(position, self.lower, self.upper)
+        if self._time_to_next <= 0.0:
+            self._goal = self._rng.uniform(self._target_low, self._target_high)
+            self._time_to_next = self.config.target_period_s
+        self._time_to_next -= self.dt
+        self._tracked = self._tracked + self._filter_gain * (self._goal - self._tracked)
+        innovation = self._rng.standard_normal(self.limit.shape)
+        self._noise = (self._noise_keep * self._noise
+                       + np.sqrt(1.0 - self._noise_keep ** 2) * innovation)
+        if self.mode == "position":
+            span = self.config.noise_fraction * (self.upper - self.lower)
+            return np.clip(self._tracked + span * self._noise, self.lower, self.upper)
+        noise = self.config.noise_fraction * self.limit * self._noise
+        if self.mode == "velocity":
+            command = (self._tracked - position) / max(self.config.target_filter_s, self.dt)
+        else:
+            command = self.config.kp * (self._tracked - position) - self.config.kd * velocity
+        return np.clip(command + noise, -self.limit, self.limit)

@@ -1,0 +1,55 @@
+"""Settings of the planner node (the planner, cost and exploration have their own configs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+TRIGGERS = ("timer", "joint_states")
+
+
+@dataclass(frozen=True)
+class PlannerNodeConfig:
+    """Node-level settings of ``planner_node``."""
+
+    urdf: str = ""
+    """Robot URDF: a file path or package:// URI."""
+    ee_frame: str = "ee_link"
+    """End-effector frame of the reaching task."""
+    base_frame: str = "world"
+    """Frame of goals and plan markers (the robot's base)."""
+    joints: Tuple[str, ...] = ()
+    """Joint order of the command topic (the controller's); empty: URDF order."""
+    control_rate_hz: float = 100.0
+    """Rate of the control loop [Hz]."""
+    trigger: str = "timer"
+    """"timer": plan on a timer at control_rate_hz; "joint_states": plan on each state message."""
+    model_period_s: float = 0.01
+    """Period of one model step [s]; must match the trainer's alignment rate."""
+    nominal_substeps: int = 5
+    """Integration substeps of the analytical (residual) model per model period."""
+    state_timeout_s: float = 0.1
+    """A joint state older than this is stale: no command is sent (the gate falls back)."""
+    device: str = "cpu"
+    """Torch device of the planner ("cpu", "cuda", "cuda:1")."""
+    torch_threads: int = 1
+    """Torch CPU threads for planning (leave cores to the trainer and the simulator)."""
+    visualize_every: int = 5
+    """Publish plan markers and path every this many ticks (0: never)."""
+    disagreement_colour_scale: float = 0.5
+    """Disagreement drawn fully red in the plan markers."""
+
+    def validate(self) -> "PlannerNodeConfig":
+        """Raise ValueError on a bad setting; return self."""
+        if not self.urdf:
+            raise ValueError("parameter urdf (robot URDF path) is required")
+        if self.trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
+        for name in ("control_rate_hz", "model_period_s", "state_timeout_s",
+                     "disagreement_colour_scale"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.nominal_substeps < 1 or self.torch_threads < 1 or self.visualize_every < 0:
+            raise ValueError("nominal_substeps and torch_threads must be >= 1, "
+                             "visualize_every >= 0")
+        return self

@@ -1,0 +1,226 @@
+"""planner_node: TD-MPC-style MPPI/CEM over the learned ensemble, at the control rate.
+
+Explores with smooth random commands until the trainer announces a model, then plans with it.
+New models are loaded (hash checked, tensors only) off the control thread and swapped in
+between ticks; a corrupt checkpoint is refused and the current model kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+import rclpy
+import torch
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Path
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, Header
+from visualization_msgs.msg import MarkerArray
+
+from mbrl_ros.conversions import JointNameMap, to_float64_multi_array
+from mbrl_ros.core.checkpoint import CheckpointError, load_model
+from mbrl_ros.core.controller import ModelPredictiveController
+from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
+from mbrl_ros.core.planning.config import PlannerConfig
+from mbrl_ros.msg import ModelUpdate, PlanStatus
+from mbrl_ros.nodes.parameters import declare_config, read_config
+from mbrl_ros.nodes.plan_visualization import plan_markers, plan_path
+from mbrl_ros.nodes.planner_config import PlannerNodeConfig
+from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost, load_robot,
+                                        nominal_dynamics)
+
+RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+VISUAL = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+class PlannerNode(Node):
+    """Plans on every control tick and publishes the first action."""
+
+    def __init__(self, **kwargs):
+        super().__init__("planner", **kwargs)
+        self.config = declare_config(self, PlannerNodeConfig)
+        torch.set_num_threads(self.config.torch_threads)
+        self.device = torch.device(self.config.device)
+        self.robot = load_robot(self.config.urdf, self.config.ee_frame)
+        self.nominal = nominal_dynamics(self.robot, self.config.model_period_s,
+                                        self.config.nominal_substeps, self.device)
+        limits = self.robot.effort_limits
+        state_limits = np.concatenate([self.robot.position_lower, -self.robot.velocity_limits]), \
+            np.concatenate([self.robot.position_upper, self.robot.velocity_limits])
+        planner_config = declare_config(self, PlannerConfig, "planner.", overrides=dict(
+            action_low=tuple(-limits), action_high=tuple(limits),
+            state_low=tuple(state_limits[0]), state_high=tuple(state_limits[1])))
+        cost = build_reach_cost(self.robot, self.nominal.ee_position_batch,
+                                declare_config(self, ReachCostConfig, "cost."), None, self.device)
+        period = 1.0 / self.config.control_rate_hz
+        explorer = SmoothExplorer(declare_config(self, ExplorationConfig, "exploration."),
+                                  "effort", self.robot.position_lower, self.robot.position_upper,
+                                  limits, period)
+        self.controller = ModelPredictiveController(planner_config, cost, explorer, self.device)
+        self.state_map = JointNameMap(self.robot.joint_names)
+        command_joints = self.config.joints or self.robot.joint_names
+        if sorted(command_joints) != sorted(self.robot.joint_names):
+            raise ValueError(f"joints {list(command_joints)} must be the URDF joints "
+                             f"{list(self.robot.joint_names)} in the controller's order")
+        self.command_order = np.array([self.robot.joint_names.index(j) for j in command_joints])
+        self.latest_state = None
+        self.tick = 0
+        self.pending_model = None
+        self.pending_config: Optional[PlannerConfig] = None
+        self._model_lock = threading.Lock()
+
+        control_group = MutuallyExclusiveCallbackGroup()
+        self.command_pub = self.create_publisher(Float64MultiArray, "/mbrl/planned_command",
+                                                 RELIABLE)
+        self.status_pub = self.create_publisher(PlanStatus, "/mbrl/plan/status", RELIABLE)
+        self.markers_pub = self.create_publisher(MarkerArray, "/mbrl/plan/markers", VISUAL)
+        self.path_pub = self.create_publisher(Path, "/mbrl/plan/path", VISUAL)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_states, RELIABLE,
+                                 callback_group=control_group)
+        self.create_subscription(PoseStamped, "/mbrl/goal", self._on_goal, RELIABLE)
+        self.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model_update,
+                                 LATCHED, callback_group=MutuallyExclusiveCallbackGroup())
+        if self.config.trigger == "timer":
+            self.create_timer(period, self._on_timer, callback_group=control_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.get_logger().info(
+            f"planning for {self.robot.num_joints} joints at {self.config.control_rate_hz} Hz; "
+            "exploring until a model is announced and a goal arrives")
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _on_joint_states(self, msg: JointState) -> None:
+        arrays = self.state_map.from_joint_state(msg)
+        if arrays is None or not (np.all(np.isfinite(arrays.position))
+                                  and np.all(np.isfinite(arrays.velocity))):
+            self.get_logger().warn("ignoring joint state: missing joints "
+                                   f"{self.state_map.missing(msg.name)} or non-finite values",
+                                   throttle_duration_sec=2.0)
+            return
+        self.latest_state = (arrays, self.get_clock().now().nanoseconds * 1e-9, msg.header)
+        if self.config.trigger == "joint_states":
+            self._on_timer()
+
+    def _on_goal(self, msg: PoseStamped) -> None:
+        position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        frame = msg.header.frame_id
+        if not np.all(np.isfinite(position)) or (frame and frame != self.config.base_frame):
+            self.get_logger().error(f"rejecting goal {position.tolist()} in frame '{frame}': "
+                                    f"goals must be finite and in '{self.config.base_frame}'")
+            return
+        self.controller.set_goal(position)
+        self.get_logger().info(f"new goal {np.round(position, 3).tolist()}")
+
+    def _on_model_update(self, msg: ModelUpdate) -> None:
+        """Load off the control thread; the timer swaps the model in between ticks."""
+        if msg.version <= self.controller.model_version:
+            return
+        try:
+            model = load_model(msg.checkpoint_path, expected_sha256=msg.sha256,
+                               device=self.device, nominal=self.nominal)
+            if (model.state_dim, model.action_dim) != (2 * self.robot.num_joints,
+                                                       self.robot.num_joints):
+                raise CheckpointError(f"model sizes {model.state_dim}/{model.action_dim} do not "
+                                      "fit this robot")
+        except (CheckpointError, OSError, ValueError) as error:
+            self.get_logger().error(f"refusing model v{msg.version}: {error}; keeping "
+                                    f"v{self.controller.model_version}")
+            return
+        with self._model_lock:
+            self.pending_model = (model, msg.version)
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        changes = {p.name: p.value for p in parameters if p.name.startswith("planner.")}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            config = read_config(self, PlannerConfig, "planner.", changes)
+        except (ValueError, TypeError) as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        with self._model_lock:
+            self.pending_config = config
+        return SetParametersResult(successful=True)
+
+    # -- control loop ----------------------------------------------------------------------
+    def _apply_pending(self) -> None:
+        with self._model_lock:
+            model, self.pending_model = self.pending_model, None
+            config, self.pending_config = self.pending_config, None
+        if config is not None:
+            self.controller.set_planner_config(config)
+        if model is not None:
+            self.controller.set_model(*model)
+            self.get_logger().info(f"now planning with model v{model[1]}")
+
+    def _on_timer(self) -> None:
+        self._apply_pending()
+        if self.latest_state is None:
+            return
+        arrays, received, header = self.latest_state
+        if self.get_clock().now().nanoseconds * 1e-9 - received > self.config.state_timeout_s:
+            self.get_logger().warn("joint state is stale; not commanding",
+                                   throttle_duration_sec=2.0)
+            return
+        start = time.perf_counter()
+        step = self.controller.step(arrays.position, arrays.velocity)
+        self.command_pub.publish(to_float64_multi_array(step.command[self.command_order]))
+        self.tick += 1
+        self._publish_status(step, (time.perf_counter() - start) * 1e3)
+        every = self.config.visualize_every
+        if step.plan is not None and every and self.tick % every == 0:
+            self._publish_plan(step.plan)
+
+    def _publish_status(self, step, elapsed_ms: float) -> None:
+        cfg = self.controller.planner_config
+        status = PlanStatus(header=Header(stamp=self.get_clock().now().to_msg(),
+                                          frame_id=self.config.base_frame),
+                            model_version=self.controller.model_version,
+                            exploring=step.exploring, planning_time_ms=elapsed_ms,
+                            planner="explore" if step.plan is None else cfg.method)
+        if step.plan is not None:
+            disagreement = step.plan.disagreement.detach().cpu().numpy().astype(float)
+            status.iterations, status.num_samples = step.plan.iterations, cfg.num_samples
+            status.horizon, status.best_cost = cfg.horizon, float(step.plan.cost)
+            status.disagreement = disagreement.tolist()
+            status.mean_disagreement = float(disagreement.mean()) if disagreement.size else 0.0
+            status.max_disagreement = float(disagreement.max()) if disagreement.size else 0.0
+        self.status_pub.publish(status)
+
+    def _publish_plan(self, plan) -> None:
+        states = plan.states.detach()[:, :self.robot.num_joints]
+        ee_path = self.nominal.ee_position_batch(states).cpu().numpy()
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.config.base_frame)
+        disagreement = plan.disagreement.detach().cpu().numpy()
+        self.markers_pub.publish(plan_markers(header, ee_path, disagreement, self.goal,
+                                              self.config.disagreement_colour_scale))
+        self.path_pub.publish(plan_path(header, ee_path))
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PlannerNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

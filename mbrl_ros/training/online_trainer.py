@@ -1,0 +1,230 @@
+"""The trainer's engine, free of ROS: ingest finished bags, refit, deploy a better model.
+
+Data reaches the trainer as finished rosbag2 splits in ``data_dir`` (written by the logger node
+or copied from a robot): a split counts once it has its ``metadata.yaml``. On start every split
+present is read again, so a restarted trainer loses nothing, and it warm-starts from the newest
+valid checkpoint in ``model_dir``. A refitted model is deployed (written as the next version)
+only when it beats the deployed one on held-out transitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.checkpoint import load_model
+from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl_ros.core.model_registry import ModelRegistry
+from mbrl_ros.core.residual import ResidualDynamics
+from mbrl_ros.core.types import TransitionBatch
+from mbrl_ros.data.alignment import align_streams
+from mbrl_ros.data.bag_reader import read_robot_streams
+from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
+from mbrl_ros.training.evaluation import normalised_one_step_mse
+
+logger = logging.getLogger(__name__)
+
+MODEL_KINDS = ("residual", "ensemble")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Settings of the online trainer."""
+
+    data_dir: str = "~/.ros/mbrl/data"
+    """Folder of finished rosbag2 splits to learn from (the logger's output)."""
+    model_dir: str = "~/.ros/mbrl/models"
+    """Folder of versioned checkpoints (model_<version>.mbrl)."""
+    model_kind: str = "residual"
+    """"residual": analytical URDF model + learned correction; "ensemble": network only."""
+    initial_bags: Tuple[str, ...] = ()
+    """Bags to learn from before any online data (offline start), read once at start."""
+    min_transitions: int = 300
+    """No model is trained before this many transitions exist."""
+    retrain_period_s: float = 5.0
+    """Seconds between training rounds (new data is read at every round)."""
+    holdout_fraction: float = 0.1
+    """Share of each new batch of transitions held out to decide deployment."""
+    improvement_margin: float = 0.0
+    """A new model is deployed if its held-out error < (1 - margin) x the deployed one's."""
+    max_transitions: int = 500000
+    """Most transitions kept for training (oldest dropped first)."""
+    seed: int = 0
+    """Seed of the hold-out split and the model initialisation."""
+
+    def validate(self) -> "TrainerConfig":
+        """Raise ValueError on a bad setting; return self."""
+        if self.model_kind not in MODEL_KINDS:
+            raise ValueError(f"model_kind must be one of {MODEL_KINDS}, got {self.model_kind!r}")
+        if self.min_transitions < 2 or self.max_transitions < self.min_transitions:
+            raise ValueError("need 2 <= min_transitions <= max_transitions")
+        if not self.retrain_period_s > 0:
+            raise ValueError(f"retrain_period_s must be > 0, got {self.retrain_period_s}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if not 0.0 <= self.improvement_margin < 1.0:
+            raise ValueError("improvement_margin must be in [0, 1)")
+        return self
+
+
+@dataclass
+class Deployment:
+    """A model version the trainer wrote."""
+
+    version: int
+    path: str
+    sha256: str
+    num_transitions: int
+    holdout_mse: float
+    validation_nll: float
+    validation_mse: float
+    train_seconds: float
+
+
+def finished_bags(data_dir: Path) -> list:
+    """Bag folders in ``data_dir`` that are closed (have metadata.yaml), oldest name first."""
+    if not data_dir.is_dir():
+        return []
+    return sorted(p for p in data_dir.iterdir()
+                  if p.is_dir() and not p.name.endswith(".partial")
+                  and (p / "metadata.yaml").is_file())
+
+
+class OnlineTrainer:
+    """Ingest -> fit -> deploy-if-better, one round per :meth:`run_round`."""
+
+    def __init__(self, config: TrainerConfig, ensemble_config: EnsembleConfig,
+                 streams: RobotStreamsConfig, alignment: AlignmentConfig, nominal: Any,
+                 device: torch.device, metadata: Optional[Dict[str, Any]] = None):
+        """
+        Args:
+            nominal: the analytical model (``step(state, action)``) for residual models.
+            metadata: stored in every checkpoint header (robot, joints, rates).
+        """
+        self.config = config.validate()
+        self.ensemble_config = ensemble_config
+        self.streams, self.alignment = streams, alignment
+        self.nominal, self.device = nominal, device
+        self.metadata = dict(metadata or {})
+        self.registry = ModelRegistry(config.model_dir)
+        self.data_dir = Path(config.data_dir).expanduser()
+        self.rng = np.random.default_rng(config.seed)
+        self.train_data: Optional[TransitionBatch] = None
+        self.holdout: Optional[TransitionBatch] = None
+        self.ingested: set = set()
+        self.model = None
+        self.deployed = None
+        self.deployed_version = 0
+        self.rounds = 0
+        self._pending_initial = [Path(p).expanduser() for p in config.initial_bags]
+
+    # -- data ------------------------------------------------------------------------------
+    @property
+    def num_transitions(self) -> int:
+        return sum(len(b) for b in (self.train_data, self.holdout) if b is not None)
+
+    def ingest(self) -> int:
+        """Read bags not read yet (initial bags, then finished splits); returns new rows."""
+        new_paths = self._pending_initial + [p for p in finished_bags(self.data_dir)
+                                             if str(p) not in self.ingested]
+        self._pending_initial = []
+        if not new_paths:
+            return 0
+        self.ingested.update(str(p) for p in new_paths)
+        try:
+            dataset = align_streams(read_robot_streams(new_paths, self.streams), self.alignment)
+        except (ValueError, FileNotFoundError) as error:
+            logger.error("could not use %d new bag(s): %s", len(new_paths), error)
+            return 0
+        logger.info("ingested %d bag(s): %s", len(new_paths), dataset.report.summary())
+        return self.add(dataset.batch)
+
+    def add(self, batch: TransitionBatch) -> int:
+        """Add transitions, holding a share out for deployment decisions."""
+        batch = batch[batch.finite_mask()]
+        if len(batch) == 0:
+            return 0
+        held = self.rng.random(len(batch)) < self.config.holdout_fraction
+        for name, part in (("holdout", batch[held]), ("train_data", batch[~held])):
+            current = getattr(self, name)
+            joined = part if current is None else TransitionBatch.concatenate([current, part])
+            setattr(self, name, joined[-self.config.max_transitions:])
+        return len(batch)
+
+    # -- models ----------------------------------------------------------------------------
+    def _load(self, path: Path):
+        return load_model(str(path), device=self.device, nominal=self.nominal)
+
+    def warm_start(self) -> int:
+        """Continue from the newest valid checkpoint; returns its version (0 if none)."""
+        found = self.registry.newest_valid(self._load)
+        if found is None:
+            return 0
+        version, path, model = found
+        self.model, self.deployed, self.deployed_version = model, self._load(path), version
+        logger.info("warm start from %s (v%d)", path, version)
+        return version
+
+    def _new_model(self, state_dim: int, action_dim: int):
+        seed = self.config.seed
+        if self.config.model_kind == "residual":
+            return ResidualDynamics.create(self.nominal, state_dim, action_dim,
+                                           self.ensemble_config, self.device, seed)
+        return ProbabilisticEnsemble(state_dim, action_dim, self.ensemble_config, self.device,
+                                     seed)
+
+    def run_round(self, progress: Optional[Callable] = None) -> Optional[Deployment]:
+        """Ingest new data, refit, and deploy the model if it beats the deployed one."""
+        new_rows = self.ingest()
+        if self.num_transitions < self.config.min_transitions or self.train_data is None \
+                or self.holdout is None or len(self.holdout) == 0:
+            return None
+        if new_rows == 0 and self.model is not None and self.rounds > 0:
+            return None
+        self.rounds += 1
+        if self.model is None:
+            self.model = self._new_model(self.train_data.state_dim, self.train_data.action_dim)
+        start = time.monotonic()
+        report = self.model.fit(self.train_data, seed=self.config.seed + self.rounds,
+                                progress=progress)
+        train_seconds = time.monotonic() - start
+        candidate_error = normalised_one_step_mse(self.model, self.holdout)
+        deployed_error = (normalised_one_step_mse(self.deployed, self.holdout)
+                          if self.deployed is not None else float("inf"))
+        logger.info("round %d: %d transitions, held-out error %.5f (deployed %.5f), %.1f s",
+                    self.rounds, self.num_transitions, candidate_error, deployed_error,
+                    train_seconds)
+        if not candidate_error < (1.0 - self.config.improvement_margin) * deployed_error:
+            return None
+        return self._deploy(float(report.best_val_nll), float(report.best_val_mse),
+                            candidate_error, train_seconds)
+
+    def _deploy(self, validation_nll: float, validation_mse: float, holdout_error: float,
+                train_seconds: float) -> Deployment:
+        version = max(self.registry.next_version(), self.deployed_version + 1)
+        path = self.registry.path_for(version)
+        metadata = dict(self.metadata, version=version, num_transitions=self.num_transitions,
+                        holdout_mse=holdout_error, model_kind=self.config.model_kind)
+        sha256 = self.model.save(str(path), metadata)
+        self.deployed, self.deployed_version = self._load(path), version
+        return Deployment(version, str(path), sha256, self.num_transitions, holdout_error,
+                          validation_nll, validation_mse, train_seconds)
+
+    def save_now(self) -> Deployment:
+        """Write the current model as the next version whatever its held-out error."""
+        if self.model is None:
+            raise ValueError("no model has been trained yet")
+        nan = float("nan")
+        error = normalised_one_step_mse(self.model, self.holdout) if self.holdout else nan
+        return self._deploy(nan, nan, error, 0.0)
+
+    def reset(self) -> None:
+        """Forget the model (the next round trains a fresh one); data is kept."""
+        self.model, self.deployed, self.deployed_version = None, None, 0
+        self.rounds = 0

@@ -1,0 +1,48 @@
+"""Exploration before any model: smooth, within limits, deterministic."""
+
+import numpy as np
+import pytest
+
+from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
+
+LOWER, UPPER = np.array([-1.0, -2.0, 0.0]), np.array([1.0, 2.0, 3.0])
+LIMIT = np.array([10.0, 20.0, 5.0])
+
+
+def _run(mode, ticks=500, seed=0):
+    explorer = SmoothExplorer(ExplorationConfig(seed=seed), mode, LOWER, UPPER, LIMIT, 0.01)
+    position, velocity = np.zeros(3), np.zeros(3)
+    commands = []
+    for _ in range(ticks):
+        commands.append(explorer(position, velocity))
+        position = np.clip(position + 0.01 * velocity, LOWER, UPPER)
+        velocity = 0.9 * velocity + 0.01 * commands[-1]
+    return np.array(commands)
+
+
+@pytest.mark.parametrize("mode", ["effort", "velocity"])
+def test_commands_stay_within_command_limits(mode):
+    commands = _run(mode)
+    assert np.all(np.abs(commands) <= LIMIT + 1e-12)
+    assert np.ptp(commands, axis=0).min() > 0.0, "exploration must move every joint"
+
+
+def test_position_mode_stays_within_position_limits():
+    commands = _run("position")
+    assert np.all(commands >= LOWER) and np.all(commands <= UPPER)
+
+
+def test_exploration_is_smooth_and_seeded():
+    commands = _run("effort")
+    assert np.array_equal(commands, _run("effort"))
+    assert not np.array_equal(commands, _run("effort", seed=1))
+    # correlated noise and filtered targets: tick-to-tick change is a small share of the range
+    step = np.abs(np.diff(commands, axis=0)).max(axis=0)
+    assert np.all(step < 0.35 * LIMIT)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="control_mode"):
+        SmoothExplorer(ExplorationConfig(), "torque", LOWER, UPPER, LIMIT, 0.01)
+    with pytest.raises(ValueError, match="target_period_s"):
+        ExplorationConfig(target_period_s=0.0).validate()
