@@ -139,8 +139,8 @@ class AnalyticalDynamics:
                 translations.append(fixed_translation.expand(len(angle), 3))
             else:
                 rotations.append(fixed_rotation.expand(len(angle), 3, 3))
-                translations.append(fixed_translation
-                                    + angle[:, None] * (fixed_rotation @ self.subspaces[index, :3]))
+                direction = fixed_rotation @ self.subspaces[index, :3]
+                translations.append(fixed_translation + angle[:, None] * direction)
         return rotations, translations
 
     def forward_dynamics(self, positions: torch.Tensor, velocities: torch.Tensor,

@@ -178,8 +178,8 @@ def _add_legged_sensors(spec: mujoco.MjSpec, root: str, feet: Sequence[str],
     for foot in feet:
         radius = max((g.size[0] for g in spec.body(foot).geoms
                       if g.type == mujoco.mjtGeom.mjGEOM_SPHERE and g.contype), default=0.02)
-        spec.body(foot).add_site(name=f"{foot}_site", size=[radius + options.foot_site_margin,
-                                                           0, 0])
+        spec.body(foot).add_site(name=f"{foot}_site",
+                                 size=[radius + options.foot_site_margin, 0, 0])
         spec.add_sensor(name=f"{foot}_touch", type=mujoco.mjtSensor.mjSENS_TOUCH,
                         objtype=mujoco.mjtObj.mjOBJ_SITE, objname=f"{foot}_site")
         touch.append(f"{foot}_touch")

@@ -35,9 +35,9 @@ class Probe(Node):
             100)
         self.command_pub = self.create_publisher(Float64MultiArray, "/effort_controller/commands",
                                                  10)
+        services = (("reset", Trigger), ("pause", SetBool), ("step", Trigger))
         self.service_clients = {name: self.create_client(kind, f"/sim/{name}")
-                        for name, kind in (("reset", Trigger), ("pause", SetBool),
-                                           ("step", Trigger))}
+                                for name, kind in services}
 
     def call(self, executor, name, request):
         client = self.service_clients[name]

@@ -62,7 +62,8 @@ def test_position_trajectory_is_tracked():
     sim = Simulator(ARM, BuildOptions(control_mode="position", position_kp=400.0,
                                       position_kv=40.0))
     start = sim.joint_state()[0]
-    goal = np.clip(start + 0.2, sim.info.position_limits[:, 0], sim.info.position_limits[:, 1] - 0.1)
+    lower, upper = sim.info.position_limits.T
+    goal = np.clip(start + 0.2, lower, upper - 0.1)
     sim.set_trajectory(JointTrajectory(sim.time, np.array([0.0, 0.5]), np.stack([start, goal])))
     sim.step(150)
     np.testing.assert_allclose(sim.joint_state()[0], goal, atol=0.05)

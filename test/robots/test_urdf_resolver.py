@@ -19,17 +19,22 @@ URDF = """<?xml version="1.0"?>
   <link name="world"/>
   <joint name="fix" type="fixed"><parent link="world"/><child link="base"/></joint>
   <link name="base">
-    <inertial><mass value="1"/><inertia ixx="0.01" ixy="0" ixz="0" iyy="0.01" iyz="0" izz="0.01"/></inertial>
-    <visual><geometry><mesh filename="package://test_mesh_pkg/meshes/cube.obj"/></geometry></visual>
-    <visual><geometry><mesh filename="package://test_mesh_pkg/meshes/cube.dae"/></geometry></visual>
+    <inertial><mass value="1"/>
+      <inertia ixx="0.01" ixy="0" ixz="0" iyy="0.01" iyz="0" izz="0.01"/></inertial>
+    <visual><geometry>
+      <mesh filename="package://test_mesh_pkg/meshes/cube.obj"/></geometry></visual>
+    <visual><geometry>
+      <mesh filename="package://test_mesh_pkg/meshes/cube.dae"/></geometry></visual>
     <collision><geometry><mesh filename="meshes/cube.stl"/></geometry></collision>
   </link>
   <joint name="j1" type="revolute"><parent link="base"/><child link="arm"/>
     <origin xyz="0 0 0.1"/><axis xyz="0 1 0"/>
     <limit lower="-1" upper="1" velocity="2" effort="5"/></joint>
   <link name="arm">
-    <inertial><mass value="0.5"/><inertia ixx="0.001" ixy="0" ixz="0" iyy="0.001" iyz="0" izz="0.001"/></inertial>
-    <collision><geometry><mesh filename="package://test_mesh_pkg/meshes/cube.obj"/></geometry></collision>
+    <inertial><mass value="0.5"/>
+      <inertia ixx="0.001" ixy="0" ixz="0" iyy="0.001" iyz="0" izz="0.001"/></inertial>
+    <collision><geometry>
+      <mesh filename="package://test_mesh_pkg/meshes/cube.obj"/></geometry></collision>
   </link>
 </robot>
 """
