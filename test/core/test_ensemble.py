@@ -15,6 +15,7 @@ from mbrl_ros.core.types import TransitionBatch
 SMALL = EnsembleConfig(hidden_sizes=(64, 64), max_epochs=60, patience=20, batch_size=32,
                        learning_rate=3e-3)
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """One intra-op thread: faster and steadier on a small shared CPU."""
@@ -22,7 +23,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
 
 
 def toy_batch(num: int, seed: int, low: float = -1.0, high: float = 1.0) -> TransitionBatch:

@@ -15,6 +15,7 @@ DT = 0.05
 CONFIG = EnsembleConfig(hidden_sizes=(32, 32), max_epochs=80, patience=20, batch_size=16,
                         learning_rate=3e-3, num_elites=3, angle_wrap=(0,))
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """One intra-op thread: faster and steadier on a small shared CPU."""
@@ -22,7 +23,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
 
 
 class Pendulum:

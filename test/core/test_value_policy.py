@@ -1,0 +1,129 @@
+"""ValuePolicy (TD learning, model rollouts) and RewardModel."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.core.checkpoint import CheckpointError
+from mbrl_ros.core.reward_model import RewardModel, RewardModelConfig
+from mbrl_ros.core.types import TransitionBatch
+from mbrl_ros.core.value_policy import ValuePolicy, ValuePolicyConfig
+
+# Tiny MDP: the state never changes, reward 1 + s/2 - (a - s/2)^2, discount 0.9.
+# Optimal policy a* = s/2, optimal value V*(s) = (1 + s/2) / (1 - 0.9) = 10 + 5 s.
+CONFIG = ValuePolicyConfig(hidden_sizes=(32, 32), discount=0.9, target_tau=0.1, batch_size=64,
+                           q_learning_rate=3e-3, policy_learning_rate=3e-3)
+STATES = torch.linspace(-0.9, 0.9, 7)[:, None]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: faster and steadier on a small shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reward_fn(state, action, next_state):
+    return 1 + 0.5 * state[:, 0] - (action[:, 0] - 0.5 * state[:, 0]) ** 2
+
+
+def static_batch(num: int, seed: int, with_reward: bool = True) -> TransitionBatch:
+    rng = np.random.default_rng(seed)
+    state = rng.uniform(-1, 1, (num, 1))
+    action = rng.uniform(-1, 1, (num, 1))
+    reward = reward_fn(torch.as_tensor(state), torch.as_tensor(action), None).numpy()
+    return TransitionBatch(state, action, state, reward=reward if with_reward else None)
+
+
+class StaticModel:
+    """A perfect 3-member DynamicsModel of the tiny MDP (next_state = state)."""
+
+    num_members = 3
+
+    def predict(self, state, action):
+        mean = state.unsqueeze(0).expand(3, -1, -1)
+        return mean, torch.full_like(mean, 1e-6)
+
+
+def check_optimal(agent: ValuePolicy) -> None:
+    np.testing.assert_allclose(agent.value(STATES).numpy(), 10 + 5 * STATES[:, 0].numpy(),
+                               atol=0.6)
+    np.testing.assert_allclose(agent.policy(STATES)[:, 0].numpy(), 0.5 * STATES[:, 0].numpy(),
+                               atol=0.1)
+
+
+def test_td_learning_converges_to_known_value():
+    agent = ValuePolicy(1, 1, [-1.0], [1.0], CONFIG, seed=0)
+    report = agent.fit(static_batch(2000, seed=0), num_steps=800, seed=0)
+    assert report.steps == 800 and report.model_transitions == 0
+    assert np.mean(report.q_loss[-50:]) < 0.1 * np.mean(report.q_loss[:50])
+    check_optimal(agent)
+
+
+def test_td_learning_from_model_rollouts():
+    config = ValuePolicyConfig(**{**CONFIG.to_dict(), "hidden_sizes": (32, 32),
+                                  "real_ratio": 0.25, "rollout_horizon": 3})
+    agent = ValuePolicy(1, 1, [-1.0], [1.0], config, seed=0)
+    # Real data without rewards: they come from reward_fn; most of each batch from rollouts.
+    report = agent.fit(static_batch(500, seed=1, with_reward=False), num_steps=800,
+                       model=StaticModel(), reward_fn=reward_fn, seed=0)
+    assert report.model_transitions == 800 * 48
+    check_optimal(agent)
+
+
+def test_policy_bounds_shapes_and_save_load(tmp_path):
+    agent = ValuePolicy(3, 2, [-1.0, 0.0], [1.0, 2.0], CONFIG, seed=0)
+    agent.fit(TransitionBatch(np.random.default_rng(0).normal(size=(50, 3)) * 100,
+                              np.zeros((50, 2)), np.zeros((50, 3)), reward=np.ones(50)),
+              num_steps=3)
+    state = torch.randn(4, 6, 3) * 1000
+    action = agent.policy(state)
+    assert action.shape == (4, 6, 2) and agent.value(state).shape == (4, 6)
+    assert bool((action[..., 0].abs() <= 1).all()) and bool((action[..., 1] >= 0).all())
+    path = str(tmp_path / "vp.ckpt")
+    sha = agent.save(path, metadata={"task": "reach"})
+    loaded = ValuePolicy.load(path, expected_sha256=sha)
+    assert torch.equal(loaded.value(state), agent.value(state))
+    assert torch.equal(loaded.policy(state), agent.policy(state))
+    with pytest.raises(CheckpointError, match="not RewardModel"):
+        RewardModel.load(path)
+
+
+def test_bad_input(caplog):
+    agent = ValuePolicy(1, 1, [-1.0], [1.0], CONFIG)
+    batch = static_batch(20, seed=0)
+    batch.state[0, 0] = np.nan
+    with caplog.at_level(logging.WARNING):
+        agent.fit(batch, num_steps=1)
+    assert "dropped 1 of 20" in caplog.text
+    with pytest.raises(ValueError, match="reward_fn"):
+        agent.fit(static_batch(5, seed=0, with_reward=False), num_steps=1)
+    with pytest.raises(ValueError, match="action bounds"):
+        ValuePolicy(1, 1, [1.0], [-1.0], CONFIG)
+    with pytest.raises(ValueError, match="discount"):
+        ValuePolicyConfig(discount=1.0).validate()
+    with pytest.raises(ValueError, match="q_target_members"):
+        ValuePolicyConfig(num_q=2, q_target_members=3).validate()
+
+
+def test_reward_model_learns_and_round_trips(tmp_path):
+    train, test = static_batch(1000, seed=0), static_batch(200, seed=1)
+    model = RewardModel(1, 1, RewardModelConfig(hidden_sizes=(32, 32), epochs=40,
+                                                batch_size=64, learning_rate=3e-3))
+    losses = model.fit(train, seed=0)
+    assert losses[-1] < 0.05 * losses[0]
+    predicted = model(torch.as_tensor(test.state), torch.as_tensor(test.action),
+                      torch.as_tensor(test.next_state))
+    assert predicted.shape == (200,)
+    assert float((predicted - torch.as_tensor(test.reward)).abs().mean()) < 0.05
+    path = str(tmp_path / "reward.ckpt")
+    model.save(path)
+    loaded = RewardModel.load(path)
+    assert torch.equal(loaded(test.state, test.action, test.next_state),
+                       model(test.state, test.action, test.next_state))
+    with pytest.raises(ValueError, match="rewards"):
+        model.fit(static_batch(5, seed=0, with_reward=False))
