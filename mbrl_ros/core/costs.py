@@ -35,12 +35,21 @@ def _vector(values, length: int, name: str, device, allow_scalar: bool = True) -
     return tensor
 
 
-def _indices(indices: Sequence[int], size: int, name: str, device) -> torch.Tensor:
-    index = torch.as_tensor(list(indices), dtype=torch.long, device=device).reshape(-1)
+def _indices(indices: Sequence[int], size: int, name: str, device) -> Union[slice, torch.Tensor]:
+    """Validated state indices: a slice when they are a contiguous ascending range (a view, no
+    gather on the hot path), else a long tensor."""
+    index = torch.as_tensor(list(indices), dtype=torch.long).reshape(-1)
     if index.numel() == 0 or bool((index < 0).any()) or bool((index >= size).any()):
         raise ValueError(f"{name} indices must be non-empty and in [0, {size}), "
                          f"got {index.tolist()}")
-    return index
+    first = int(index[0])
+    if torch.equal(index, torch.arange(first, first + index.numel())):
+        return slice(first, first + index.numel())
+    return index.to(device)
+
+
+def _count(index: Union[slice, torch.Tensor]) -> int:
+    return index.stop - index.start if isinstance(index, slice) else index.numel()
 
 
 class CostTerm:
@@ -61,12 +70,12 @@ class JointPositionCost(CostTerm):
                  state_dim: Optional[int] = None, device=None) -> None:
         size = state_dim if state_dim is not None else max(indices) + 1
         self.indices = _indices(indices, size, self.name, device)
-        self.weight = _vector(weight, len(self.indices), f"{self.name}.weight", device)
-        self.target = _vector(target, len(self.indices), f"{self.name}.target", device, False)
+        self.weight = _vector(weight, _count(self.indices), f"{self.name}.weight", device)
+        self.target = _vector(target, _count(self.indices), f"{self.name}.target", device, False)
 
     def set_target(self, target: Sequence[float]) -> None:
         """Replace the joint target ``[len(indices)]``; ValueError if wrong size or not finite."""
-        self.target = _vector(target, len(self.indices), f"{self.name}.target",
+        self.target = _vector(target, _count(self.indices), f"{self.name}.target",
                               self.target.device, False)
 
     def per_step(self, states, actions):
@@ -126,7 +135,7 @@ class VelocityCost(CostTerm):
                  state_dim: Optional[int] = None, device=None) -> None:
         size = state_dim if state_dim is not None else max(indices) + 1
         self.indices = _indices(indices, size, self.name, device)
-        self.weight = _vector(weight, len(self.indices), f"{self.name}.weight", device)
+        self.weight = _vector(weight, _count(self.indices), f"{self.name}.weight", device)
 
     def per_step(self, states, actions):
         return states[:, 1:, self.indices].square() @ self.weight
@@ -146,7 +155,7 @@ class JointLimitCost(CostTerm):
                  device=None) -> None:
         size = state_dim if state_dim is not None else max(indices) + 1
         self.indices = _indices(indices, size, self.name, device)
-        count = len(self.indices)
+        count = _count(self.indices)
         self.lower = _vector(lower, count, f"{self.name}.lower", device, False)
         self.upper = _vector(upper, count, f"{self.name}.upper", device, False)
         self.margin = _vector(margin, count, f"{self.name}.margin", device)

@@ -65,7 +65,7 @@ def solve_dare(A, B, Q, R, iterations=20000):
     return P, K
 
 
-def lqr_setup(num_members=3):
+def lqr_setup(num_members=4):
     P, K = solve_dare(A_DI, B_DI, np.diag(Q_DI), np.diag(R_DI))
     dynamics = LinearEnsemble(A_DI, B_DI, num_members)
     cost = TaskCost([JointPositionCost([0, 1], [0.0, 0.0], Q_DI.tolist()),
@@ -89,7 +89,8 @@ def lqr_config(**overrides):
 
 
 @pytest.mark.parametrize("method,propagation", [("mppi", "ensemble"), ("cem", "ensemble"),
-                                                ("mppi", "mean"), ("cem", "partition")])
+                                                ("mppi", "mean"), ("cem", "partition"),
+                                                ("mppi", "partition")])
 def test_converges_to_lqr_first_action(method, propagation):
     dynamics, cost, value, K = lqr_setup()
     planner = Planner(dynamics, lqr_config(method=method, propagation=propagation),
@@ -256,8 +257,6 @@ def test_bad_inputs_raise_or_fall_back():
         PlannerConfig(method="ilqr").validate()
     with pytest.raises(ValueError, match="partition"):
         PlannerConfig(propagation="partition", disagreement_weight=1.0).validate()
-    with pytest.raises(ValueError, match="multiple"):
-        Planner(LinearEnsemble(A_DI, B_DI, 4), lqr_config(propagation="partition"))
 
     class Broken(LinearEnsemble):
         def predict(self, state, action):

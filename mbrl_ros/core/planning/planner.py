@@ -62,9 +62,6 @@ class Planner:
         self.device = torch.device(device if device is not None else dynamics.device)
         self.dynamics, self.cost_fn, self.value, self.policy = dynamics, cost_fn, value, policy
         self.state_dim, self.action_dim = int(dynamics.state_dim), int(dynamics.action_dim)
-        if config.propagation == "partition" and config.num_samples % dynamics.num_members:
-            raise ValueError(f"propagation='partition' needs num_samples ({config.num_samples}) "
-                             f"to be a multiple of the ensemble size ({dynamics.num_members})")
         self.scale = ActionScale(config.action_low, config.action_high, self.action_dim,
                                  self.device)
         self.limits = StateLimits(config.state_low, config.state_high, self.state_dim,
@@ -122,7 +119,8 @@ class Planner:
                 fill_candidates(candidates, mean, std, prior, noise, self.generator)
                 # score: propagate through the ensemble, cost, feasibility under state limits
                 cost, violation, feasible, rollout = self._score(
-                    state, candidates, cfg.propagation, self._buffers.get("rollout"))
+                    state, candidates, cfg.propagation, self._buffers.get("rollout"),
+                    with_disagreement=cfg.disagreement_weight > 0.0)
                 self._buffers["rollout"] = rollout
                 rank = ranking_cost(cost, violation, feasible)
                 # update: MPPI weights or CEM elites, momentum, std clamp
@@ -180,13 +178,13 @@ class Planner:
         return self.config.num_policy_trajectories if self.policy is not None else 0
 
     def _score(self, state: torch.Tensor, candidates: torch.Tensor, propagation: str,
-               out: Optional[Rollout] = None):
+               out: Optional[Rollout] = None, with_disagreement: bool = True):
         """``candidates: [N, H, A]`` normalised -> cost, violation, feasible ``[N]``, rollout."""
         physical = self.scale.to_physical(candidates)
-        rollout = propagate(self.dynamics, state, physical, propagation, out)
+        rollout = propagate(self.dynamics, state, physical, propagation, out, with_disagreement)
         cost = score(rollout, physical, self.cost_fn, self.value,
                      self.config.disagreement_weight, self.discounts)
-        violation = self.limits.violation(track_states(rollout, candidates.shape[0]))
+        violation = self.limits.violation(track_states(rollout))
         return cost, violation, self.limits.feasible(violation), rollout
 
     def _choose(self, state: torch.Tensor, options: torch.Tensor) -> PlanResult:

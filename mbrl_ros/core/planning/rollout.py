@@ -50,34 +50,42 @@ class Rollout:
 
     states: torch.Tensor
     """[M, N, H+1, S] predicted mean states; M = E (ensemble) or 1 (mean). For partition it
-    is [E, N / E, H+1, S]: sample n is propagated by member n // (N / E) (member-major)."""
+    is [E, G, H+1, S] with G = ceil(N / E): sample n is propagated by member n // G
+    (member-major; the spare rows of the last member repeat the first samples)."""
     disagreement: torch.Tensor
     """[N, H] disagreement of the members' predictions at each step (zeros for partition)."""
+    num_samples: int = 0
+    """N, the number of sampled sequences (partition pads N up to a multiple of E)."""
+    partition: bool = False
+    """True if ``states`` uses the partition (member-major) layout."""
 
 
 def propagate(dynamics, state: torch.Tensor, actions: torch.Tensor, propagation: str,
-              out: Optional[Rollout] = None) -> Rollout:
+              out: Optional[Rollout] = None, with_disagreement: bool = True) -> Rollout:
     """Roll ``actions: [N, H, A]`` (physical) out from ``state: [S]`` through the ensemble.
 
     ``propagation``: "ensemble" (every member propagates every sample), "mean" (next state =
-    mean over members) or "partition" (sample n through member n % E; N must divide by E).
+    mean over members) or "partition" (sample n through member n // ceil(N / E) only).
     ``out`` is a preallocated :class:`Rollout` of the right shape, reused across calls.
+    ``with_disagreement=False`` skips the per-step disagreement (left as zeros) when no
+    penalty needs it.
     One Python loop over the horizon; none over samples or members.
     """
     num_samples, horizon, _ = actions.shape
     num_members = dynamics.num_members
     state_dim = state.shape[-1]
     if propagation == "partition":
-        if num_samples % num_members:
-            raise ValueError(f"partition propagation needs num_samples ({num_samples}) to be a "
-                             f"multiple of the ensemble size ({num_members})")
-        group = num_samples // num_members
+        group = -(-num_samples // num_members)
+        padding = num_members * group - num_samples
+        if padding:
+            actions = torch.cat([actions, actions[:padding]])
         # member-major: sample n = member * group + j
         part_actions = actions.view(num_members, group, horizon, -1)
         if out is None:
             out = Rollout(
                 states=state.new_empty(num_members, group, horizon + 1, state_dim),
-                disagreement=state.new_zeros(num_samples, horizon))
+                disagreement=state.new_zeros(num_samples, horizon), num_samples=num_samples,
+                partition=True)
         out.states[:, :, 0] = state
         for step in range(horizon):
             mean, _ = dynamics.predict(out.states[:, :, step], part_actions[:, :, step])
@@ -87,12 +95,14 @@ def propagate(dynamics, state: torch.Tensor, actions: torch.Tensor, propagation:
     num_tracks = num_members if propagation == "ensemble" else 1
     if out is None:
         out = Rollout(states=state.new_empty(num_tracks, num_samples, horizon + 1, state_dim),
-                      disagreement=state.new_empty(num_samples, horizon))
+                      disagreement=state.new_zeros(num_samples, horizon),
+                      num_samples=num_samples)
     out.states[:, :, 0] = state
     current = state.expand(num_samples, state_dim)
     for step in range(horizon):
         mean, _ = dynamics.predict(current, actions[:, step])
-        out.disagreement[:, step] = model_disagreement(dynamics, mean)
+        if with_disagreement:
+            out.disagreement[:, step] = model_disagreement(dynamics, mean)
         if propagation == "ensemble":
             out.states[:, :, step + 1] = mean
             current = out.states[:, :, step + 1]
@@ -111,29 +121,26 @@ def score(rollout: Rollout, actions: torch.Tensor, cost_fn: Optional[CostFn],
     cost_fn (own discounting) + disagreement_weight * sum_t discounts[t] * disagreement[:, t]
     - discounts[H] * value(terminal state).
     """
-    states = rollout.states
-    num_tracks, per_track, steps, state_dim = states.shape
-    num_samples, horizon, action_dim = actions.shape
-    flat_states = states.reshape(num_tracks * per_track, steps, state_dim)
-    if num_tracks * per_track == num_samples:      # partition (member-major) or mean
-        flat_actions = actions
-    else:                                           # ensemble: same actions for every member
-        flat_actions = actions.unsqueeze(0).expand(num_tracks, -1, -1, -1).reshape(
-            num_tracks * num_samples, horizon, action_dim)
-    total = torch.zeros(num_tracks * per_track, dtype=states.dtype, device=states.device)
+    states = track_states(rollout)
+    num_tracks, num_samples, steps, state_dim = states.shape
+    horizon, action_dim = actions.shape[1:]
+    flat_states = states.reshape(num_tracks * num_samples, steps, state_dim)
+    flat_actions = actions if num_tracks == 1 else actions.unsqueeze(0).expand(
+        num_tracks, -1, -1, -1).reshape(num_tracks * num_samples, horizon, action_dim)
+    total = torch.zeros(num_tracks * num_samples, dtype=states.dtype, device=states.device)
     if cost_fn is not None:
         total = total + cost_fn(flat_states, flat_actions)
     if value_fn is not None:
         total = total - discounts[horizon] * value_fn(flat_states[:, -1])
-    total = total.view(-1, num_samples).mean(dim=0)
+    total = total.view(num_tracks, num_samples).mean(dim=0)
     if disagreement_weight > 0.0:
         total = total + disagreement_weight * (rollout.disagreement @ discounts[:horizon])
     return total
 
 
-def track_states(rollout: Rollout, num_samples: int) -> torch.Tensor:
-    """States as ``[M, N, H+1, S]`` with samples in order (undoes the partition layout)."""
+def track_states(rollout: Rollout) -> torch.Tensor:
+    """States as ``[M, N, H+1, S]`` in sample order (undoes the partition layout and padding)."""
     states = rollout.states
-    if states.shape[0] * states.shape[1] == num_samples and states.shape[0] > 1:
-        return states.reshape(1, num_samples, *states.shape[2:])
+    if rollout.partition:
+        return states.reshape(1, -1, *states.shape[2:])[:, :rollout.num_samples]
     return states
