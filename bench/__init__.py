@@ -1,0 +1,1 @@
+"""Benchmarks of mbrl_ros (long runs; run as ``python -m bench.<name>``)."""
