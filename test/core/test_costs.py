@@ -90,3 +90,9 @@ def test_bad_specs_raise():
         EffortCost([1.0, 2.0, 3.0], action_dim=2)
     with pytest.raises(ValueError, match="at least one"):
         TaskCost([])
+
+
+def test_non_contiguous_indices():
+    term = JointPositionCost([3, 0], target=[0.0, 1.0], weight=[1.0, 2.0])
+    # step 1: 1*(-1)^2 + 2*(1-1)^2 = 1; step 2: 0 + 2*(0-1)^2 = 2
+    assert term.per_step(STATES, ACTIONS).tolist() == [[1.0, 2.0]]
