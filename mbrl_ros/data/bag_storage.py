@@ -28,6 +28,7 @@ STORAGE_SUFFIXES = (".mcap", ".db3")
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_MESSAGE_INDEX, OP_DATA_END = 3, 4, 5, 6, 7, 15
 MAX_OPCODE = 0x0F
+OP_FOOTER, FOOTER_BYTES = 2, 37
 SQLITE_PAGE_SIZE_OFFSET, SQLITE_PAGE_COUNT_OFFSET, SQLITE_MAX_PAGE_SIZE = 16, 28, 65536
 SQLITE_MAX_ROWID = 2**62
 UNKNOWN_TOPIC = "<unknown topic>"
@@ -214,7 +215,12 @@ class _McapState:
             if topic in self.wanted:
                 self.bag.messages[topic].append((log_time, bytes(buf[start + 22:end])))
 
-    def scan(self, buf, start: int, end: int) -> Optional[str]:
+    def scan_definitions(self, buf, start: int, end: int) -> Optional[str]:
+        """Scan only schema and channel records (a summary section)."""
+        return self.scan(buf, start, end, (OP_SCHEMA, OP_CHANNEL))
+
+    def scan(self, buf, start: int, end: int,
+             opcodes: tuple = (OP_SCHEMA, OP_CHANNEL, OP_MESSAGE)) -> Optional[str]:
         """Scan records in ``buf[start:end]``; return a damage description or None."""
         pos = start
         while pos < end:
@@ -226,7 +232,7 @@ class _McapState:
                 return f"invalid opcode {opcode:#x} at byte {pos}"
             if pos + 9 + length > end:
                 return f"record {opcode:#x} at byte {pos} cut ({length} bytes announced)"
-            if opcode in (OP_SCHEMA, OP_CHANNEL, OP_MESSAGE):
+            if opcode in opcodes:
                 try:
                     self.record(opcode, buf, pos + 9, pos + 9 + length)
                 except (struct.error, ValueError, UnicodeDecodeError) as error:
@@ -258,6 +264,7 @@ def _salvage_mcap(file: Path, wanted_topics: set[str], bag: RawBag) -> None:
             return
         buf = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     try:
+        _scan_summary(buf, size, state)
         pos = len(MCAP_MAGIC)
         failed_chunk_end = -1
         read_before_chunk: dict[int, int] = {}
@@ -299,6 +306,22 @@ def _salvage_mcap(file: Path, wanted_topics: set[str], bag: RawBag) -> None:
             pos = end
     finally:
         buf.close()
+
+
+def _scan_summary(buf, size: int, state: _McapState) -> None:
+    """Schemas and channels from an intact summary section (they may sit in a bad chunk)."""
+    footer = size - FOOTER_BYTES
+    if footer < len(MCAP_MAGIC) or buf[size - len(MCAP_MAGIC):size] != MCAP_MAGIC \
+            or buf[footer] != OP_FOOTER:
+        return
+    (summary_start,) = struct.unpack_from("<Q", buf, footer + 9)
+    if not len(MCAP_MAGIC) < summary_start < footer:
+        return
+    saved = dict(state.bag.topics), dict(state.bag.messages)
+    problem = state.scan_definitions(buf, summary_start, footer)
+    if problem:
+        state.bag.topics, state.bag.messages = saved
+        logger.debug("unusable MCAP summary: %s", problem)
 
 
 def _read_chunk(buf, start: int, end: int, state: _McapState) -> Optional[str]:

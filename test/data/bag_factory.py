@@ -50,8 +50,11 @@ def float_array(ts, data):
     return Array(layout=Layout(dim=[], data_offset=0), data=np.asarray(data, float))
 
 
-def robot_bag_messages(ts):
-    """[(topic, msgtype, message, receive_ns)] of the standard test recording, in write order."""
+def robot_bag_messages(ts, pad_at=None):
+    """[(topic, msgtype, message, receive_ns)] of the standard test recording, in write order.
+
+    ``pad_at``: after this state index add a 1.1 MB string message, which closes the MCAP chunk.
+    """
     out = []
     String = ts.types["std_msgs/msg/String"]
     for i in [*range(GAP_START), *range(GAP_END, LAST)]:
@@ -64,6 +67,9 @@ def robot_bag_messages(ts):
                     float_array(ts, command_values(i)), t + 2_000_000))
         if i % 10 == 0:
             out.append(("/rosout_text", "std_msgs/msg/String", String(data=f"tick {i}"),
+                        t + 3_000_000))
+        if i == pad_at:
+            out.append(("/padding", "std_msgs/msg/String", String(data="x" * 1_100_000),
                         t + 3_000_000))
         if i == OUT_OF_ORDER_AFTER:
             stale = T0_NS + 10 * PERIOD_NS + 5_000_000
@@ -90,8 +96,9 @@ def write_bag(path: Path, messages, storage: str = "mcap", compress: bool = Fals
     return path
 
 
-def write_robot_bag(path: Path, storage: str = "mcap", compress: bool = False) -> Path:
-    return write_bag(path, robot_bag_messages(build_typestore()), storage, compress)
+def write_robot_bag(path: Path, storage: str = "mcap", compress: bool = False,
+                    pad_at=None) -> Path:
+    return write_bag(path, robot_bag_messages(build_typestore(), pad_at), storage, compress)
 
 
 def storage_file(bag_dir: Path) -> Path:
