@@ -17,7 +17,7 @@ from rosbags.typesys.store import Typestore
 
 from mbrl_ros.data.bag_storage import RawBag, read_raw
 from mbrl_ros.data.dataset_config import RobotStreamsConfig
-from mbrl_ros.data.message_types import build_typestore, register_from_definition
+from mbrl_ros.data.message_types import build_typestore, deserialize, register_from_definition
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class _Decoder:
         use_header = self.use_header and has_header
         for receive_ns, data in self.bag.messages.get(self.topic, []):
             try:
-                msg = self.typestore.deserialize_cdr(data, self.msgtype)
+                msg = deserialize(self.typestore, data, self.msgtype)
             except Exception:  # noqa: BLE001 - corrupt bytes: count, do not crash
                 self.report.dropped[f"{self.stream}/undecodable"] += 1
                 continue

@@ -24,7 +24,7 @@ class RobotStreamsConfig:
     command_joints: tuple[str, ...] = ()
     """Joint names of the command, in action order; empty means the same as ``joints``."""
     command_field: str = "effort"
-    """Field taken from JointState / the first JointTrajectory point: position, velocity, effort."""
+    """JointState field / first JointTrajectory point field: position, velocity or effort."""
     goal_topic: str = ""
     """Optional geometry_msgs/msg/PoseStamped goal topic; empty to ignore."""
     odom_topic: str = ""

@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 PACKAGE_NAME = "mbrl_ros"
 """ROS package name of the custom messages in ``msg/``."""
 
+CDR_HEADER_BYTES = 4
+"""Encapsulation header before CDR message data."""
+
 STORE_PREFERENCE = ("ROS2_KILTED", "ROS2_JAZZY", "ROS2_HUMBLE")
 """Typestores tried in order; the first that this rosbags version has is used."""
 
@@ -85,3 +88,24 @@ def register_from_definition(typestore: Typestore, msgtype: str, msgdef_format,
         logger.warning("cannot register %s from the bag's definition: %s", msgtype, error)
         return False
     return msgtype in typestore.fielddefs
+
+
+def deserialize(typestore: Typestore, data: bytes, msgtype: str) -> object:
+    """Deserialize CDR bytes, accepting trailing padding after the message.
+
+    Middleware serializers (e.g. ``rclpy.serialization.serialize_message`` and raw
+    subscriptions) may hand over a few bytes past the end of the message, which rosbags'
+    strict size check rejects; the message itself is decoded the same way.
+    """
+    try:
+        return typestore.deserialize_cdr(data, msgtype)
+    except Exception as error:  # noqa: BLE001 - retried below, re-raised if still bad
+        if "size mismatch" not in str(error) or len(data) < CDR_HEADER_BYTES:
+            raise
+    msgdef = typestore.get_msgdef(msgtype)
+    little_endian = bool(data[1])
+    decode = msgdef.deserialize_cdr_le if little_endian else msgdef.deserialize_cdr_be
+    message, position = decode(memoryview(data)[CDR_HEADER_BYTES:], 0, msgdef.cls, typestore)
+    if position + CDR_HEADER_BYTES > len(data):
+        raise ValueError(f"CDR data of {msgtype} ends inside the message")
+    return message

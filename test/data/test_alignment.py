@@ -1,0 +1,98 @@
+"""Alignment on synthetic streams: interpolation, hold, staleness, resets, clock jumps."""
+
+import numpy as np
+
+from mbrl_ros.data.alignment import align_streams, clean_series, hold, resample
+from mbrl_ros.data.bag_reader import ReadReport, Recording, RobotStreams, TimeSeries
+from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
+
+MS = 1_000_000
+
+
+def _streams(state_t, q, command_t, command, resets=(), odom=None):
+    config = RobotStreamsConfig(joints=("j",), odom_topic="/odom" if odom else "")
+    state = TimeSeries(np.asarray(state_t, np.int64),
+                       np.stack([q, np.zeros_like(q)], axis=1).astype(float))
+    cmd = TimeSeries(np.asarray(command_t, np.int64), np.asarray(command, float)[:, None])
+    recording = Recording("synthetic", state, cmd, None, odom, None,
+                          np.asarray(resets, np.int64), ReadReport("synthetic"))
+    return RobotStreams(config, [recording], ("q/j", "qd/j"), ("j",))
+
+
+def test_linear_interpolation_of_slower_state():
+    t = np.arange(0, 200 * MS, 20 * MS)  # 50 Hz state, 100 Hz control
+    data = align_streams(_streams(t, t / 1e9, t, np.arange(len(t))),
+                         AlignmentConfig(state_tolerance_s=0.015, command_max_age_s=0.025))
+    np.testing.assert_allclose(data.batch.state[:, 0], data.tick_ns / 1e9, atol=1e-7)
+    np.testing.assert_allclose(data.batch.next_state[:, 0], data.tick_ns / 1e9 + 0.01,
+                               atol=1e-7)
+    np.testing.assert_array_equal(data.batch.action[:, 0], data.tick_ns // (20 * MS))
+    assert len(data.batch) == 18 and data.report.num_episodes == 1
+
+
+def test_previous_sample_mode_and_tolerance():
+    series = TimeSeries(np.array([0, 10 * MS, 50 * MS]), np.array([[0.0], [1.0], [5.0]]))
+    ticks = np.array([0, 5 * MS, 10 * MS, 30 * MS, 50 * MS])
+    previous = AlignmentConfig(interpolation="previous", state_tolerance_s=0.015)
+    values, valid = resample(series, ticks, previous)
+    np.testing.assert_array_equal(valid, [True, True, True, False, True])
+    np.testing.assert_array_equal(values[valid, 0], [0.0, 0.0, 1.0, 5.0])
+    values, valid = resample(series, ticks, AlignmentConfig(state_tolerance_s=0.015))
+    np.testing.assert_array_equal(valid, [True, True, True, False, True])
+    assert values[1, 0] == 0.5
+
+
+def test_zero_order_hold_and_staleness():
+    series = TimeSeries(np.array([10 * MS, 20 * MS]), np.array([[1.0], [2.0]]))
+    values, has, fresh = hold(series, np.array([0, 10 * MS, 19 * MS, 100 * MS]), 0, 50 * MS)
+    np.testing.assert_array_equal(has, [False, True, True, True])
+    np.testing.assert_array_equal(fresh, [False, True, True, False])
+    np.testing.assert_array_equal(values[1:, 0], [1.0, 1.0, 2.0])
+
+
+def test_stale_commands_resets_and_jumps_split_episodes():
+    t = np.arange(0, 100 * MS, 10 * MS)
+    q = np.arange(10, dtype=float)
+    q[7:] += 100.0  # jump between ticks 6 and 7
+    command_t = np.delete(t, [3, 4])  # tick 4's command is 20 ms old: stale
+    data = align_streams(
+        _streams(t, q, command_t, np.ones(len(command_t)), resets=[25 * MS]),
+        AlignmentConfig(command_max_age_s=0.015, reset_jump_threshold=10.0))
+    report = data.report
+    assert report.breaks["reset_marker"] == 1 and report.breaks["reset_jump"] == 1
+    assert report.dropped_ticks["stale_command"] == 1
+    np.testing.assert_array_equal(data.tick_ns // (10 * MS), [0, 1, 3, 5, 7, 8])
+    np.testing.assert_array_equal(data.batch.episode, [0, 0, 1, 2, 3, 3])
+    short = align_streams(
+        _streams(t, q, command_t, np.ones(len(command_t)), resets=[25 * MS]),
+        AlignmentConfig(command_max_age_s=0.015, reset_jump_threshold=10.0,
+                        min_episode_transitions=2))
+    assert short.report.dropped_transitions["short_episode"] == 2
+    np.testing.assert_array_equal(short.batch.episode, [0, 0, 1, 1])
+
+
+def test_cleaning_counts_each_reason():
+    report = align_streams.__globals__["AlignmentReport"]()
+    stamps = np.array([10, 20, 20, 15, 30, 5_000, 40, 50], dtype=np.int64) * MS
+    values = np.ones((8, 1))
+    values[4] = np.nan
+    out = clean_series(TimeSeries(stamps, values), "s", 1_000 * MS, report)
+    # 5000 ms is followed by a backward jump > gap: a clock reset, earlier samples dropped
+    np.testing.assert_array_equal(out.stamps_ns, [40 * MS, 50 * MS])
+    assert report.dropped_samples["s/nonfinite"] == 1
+    assert report.dropped_samples["s/before_clock_reset"] == 5
+
+
+def test_odom_quaternion_takes_short_arc():
+    t = np.array([0, 20 * MS])
+    half = np.sqrt(0.5)
+    odom_values = np.zeros((2, 13))
+    odom_values[0, 6] = 1.0                        # identity (w = 1)
+    odom_values[1, 5:7] = [-half, -half]           # 90 deg about z, stored with w < 0
+    odom = TimeSeries(t, odom_values)
+    data = align_streams(_streams(t, np.zeros(2), t, np.zeros(2), odom=odom),
+                         AlignmentConfig(command_max_age_s=0.02))
+    quaternion = data.batch.next_state[0, 2 + 3:2 + 7]  # tick at 10 ms, halfway
+    np.testing.assert_allclose(np.linalg.norm(quaternion), 1.0, atol=1e-6)
+    assert abs(quaternion[3]) > 0.9  # stays near identity's neighbourhood: 45 deg, w ~ 0.92
+    assert data.state_names[2:4] == ("odom/px", "odom/py")

@@ -1,0 +1,130 @@
+"""BagRecorder: finished splits readable by rosbags with the right types, raw CDR path."""
+
+import os
+
+import numpy as np
+import pytest
+from bag_factory import joint_state
+from rosbags.interfaces import QosDurability, QosReliability
+from rosbags.rosbag2 import Reader
+
+from mbrl_ros.data.bag_writer import PARTIAL_DIR, BagRecorder, BagRecorderConfig, QosSpec
+from mbrl_ros.data.message_types import build_typestore, deserialize
+
+TS = build_typestore()
+JS = "sensor_msgs/msg/JointState"
+
+
+def _read_all(path):
+    with Reader(path) as reader:
+        types = {c.topic: (c.msgtype, c.digest, c.ext.offered_qos_profiles)
+                 for c in reader.connections}
+        msgs = [(c.topic, t, deserialize(TS, d, c.msgtype)) for c, t, d in reader.messages()]
+    return types, msgs
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_recorder_writes_finished_bag(tmp_path, storage):
+    config = BagRecorderConfig(output_dir=str(tmp_path), storage=storage)
+    closed = []
+    with BagRecorder(config, on_split_closed=closed.append) as recorder:
+        recorder.add_topic("/joint_states", JS, QosSpec(reliability="best_effort"))
+        for i in range(5):
+            recorder.write("/joint_states", JS, joint_state(TS, i * 10, ["a"], [i], [0.0]),
+                           1_000 + i)
+        assert recorder.current_split.parent.name == PARTIAL_DIR
+        assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert closed == recorder.finished_splits and len(closed) == 1
+    assert (closed[0] / "metadata.yaml").is_file()
+    assert not list((tmp_path / PARTIAL_DIR).iterdir())
+    types, msgs = _read_all(closed[0])
+    msgtype, digest, qos = types["/joint_states"]
+    assert msgtype == JS and digest == TS.hash_rihs01(JS)
+    assert qos[0].reliability == QosReliability.BEST_EFFORT
+    assert qos[0].durability == QosDurability.VOLATILE
+    assert [m.position[0] for _, _, m in msgs] == [0, 1, 2, 3, 4]
+    assert [t for _, t, _ in msgs] == [1_000 + i for i in range(5)]
+
+
+def test_split_by_size_duration_and_request(tmp_path):
+    config = BagRecorderConfig(output_dir=str(tmp_path), max_split_bytes=600,
+                               max_split_duration_s=1.0)
+    recorder = BagRecorder(config)
+    data = bytes(TS.serialize_cdr(joint_state(TS, 0, ["a"], [1.0], [2.0]), JS))
+    for i in range(10):  # ~100 bytes each: size splits every ~5 messages
+        recorder.write("/js", JS, data, i)
+    assert len(recorder.finished_splits) == 1
+    recorder.start_new_split()
+    recorder.write("/js", JS, data, 100)
+    recorder.write("/js", JS, data, 100 + 2_000_000_000)  # 2 s later: duration split first
+    recorder.close()
+    counts = []
+    for split in recorder.finished_splits:
+        _, msgs = _read_all(split)
+        counts.append(len(msgs))
+    assert sum(counts) == 12 and len(counts) >= 4
+    assert counts[-1] == 1 and counts[-2] == 1
+    assert recorder.finished_splits == sorted(recorder.finished_splits)
+    assert recorder.start_new_split() is None  # nothing open: no empty bag
+    with pytest.raises(RuntimeError, match="closed"):
+        recorder.write("/js", JS, data, 0)
+
+
+def test_raw_cdr_from_rclpy_round_trips(tmp_path):
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    ros_msg = JointState(name=["j1", "j2"], position=[0.5, -1.5], velocity=[2.0, 3.0])
+    ros_msg.header.stamp.sec, ros_msg.header.stamp.nanosec = 12, 345
+    command = Float64MultiArray(data=[1.0, 2.0, 3.0])
+    with BagRecorder(BagRecorderConfig(output_dir=str(tmp_path))) as recorder:
+        recorder.write("/joint_states", JS, serialize_message(ros_msg), 7)
+        recorder.write("/cmd", "std_msgs/msg/Float64MultiArray", serialize_message(command), 8)
+    types, msgs = _read_all(recorder.finished_splits[0])
+    assert types["/cmd"][0] == "std_msgs/msg/Float64MultiArray"
+    (_, _, js), (_, _, cmd) = msgs
+    assert js.name == ["j1", "j2"] and js.header.stamp.nanosec == 345
+    np.testing.assert_array_equal(js.position, [0.5, -1.5])
+    np.testing.assert_array_equal(cmd.data, [1.0, 2.0, 3.0])
+
+
+def test_custom_message_and_bad_input(tmp_path):
+    gate_type = "mbrl_ros/msg/GateStatus"
+    Gate = TS.types[gate_type]
+    Header = TS.types["std_msgs/msg/Header"]
+    Time = TS.types["builtin_interfaces/msg/Time"]
+    gate = Gate(header=Header(stamp=Time(sec=1, nanosec=2), frame_id="base"), state=2,
+                reason="stale", disagreement=0.5, disagreement_threshold=1.0,
+                disagreement_resume=0.5, command_age_s=0.1, watchdog_timeout_s=0.2,
+                interventions=3, commands_passed=4)
+    recorder = BagRecorder(BagRecorderConfig(output_dir=str(tmp_path), storage="sqlite3"))
+    recorder.write("/gate", gate_type, gate, 5)
+    with pytest.raises(ValueError, match="not sensor_msgs/msg/JointState"):
+        recorder.write("/gate", JS, gate, 6)
+    with pytest.raises(ValueError, match="unknown to the typestore"):
+        recorder.write("/x", "nobody/msg/Nothing", b"\x00\x01\x00\x00", 6)
+    with pytest.raises(ValueError, match="recorded as"):
+        recorder.write("/gate", JS, b"\x00\x01\x00\x00", 6)
+    path = recorder.close()
+    types, msgs = _read_all(path)
+    assert types["/gate"][0] == gate_type and msgs[0][2].reason == "stale"
+    with pytest.raises(ValueError, match="storage"):
+        BagRecorderConfig(output_dir="x", storage="bagfile").validate()
+    with pytest.raises(ValueError, match="reliability"):
+        QosSpec(reliability="sometimes").validate()
+
+
+def test_crashed_recorder_leaves_partial_that_reader_salvages(tmp_path):
+    from mbrl_ros.data.bag_storage import read_raw
+
+    recorder = BagRecorder(BagRecorderConfig(output_dir=str(tmp_path)))
+    data = bytes(TS.serialize_cdr(joint_state(TS, 0, ["a"], [1.0], [2.0]), JS))
+    for i in range(3):
+        recorder.write("/js", JS, data, i)
+    recorder._writer.storage.close_chunk()  # flushed to disk, then the process "dies"
+    recorder._writer.storage.bio.flush()
+    partial = recorder.current_split
+    assert not (partial / "metadata.yaml").exists() and os.listdir(partial)
+    raw = read_raw(partial, {"/js"})
+    assert len(raw.messages["/js"]) == 3
