@@ -128,3 +128,29 @@ def test_crashed_recorder_leaves_partial_that_reader_salvages(tmp_path):
     assert not (partial / "metadata.yaml").exists() and os.listdir(partial)
     raw = read_raw(partial, {"/js"})
     assert len(raw.messages["/js"]) == 3
+
+
+def test_rclpy_recording_reads_back_as_transitions(tmp_path):
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from mbrl_ros.data.alignment import align_streams
+    from mbrl_ros.data.bag_reader import read_robot_streams
+    from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
+
+    recorder = BagRecorder(BagRecorderConfig(output_dir=str(tmp_path)))
+    for i in range(11):
+        stamp_ns = 5_000_000_000 + i * 10_000_000
+        state = JointState(name=["b", "a"], position=[-float(i), float(i)],
+                           velocity=[0.0, 1.0])
+        state.header.stamp.sec, state.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        recorder.write("/joint_states", JS, serialize_message(state), stamp_ns)
+        recorder.write("/command", "std_msgs/msg/Float64MultiArray",
+                       serialize_message(Float64MultiArray(data=[0.5 * i])), stamp_ns)
+    streams = read_robot_streams([recorder.close()], RobotStreamsConfig(joints=("a",)))
+    assert not streams.recordings[0].report.dropped
+    data = align_streams(streams, AlignmentConfig())
+    assert len(data.batch) == 10
+    np.testing.assert_allclose(data.batch.state[:, 0], np.arange(10))
+    np.testing.assert_allclose(data.batch.action[:, 0], 0.5 * np.arange(10))
