@@ -154,3 +154,16 @@ def test_rclpy_recording_reads_back_as_transitions(tmp_path):
     assert len(data.batch) == 10
     np.testing.assert_allclose(data.batch.state[:, 0], np.arange(10))
     np.testing.assert_allclose(data.batch.action[:, 0], 0.5 * np.arange(10))
+
+
+def test_type_hashes_match_installed_ros_interfaces():
+    import json
+    import sys
+    from pathlib import Path
+
+    description = Path(sys.prefix) / "share" / "sensor_msgs" / "msg" / "JointState.json"
+    if not description.is_file():
+        pytest.skip("ROS interface descriptions not installed in this environment")
+    hashes = json.loads(description.read_text())["type_hashes"]
+    expected = next(h["hash_string"] for h in hashes if h["type_name"] == JS)
+    assert TS.hash_rihs01(JS) == expected
