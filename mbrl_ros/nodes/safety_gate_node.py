@@ -12,6 +12,7 @@ import threading
 from dataclasses import fields
 from typing import Any, Mapping, Optional
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -28,6 +29,7 @@ from std_srvs.srv import SetBool, Trigger
 from mbrl_ros.core.safety_gate import GateConfig, GateOutput, GateState, SafetyGate
 from mbrl_ros.core.safety_gate_config import PER_JOINT_FIELDS
 from mbrl_ros.nodes.parameters import field_docstrings
+from mbrl_ros.robots.urdf_resolver import resolve_urdf
 from mbrl_ros.msg import GateStatus, PlanStatus
 
 PLANNED_COMMAND_TOPIC = "/mbrl/planned_command"
@@ -45,16 +47,31 @@ DIAGNOSTICS_PERIOD_S = 1.0
 """Default period of the /diagnostics message (parameter ``diagnostics_period_s``)."""
 DIAGNOSTICS_PERIOD_RANGE_S = (0.01, 60.0)
 DEFAULTS = GateConfig()
+URDF_FIELDS = {"position_lower": "lower", "position_upper": "upper", "velocity_limit": "velocity",
+               "effort_limit": "effort"}
 DESCRIPTIONS = field_docstrings(GateConfig)
 
 
-def gate_config_from_parameters(values: Mapping[str, Any]) -> GateConfig:
+def gate_config_from_parameters(values: Mapping[str, Any],
+                                urdf_limits: Optional[Mapping[str, Any]] = None) -> GateConfig:
     """Node parameter values by name -> validated GateConfig (ValueError on bad values).
 
     Per-joint parameters may be scalars or arrays; names that are no GateConfig field are ignored.
+    ``urdf_limits`` (joint name -> object with lower/upper/velocity/effort, e.g. the resolver's
+    ``JointLimits``) supplies ``joints`` (all of them, file order) when none are given, and every
+    position/velocity/effort limit left at its default.
     """
-    return GateConfig.from_dict({f.name: values[f.name] for f in fields(GateConfig)
-                                 if f.name in values})
+    settings = {f.name: values[f.name] for f in fields(GateConfig) if f.name in values}
+    if urdf_limits:
+        joints = list(settings.get("joints") or urdf_limits)
+        missing = [joint for joint in joints if joint not in urdf_limits]
+        if missing:
+            raise ValueError(f"joints {missing} are not actuated joints of the URDF")
+        settings["joints"] = joints
+        for name, key in URDF_FIELDS.items():
+            if tuple(np.atleast_1d(settings.get(name, ()))) in ((), getattr(DEFAULTS, name)):
+                settings[name] = [float(getattr(urdf_limits[joint], key)) for joint in joints]
+    return GateConfig.from_dict(settings)
 
 
 def _descriptor(name: str, bounds: Optional[tuple], default: Any) -> ParameterDescriptor:
@@ -123,12 +140,16 @@ class SafetyGateNode(Node):
             description="period of /diagnostics [s]", read_only=True,
             floating_point_range=[FloatingPointRange(from_value=DIAGNOSTICS_PERIOD_RANGE_S[0],
                                                      to_value=DIAGNOSTICS_PERIOD_RANGE_S[1])]))
+        urdf = self.declare_parameter("urdf", "", ParameterDescriptor(
+            description="robot URDF (path, package:// URI or XML); gives joints and limits not "
+            "set as parameters", read_only=True)).value
         try:
             joints = self.get_parameter("joints").value
         except ParameterUninitializedException:
             joints = ()
         values = {f.name: self.get_parameter(f.name).value for f in fields(GateConfig)[1:]}
-        return gate_config_from_parameters(dict(values, joints=joints))
+        urdf_limits = resolve_urdf(urdf).joint_limits if urdf else None
+        return gate_config_from_parameters(dict(values, joints=joints), urdf_limits)
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -212,10 +233,14 @@ def main(args: Optional[list] = None) -> None:
             node = SafetyGateNode()
             executor = MultiThreadedExecutor(num_threads=2)
             executor.add_node(node)
-            executor.spin()
+            try:
+                executor.spin()
+            finally:  # join the executor's threads here, not at interpreter exit
+                executor.shutdown()
+                node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ValueError as exc:  # bad configuration: say why, without a traceback
+    except (ValueError, OSError) as exc:  # bad configuration: say why, without a traceback
         rclpy.logging.get_logger("safety_gate").fatal(f"bad configuration: {exc}")
         raise SystemExit(2) from None
 

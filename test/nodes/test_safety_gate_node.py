@@ -5,6 +5,7 @@ makes the tests slower but not flaky.
 """
 
 import math
+from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -25,6 +26,7 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from mbrl_ros.msg import GateStatus, PlanStatus  # noqa: E402
 from mbrl_ros.nodes import safety_gate_node as gate_node  # noqa: E402
 
+ARM7_URDF = Path(__file__).resolve().parents[2] / "urdf" / "arm7.urdf"
 JOINTS = ["shoulder", "elbow"]
 RATE_HZ = 20.0
 GOOD_COMMAND = [1.0, -1.0]
@@ -205,3 +207,28 @@ def test_parameters_map_to_config_and_bad_configuration_is_refused(ros_context):
         gate_node.SafetyGateNode(context=ros_context, parameter_overrides=[
             Parameter("joints", value=JOINTS), Parameter("effort_limit", value=1.0),
             Parameter("disagreement_resume", value=5.0)])
+
+
+def test_joints_and_limits_come_from_the_urdf_unless_given(ros_context):
+    gate = gate_node.SafetyGateNode(context=ros_context, parameter_overrides=[
+        Parameter("urdf", value=str(ARM7_URDF))])
+    try:
+        assert len(gate.config.joints) == 7
+        assert gate.config.per_joint("effort_limit")[0] == pytest.approx(87.0)
+        assert gate.config.per_joint("position_upper")[0] == pytest.approx(2.8973)
+    finally:
+        gate.destroy_node()
+    joints = list(gate.config.joints[:2])
+    gate = gate_node.SafetyGateNode(context=ros_context, parameter_overrides=[
+        Parameter("urdf", value=str(ARM7_URDF)), Parameter("joints", value=joints[::-1]),
+        Parameter("effort_limit", value=10.0)])
+    try:
+        assert list(gate.config.joints) == joints[::-1]
+        assert gate.config.per_joint("effort_limit").tolist() == [10.0, 10.0]
+        assert gate.config.per_joint("position_lower").tolist() == pytest.approx(
+            [-1.7628, -2.8973])
+    finally:
+        gate.destroy_node()
+    with pytest.raises(ValueError, match="not actuated joints"):
+        gate_node.SafetyGateNode(context=ros_context, parameter_overrides=[
+            Parameter("urdf", value=str(ARM7_URDF)), Parameter("joints", value=["nope"])])
