@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from enum import Enum, IntEnum
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -192,12 +192,16 @@ class GateConfig:
                                  f"the robot config), got {list(self.per_joint(name))}")
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "GateConfig":
+    def from_dict(cls, values: Mapping[str, Any],
+                  urdf_limits: Optional[Mapping[str, Any]] = None) -> "GateConfig":
         """Build and validate a config from a mapping (robot config YAML or node parameters).
 
         Limits may also come as ``joint_limits``: either arrays keyed like the fields
         (``position_lower``, ``velocity_limit``, ...) or per joint name, URDF style
         (``{joint: {lower, upper, velocity, effort, max_step}}``); missing URDF keys mean no limit.
+        ``urdf_limits`` (joint name -> mapping or object with lower/upper/velocity/effort, e.g.
+        ``urdf_resolver.JointLimits``) supplies ``joints`` when none are given (all, in order)
+        and every limit still at its default.
         """
         values = dict(values)
         limits = values.pop("joint_limits", None)
@@ -206,12 +210,33 @@ class GateConfig:
                 if key in values:
                     raise ValueError(f"{key} is given both flat and in joint_limits")
                 values[key] = value
+        if urdf_limits:
+            _fill_from_urdf(values, urdf_limits, cls())
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown safety gate settings: {sorted(unknown)}")
         config = cls(**values)
         config.validate()
         return config
+
+
+def _fill_from_urdf(values: Dict[str, Any], urdf_limits: Mapping[str, Any],
+                    defaults: GateConfig) -> None:
+    """Set ``joints`` and the limits left at their defaults in ``values`` from URDF limits."""
+    joints = values.get("joints") or list(urdf_limits)
+    joints = [joints] if isinstance(joints, str) else list(joints)
+    missing = [joint for joint in joints if joint not in urdf_limits]
+    if missing:
+        raise ValueError(f"joints {missing} are not actuated joints of the URDF")
+    values["joints"] = joints
+    for key, name in URDF_LIMIT_KEYS.items():
+        if tuple(np.atleast_1d(values.get(name, ()))) not in ((), getattr(defaults, name)):
+            continue  # set explicitly: the parameter wins over the URDF
+        entries = [urdf_limits[joint] for joint in joints]
+        found = [entry.get(key) if isinstance(entry, Mapping) else getattr(entry, key, None)
+                 for entry in entries]
+        if all(value is not None for value in found):
+            values[name] = [float(value) for value in found]
 
 
 def _limits_from_mapping(limits: Mapping[str, Any], joints: Sequence[str]) -> Dict[str, list]:

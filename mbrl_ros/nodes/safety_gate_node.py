@@ -12,7 +12,6 @@ import threading
 from dataclasses import fields
 from typing import Any, Mapping, Optional
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -47,8 +46,6 @@ DIAGNOSTICS_PERIOD_S = 1.0
 """Default period of the /diagnostics message (parameter ``diagnostics_period_s``)."""
 DIAGNOSTICS_PERIOD_RANGE_S = (0.01, 60.0)
 DEFAULTS = GateConfig()
-URDF_FIELDS = {"position_lower": "lower", "position_upper": "upper", "velocity_limit": "velocity",
-               "effort_limit": "effort"}
 DESCRIPTIONS = field_docstrings(GateConfig)
 
 
@@ -57,21 +54,10 @@ def gate_config_from_parameters(values: Mapping[str, Any],
     """Node parameter values by name -> validated GateConfig (ValueError on bad values).
 
     Per-joint parameters may be scalars or arrays; names that are no GateConfig field are ignored.
-    ``urdf_limits`` (joint name -> object with lower/upper/velocity/effort, e.g. the resolver's
-    ``JointLimits``) supplies ``joints`` (all of them, file order) when none are given, and every
-    position/velocity/effort limit left at its default.
+    ``urdf_limits`` (joint name -> ``JointLimits``) fills ``joints`` and limits not set.
     """
-    settings = {f.name: values[f.name] for f in fields(GateConfig) if f.name in values}
-    if urdf_limits:
-        joints = list(settings.get("joints") or urdf_limits)
-        missing = [joint for joint in joints if joint not in urdf_limits]
-        if missing:
-            raise ValueError(f"joints {missing} are not actuated joints of the URDF")
-        settings["joints"] = joints
-        for name, key in URDF_FIELDS.items():
-            if tuple(np.atleast_1d(settings.get(name, ()))) in ((), getattr(DEFAULTS, name)):
-                settings[name] = [float(getattr(urdf_limits[joint], key)) for joint in joints]
-    return GateConfig.from_dict(settings)
+    return GateConfig.from_dict({f.name: values[f.name] for f in fields(GateConfig)
+                                 if f.name in values}, urdf_limits)
 
 
 def _descriptor(name: str, bounds: Optional[tuple], default: Any) -> ParameterDescriptor:

@@ -75,6 +75,19 @@ def test_config_accepts_joint_limits_as_arrays_and_urdf_style():
                                   joint_limits={"effort_limit": [1.0, 1.0]}))
 
 
+def test_config_takes_joints_and_unset_limits_from_urdf_limits():
+    urdf = {"j1": {"lower": -1.0, "upper": 1.0, "velocity": 2.0, "effort": 10.0},
+            "j2": {"lower": -3.0, "upper": 3.0, "velocity": 4.0, "effort": 20.0}}
+    config = GateConfig.from_dict({}, urdf_limits=urdf)
+    assert config.joints == ("j1", "j2")
+    assert config.per_joint("effort_limit").tolist() == [10.0, 20.0]
+    config = GateConfig.from_dict({"joints": ["j2"], "effort_limit": 5.0}, urdf_limits=urdf)
+    assert config.per_joint("effort_limit").tolist() == [5.0]  # explicit value wins
+    assert config.per_joint("position_upper").tolist() == [3.0]
+    with pytest.raises(ValueError, match="not actuated joints"):
+        GateConfig.from_dict({"joints": ["j3"]}, urdf_limits=urdf)
+
+
 # ------------------------------------------------------------------------------ pass / watchdog
 def test_fresh_valid_command_passes_unchanged():
     gate = SafetyGate(make_config())
