@@ -16,6 +16,7 @@ import textwrap
 from typing import Any, Dict, Type, TypeVar
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -57,7 +58,7 @@ def _descriptor(field: dataclasses.Field, default: Any, doc: str) -> ParameterDe
             from_value=int(bounds[0]), to_value=int(bounds[1]), step=1)]
     # Floats accept integers too (``gain: 2`` in YAML); read_config() converts and checks.
     if default is None or isinstance(default, float) or (
-            isinstance(default, (list, tuple)) and (not default or isinstance(default[0], float))):
+            isinstance(default, (list, tuple)) and default and isinstance(default[0], float)):
         descriptor.dynamic_typing = True
     return descriptor
 
@@ -93,6 +94,7 @@ def declare_config(node: Node, config_cls: Type[ConfigT], prefix: str = "",
         if default is None:
             node.declare_parameter(name, Parameter.Type.NOT_SET, descriptor)
         elif isinstance(default, (list, tuple)) and not default:
+            # typed but unset (rclpy cannot type an empty list); read_config() uses the default
             node.declare_parameter(name, _empty_list_type(field), descriptor)
         else:
             node.declare_parameter(name, _ros_value(default), descriptor)
@@ -115,12 +117,19 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             raise ValueError(f"parameter {name} must be a number, got {value!r}")
         return float(value)
     if isinstance(default, tuple):
-        value = tuple(value)
+        value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         if default and isinstance(default[0], float):
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 raise ValueError(f"parameter {name} must be a list of numbers, got {value!r}")
             value = tuple(float(v) for v in value)
     return value
+
+
+def _current(node: Node, name: str) -> Any:
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return None
 
 
 def read_config(node: Node, config_cls: Type[ConfigT], prefix: str = "",
@@ -138,7 +147,7 @@ def read_config(node: Node, config_cls: Type[ConfigT], prefix: str = "",
             continue
         name = prefix + field.name
         default = defaults[field.name] if field.name in defaults else _default(field)
-        value = changes[name] if name in changes else node.get_parameter(name).value
+        value = changes[name] if name in changes else _current(node, name)
         values[field.name] = _coerce(name, default if value is None else value, default)
     config = config_cls(**values)
     validate = getattr(config, "validate", None)
