@@ -188,8 +188,9 @@ def run(task: str, loop: LoopConfig, ensemble_config: EnsembleConfig,
     np.random.seed(seed)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    env = DMCEnv(DMCEnvConfig(task, action_repeat, episode_length, seed=seed))
-    eval_env = DMCEnv(DMCEnvConfig(task, action_repeat, episode_length, seed=seed + 10_000))
+    wrap = ensemble_config.angle_wrap  # wrapped in the observations too, so data agree
+    env = DMCEnv(DMCEnvConfig(task, action_repeat, episode_length, seed, wrap))
+    eval_env = DMCEnv(DMCEnvConfig(task, action_repeat, episode_length, seed + 10_000, wrap))
     planner_config = dataclasses.replace(planner_config, seed=seed,
                                          action_low=tuple(env.action_low.tolist()),
                                          action_high=tuple(env.action_high.tolist()))
@@ -273,6 +274,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--exploration-std", type=float, default=LoopConfig.exploration_std)
     parser.add_argument("--members", type=int, default=5, help="dynamics ensemble members")
     parser.add_argument("--hidden", default="200,200,200", help="dynamics hidden sizes")
+    parser.add_argument("--angle-wrap", default="",
+                        help="state indices that are unbounded angles (e.g. 0 for reacher's "
+                             "shoulder): sin/cos model inputs, wrapped deltas")
     parser.add_argument("--value-hidden", default="256,256", help="Q / policy hidden sizes")
     parser.add_argument("--reward-hidden", default="128,128", help="reward head hidden sizes")
     parser.add_argument("--horizon", type=int, default=10, help="planning horizon")
@@ -313,7 +317,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       eval_episodes=args.eval_episodes)
     members = max(1, args.members)
     ensemble_config = EnsembleConfig(num_members=members, num_elites=max(1, members - 1),
-                                     hidden_sizes=_sizes(args.hidden))
+                                     hidden_sizes=_sizes(args.hidden),
+                                     angle_wrap=_sizes(args.angle_wrap))
     planner_config = PlannerConfig(horizon=args.horizon, num_samples=args.samples,
                                    num_iterations=args.iterations,
                                    num_policy_trajectories=args.policy_trajectories,

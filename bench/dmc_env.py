@@ -53,6 +53,9 @@ class DMCEnvConfig:
     """Simulator steps per episode (dm_control's own limit for the suite)."""
     seed: int = 0
     """Seed of the task's random initial states."""
+    wrap_angles: Tuple[int, ...] = ()
+    """State indices of unbounded hinge angles, wrapped to [-pi, pi) (e.g. reacher's
+    shoulder, index 0); empty keeps dm_control's observations unchanged."""
 
     def validate(self) -> "DMCEnvConfig":
         """Raise ValueError on an unusable setting; return self."""
@@ -83,6 +86,10 @@ class DMCEnv:
         self.action_dim = int(self.action_low.shape[0])
         self.state_dim = int(sum(int(np.prod(s.shape)) or 1
                                  for s in self._env.observation_spec().values()))
+        if any(not 0 <= i < self.state_dim for i in config.wrap_angles):
+            raise ValueError(f"wrap_angles {config.wrap_angles} out of range for "
+                             f"{self.state_dim} state dims")
+        self._wrap = np.asarray(config.wrap_angles, dtype=np.int64)
         self._sim_steps = 0
 
     @property
@@ -90,10 +97,11 @@ class DMCEnv:
         """Agent steps per episode (episode_length / action_repeat, rounded down)."""
         return self.config.episode_length // self.config.action_repeat
 
-    @staticmethod
-    def _flatten(observation) -> np.ndarray:
-        return np.concatenate([np.asarray(v, np.float32).reshape(-1)
-                               for v in observation.values()])
+    def _flatten(self, observation) -> np.ndarray:
+        state = np.concatenate([np.asarray(v, np.float32).reshape(-1)
+                                for v in observation.values()])
+        state[self._wrap] = (state[self._wrap] + np.pi) % (2 * np.pi) - np.pi
+        return state
 
     def reset(self) -> np.ndarray:
         """Start an episode; returns the state ``[state_dim]``."""

@@ -90,7 +90,8 @@ def plot_task(task: str, results_dir: Path, reference_dir: Path,
         steps, mean, low, high = aggregate(curves, max_step)
         if not len(steps):
             continue
-        ax.plot(steps, mean, marker="o", markersize=3, label=f"{label} ({len(curves)} seeds)")
+        seeds = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
+        ax.plot(steps, mean, marker="o", markersize=3, label=f"{label} ({seeds})")
         ax.fill_between(steps, low, high, alpha=0.2)
     ax.set_xlim(0, max_step)
     ax.set_ylim(0, 1000)
