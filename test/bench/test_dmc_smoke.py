@@ -91,3 +91,17 @@ def test_env_flattens_and_repeats():
     assert default_action_repeat("reacher-easy") == 4
     with pytest.raises(ValueError):
         split_task("cartpole")
+
+
+def test_env_wraps_unbounded_angles():
+    import numpy as np
+
+    wrapped = DMCEnv(DMCEnvConfig("reacher-easy", action_repeat=4, seed=2, wrap_angles=(0,)))
+    raw = DMCEnv(DMCEnvConfig("reacher-easy", action_repeat=4, seed=2))
+    for _ in range(3):
+        a, b = wrapped.reset(), raw.reset()
+        assert -np.pi <= a[0] < np.pi
+        assert np.isclose(np.cos(a[0]), np.cos(b[0]), atol=1e-5)
+        assert np.allclose(a[1:], b[1:])
+    with pytest.raises(ValueError):
+        DMCEnv(DMCEnvConfig("reacher-easy", wrap_angles=(6,)))
