@@ -13,6 +13,8 @@ from typing import List, Optional
 #: subcommand name -> module implementing it.
 SUBCOMMANDS = {
     'launch': 'mbrl_ros.launch_runner.cli',
+    'train': 'mbrl_ros.training.offline',
+    'evaluate': 'mbrl_ros.training.evaluate',
 }
 
 

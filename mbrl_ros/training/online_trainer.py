@@ -38,7 +38,8 @@ class TrainerConfig:
     """Settings of the online trainer."""
 
     data_dir: str = "~/.ros/mbrl/data"
-    """Folder of finished rosbag2 splits to learn from (the logger's output)."""
+    """Folder of finished rosbag2 splits to learn from (the logger's output); empty: none
+    (offline training from given bags only)."""
     model_dir: str = "~/.ros/mbrl/models"
     """Folder of versioned checkpoints (model_<version>.mbrl)."""
     model_kind: str = "residual"
@@ -113,7 +114,7 @@ class OnlineTrainer:
         self.nominal, self.device = nominal, device
         self.metadata = dict(metadata or {})
         self.registry = ModelRegistry(config.model_dir)
-        self.data_dir = Path(config.data_dir).expanduser()
+        self.data_dir = Path(config.data_dir).expanduser() if config.data_dir else None
         self.rng = np.random.default_rng(config.seed)
         self.train_data: Optional[TransitionBatch] = None
         self.holdout: Optional[TransitionBatch] = None
@@ -131,8 +132,8 @@ class OnlineTrainer:
 
     def ingest(self) -> int:
         """Read bags not read yet (initial bags, then finished splits); returns new rows."""
-        new_paths = self._pending_initial + [p for p in finished_bags(self.data_dir)
-                                             if str(p) not in self.ingested]
+        splits = finished_bags(self.data_dir) if self.data_dir is not None else []
+        new_paths = self._pending_initial + [p for p in splits if str(p) not in self.ingested]
         self._pending_initial = []
         if not new_paths:
             return 0
@@ -179,8 +180,10 @@ class OnlineTrainer:
         return ProbabilisticEnsemble(state_dim, action_dim, self.ensemble_config, self.device,
                                      seed)
 
-    def run_round(self, progress: Optional[Callable] = None) -> Optional[Deployment]:
-        """Ingest new data, refit, and deploy the model if it beats the deployed one."""
+    def run_round(self, progress: Optional[Callable] = None,
+                  force: bool = False) -> Optional[Deployment]:
+        """Ingest new data, refit, and deploy the model if it beats the deployed one
+        (``force``: deploy it whatever its held-out error, as offline training does)."""
         new_rows = self.ingest()
         if self.num_transitions < self.config.min_transitions or self.train_data is None \
                 or self.holdout is None or len(self.holdout) == 0:
@@ -200,7 +203,8 @@ class OnlineTrainer:
         logger.info("round %d: %d transitions, held-out error %.5f (deployed %.5f), %.1f s",
                     self.rounds, self.num_transitions, candidate_error, deployed_error,
                     train_seconds)
-        if not candidate_error < (1.0 - self.config.improvement_margin) * deployed_error:
+        if not force and not (candidate_error
+                              < (1.0 - self.config.improvement_margin) * deployed_error):
             return None
         return self._deploy(float(report.best_val_nll), float(report.best_val_mse),
                             candidate_error, train_seconds)

@@ -1,0 +1,276 @@
+"""Read the trainer's section of a ROS 2 parameters file into the configs the trainer uses.
+
+The offline tools (``mbrl-ros train`` / ``mbrl-ros evaluate``) must train and judge exactly
+the models ``trainer_node`` trains, so they read the same parameters file (e.g.
+``config/arm7.yaml``) the same way the node declares its parameters:
+
+* top-level keys: :class:`TrainerNodeConfig` and
+  :class:`~mbrl_ros.training.online_trainer.TrainerConfig` fields;
+* ``ensemble.*``: :class:`~mbrl_ros.core.ensemble.EnsembleConfig`;
+* ``data.*``: :class:`~mbrl_ros.data.dataset_config.RobotStreamsConfig` (joints default to
+  the URDF's joints, the command topic to ``/effort_controller/commands``);
+* ``alignment.*``: :class:`~mbrl_ros.data.dataset_config.AlignmentConfig`
+  (``control_rate_hz`` defaults to ``1 / model_period_s`` and must equal it).
+
+Nested dicts (``ensemble: {num_members: 5}``) and dotted keys (``ensemble.num_members: 5``)
+are both accepted. Unknown keys are an error (a typo must not silently train another model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Type, TypeVar
+
+import torch
+import yaml
+
+from mbrl_ros.core.ensemble import EnsembleConfig
+from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
+from mbrl_ros.training.online_trainer import TrainerConfig
+
+ConfigT = TypeVar("ConfigT")
+
+NODE_NAME = "trainer"
+"""Name of the trainer node whose section is read."""
+DEFAULT_COMMAND_TOPIC = "/effort_controller/commands"
+"""Command topic the trainer node defaults to (the effort controller's input)."""
+SECTIONS = {"ensemble.": EnsembleConfig, "data.": RobotStreamsConfig,
+            "alignment.": AlignmentConfig}
+"""Parameter prefix -> config class of the nested sections."""
+ROS_BUILTIN_PREFIXES = ("use_sim_time", "qos_overrides.", "start_type_description_service")
+"""Parameters every ROS node has; ignored here."""
+
+
+@dataclass(frozen=True)
+class TrainerNodeConfig:
+    """Node-level settings of ``trainer_node`` (same fields and defaults as the node's)."""
+
+    urdf: str = ""
+    """Robot URDF (file path or package:// URI): joints and the analytical model."""
+    ee_frame: str = "ee_link"
+    """End-effector frame (recorded in checkpoints)."""
+    model_period_s: float = 0.01
+    """Period of one model step [s]; data is aligned at 1 / model_period_s."""
+    nominal_substeps: int = 5
+    """Integration substeps of the analytical model per model period."""
+    device: str = "cpu"
+    """Torch device for training."""
+    torch_threads: int = 1
+    """Torch CPU threads for training (leave cores to the planner and the simulator)."""
+
+    def validate(self) -> "TrainerNodeConfig":
+        """Raise ValueError on a bad setting; return self."""
+        if not self.urdf:
+            raise ValueError("no robot URDF: pass --urdf or set the trainer parameter 'urdf'")
+        if not self.model_period_s > 0 or self.nominal_substeps < 1 or self.torch_threads < 1:
+            raise ValueError("model_period_s must be > 0; nominal_substeps, torch_threads >= 1")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """Everything the trainer node would build from its parameters."""
+
+    node: TrainerNodeConfig
+    trainer: TrainerConfig
+    ensemble: EnsembleConfig
+    streams: RobotStreamsConfig
+    alignment: AlignmentConfig
+    source: str
+    """The parameters file read."""
+    robot: Any = dataclasses.field(default=None, compare=False, repr=False)
+    """The loaded :class:`~mbrl_ros.robots.robot_model.RobotModel` of ``node.urdf``."""
+
+    def metadata(self) -> Dict[str, Any]:
+        """Checkpoint metadata the trainer node writes (robot joints, period, URDF)."""
+        return dict(joints=list(self.streams.joints), model_period_s=self.node.model_period_s,
+                    urdf=self.node.urdf)
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat: Dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _node_sections(document: Mapping[str, Any], node_name: str, path: str = ""):
+    """Yield ``(specificity, parameters)`` of every section that applies to ``node_name``."""
+    for key, value in document.items():
+        if not isinstance(value, Mapping):
+            continue
+        name = f"{path}/{str(key).strip('/')}"
+        if "ros__parameters" in value:
+            last = name.rstrip("/").rsplit("/", 1)[-1]
+            if last in ("**", "*"):
+                yield 0, value["ros__parameters"] or {}
+            elif last == node_name:
+                yield 1, value["ros__parameters"] or {}
+        else:
+            yield from _node_sections(value, node_name, name)
+
+
+def read_node_parameters(path: str | Path, node_name: str = NODE_NAME) -> Dict[str, Any]:
+    """Flat ``{dotted.name: value}`` parameters of ``node_name`` in a ROS 2 parameters file.
+
+    Wildcard sections (``/**``) apply first, then sections named after the node (in any
+    namespace, e.g. ``/**/trainer`` or ``/robot/trainer``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not YAML, or no section for the node.
+    """
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(document, Mapping):
+        raise ValueError(f"{path} is not a ROS 2 parameters file (no mapping at the top)")
+    sections = sorted(_node_sections(document, node_name), key=lambda item: item[0])
+    if not any(specificity for specificity, _ in sections):
+        found = [str(k) for k in document]
+        raise ValueError(f"{path} has no '{node_name}' section with ros__parameters; "
+                         f"sections found: {found}")
+    merged: Dict[str, Any] = {}
+    for _, parameters in sections:
+        if not isinstance(parameters, Mapping):
+            raise ValueError(f"{path}: ros__parameters of {node_name} must be a mapping")
+        merged.update(_flatten(parameters))
+    return merged
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of ``default`` (as the ROS parameter layer does)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"parameter {name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"parameter {name} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"parameter {name} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"parameter {name} must be a string, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"parameter {name} must be a list, got {value!r}")
+        value = tuple(value)
+        if default and isinstance(default[0], float):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise ValueError(f"parameter {name} must be a list of numbers, got {value!r}")
+            value = tuple(float(v) for v in value)
+        return value
+    return value
+
+
+def _default(field: dataclasses.Field, overrides: Mapping[str, Any]) -> Any:
+    if field.name in overrides:
+        return overrides[field.name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    return ()
+
+
+def build_config(config_cls: Type[ConfigT], parameters: Mapping[str, Any], prefix: str = "",
+                 overrides: Optional[Mapping[str, Any]] = None) -> ConfigT:
+    """``config_cls`` from ``parameters[prefix + field]``, defaults from ``overrides`` or the
+    dataclass; validated when the class has ``validate()``."""
+    overrides = overrides or {}
+    values = {}
+    for field in dataclasses.fields(config_cls):
+        if not field.init:
+            continue
+        default = _default(field, overrides)
+        name = prefix + field.name
+        value = parameters.get(name)
+        values[field.name] = default if value is None else _coerce(name, value, default)
+    config = config_cls(**values)
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        validate()
+    return config
+
+
+def _known_names() -> set:
+    names = {f.name for cls in (TrainerNodeConfig, TrainerConfig) for f in dataclasses.fields(cls)}
+    for prefix, cls in SECTIONS.items():
+        names |= {prefix + f.name for f in dataclasses.fields(cls)}
+    return names
+
+
+def check_unknown(parameters: Mapping[str, Any], source: str) -> None:
+    """Raise ValueError naming parameters that no trainer config has (typos)."""
+    known = _known_names()
+    unknown = sorted(k for k in parameters if k not in known
+                     and not k.startswith(ROS_BUILTIN_PREFIXES))
+    if unknown:
+        raise ValueError(f"{source}: unknown trainer parameter(s) {unknown}; known: "
+                         f"{sorted(known)}")
+
+
+def load_training_setup(config_path: str | Path, urdf: Optional[str] = None,
+                        overrides: Optional[Mapping[str, Any]] = None) -> TrainingSetup:
+    """Read the trainer section of ``config_path`` as ``trainer_node`` would.
+
+    Args:
+        config_path: ROS 2 parameters file.
+        urdf: robot URDF; replaces the file's ``urdf`` parameter when given. A relative path
+            is taken relative to the working directory.
+        overrides: parameter values that replace the file's (e.g. ``{"model_kind": "ensemble"}``
+            or ``{"seed": 3}``), same dotted names.
+
+    Raises:
+        FileNotFoundError: missing parameters file or URDF.
+        ValueError: unknown parameter, wrong type, inconsistent setting or no URDF.
+    """
+    parameters = read_node_parameters(config_path)
+    parameters.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if urdf:
+        parameters["urdf"] = urdf
+    check_unknown(parameters, str(config_path))
+    node = build_config(TrainerNodeConfig, parameters).validate()
+    if not node.urdf.startswith("package://") and not Path(node.urdf).expanduser().exists():
+        raise FileNotFoundError(f"URDF {node.urdf} does not exist")
+    from mbrl_ros.robots.reach_task import load_robot
+    robot = load_robot(node.urdf, node.ee_frame)
+    joints = tuple(robot.joint_names)
+    streams = build_config(RobotStreamsConfig, parameters, "data.", overrides=dict(
+        joints=joints, command_topic=DEFAULT_COMMAND_TOPIC))
+    alignment = build_config(AlignmentConfig, parameters, "alignment.", overrides=dict(
+        control_rate_hz=1.0 / node.model_period_s))
+    if not math.isclose(alignment.control_rate_hz * node.model_period_s, 1.0, rel_tol=1e-6):
+        raise ValueError(f"alignment.control_rate_hz ({alignment.control_rate_hz}) must be "
+                         f"1 / model_period_s ({1.0 / node.model_period_s})")
+    unknown_joints = [j for j in streams.joints if j not in joints]
+    if unknown_joints:
+        raise ValueError(f"data.joints {unknown_joints} are not joints of {node.urdf}; "
+                         f"its joints: {list(joints)}")
+    if streams.joints != joints:
+        raise ValueError(f"data.joints must list the URDF's joints in URDF order (the "
+                         f"analytical model's state order): {list(joints)}")
+    return TrainingSetup(node, build_config(TrainerConfig, parameters),
+                         build_config(EnsembleConfig, parameters, "ensemble."), streams,
+                         alignment, str(config_path), robot)
+
+
+def build_nominal(setup: TrainingSetup, device: torch.device):
+    """The analytical URDF model the trainer node uses (``nominal_dynamics``)."""
+    from mbrl_ros.robots.reach_task import nominal_dynamics
+    return nominal_dynamics(setup.robot, setup.node.model_period_s, setup.node.nominal_substeps,
+                            device)
