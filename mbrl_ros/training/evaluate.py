@@ -273,11 +273,12 @@ def overlap_warning(metadata: dict, bags: Sequence[str]) -> Optional[str]:
 
 def evaluate_checkpoint(checkpoint_path: str, bags: Sequence[str], setup: TrainingSetup,
                         config: EvaluationConfig = EvaluationConfig(),
-                        out: TextIO = sys.stdout) -> Tuple[EvaluationResult, dict]:
+                        out: Optional[TextIO] = None) -> Tuple[EvaluationResult, dict]:
     """Load ``checkpoint_path`` as the planner does, read ``bags`` and evaluate.
 
     Returns ``(result, samples)`` with per-row ``disagreement`` and ``error`` for plots.
     """
+    out = out or sys.stdout
     torch.set_num_threads(setup.node.torch_threads)
     device = torch.device(setup.node.device)
     header = load_checkpoint(checkpoint_path).header

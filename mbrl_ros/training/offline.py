@@ -15,7 +15,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Sequence, TextIO
+from typing import Iterator, List, Optional, Sequence, TextIO
 
 import torch
 
@@ -84,13 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="warm-start from the newest valid checkpoint in --out")
 
 
+class _StderrHandler(logging.Handler):
+    """Writes records to the current ``sys.stderr`` (which tests and shells may swap)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
 def configure_logging() -> None:
     """Warnings of the library (damaged bags, skipped checkpoints) go to stderr, one line each."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
     root = logging.getLogger("mbrl_ros")
-    if not any(getattr(h, "_mbrl_cli", False) for h in root.handlers):
-        handler._mbrl_cli = True  # type: ignore[attr-defined]
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
         root.addHandler(handler)
     root.setLevel(logging.WARNING)
 
@@ -108,7 +114,7 @@ def user_errors(debug: bool, status: List[int]) -> Iterator[None]:
 
 
 def read_dataset(paths: Sequence[str], setup: TrainingSetup,
-                 out: TextIO = sys.stdout) -> AlignedDataset:
+                 out: Optional[TextIO] = None) -> AlignedDataset:
     """Read and align ``paths`` with the trainer's topics, joints and alignment settings.
 
     Prints one line per bag (messages read, damage) and the alignment summary.
@@ -117,6 +123,7 @@ def read_dataset(paths: Sequence[str], setup: TrainingSetup,
         ValueError: a topic or joint is missing (the message lists what the bag contains).
         FileNotFoundError: a path does not exist.
     """
+    out = out or sys.stdout
     streams = read_robot_streams(list(paths), setup.streams)
     for recording in streams.recordings:
         report = recording.report
@@ -173,7 +180,7 @@ def _check_resumed(trainer: OnlineTrainer, setup: TrainingSetup, kind: str) -> N
 
 
 def train_offline(bags: Sequence[str], setup: TrainingSetup, resume: bool = False,
-                  progress: bool = True, out: TextIO = sys.stdout) -> TrainResult:
+                  progress: bool = True, out: Optional[TextIO] = None) -> TrainResult:
     """Align ``bags``, fit the trainer's model and write the next checkpoint version.
 
     Args:
@@ -185,6 +192,7 @@ def train_offline(bags: Sequence[str], setup: TrainingSetup, resume: bool = Fals
     Raises:
         CliError / ValueError / FileNotFoundError: bad input (see :func:`read_dataset`).
     """
+    out = out or sys.stdout
     torch.set_num_threads(setup.node.torch_threads)
     device = torch.device(setup.node.device)
     dataset = read_dataset(bags, setup, out)
@@ -229,8 +237,10 @@ def train_offline(bags: Sequence[str], setup: TrainingSetup, resume: bool = Fals
     return TrainResult(deployment, resumed_from, previous, epochs["run"], dataset)
 
 
-def print_result(result: TrainResult, setup: TrainingSetup, out: TextIO = sys.stdout) -> None:
+def print_result(result: TrainResult, setup: TrainingSetup,
+                 out: Optional[TextIO] = None) -> None:
     """The summary lines of ``mbrl-ros train``."""
+    out = out or sys.stdout
     d = result.deployment
     print(f"trained {setup.trainer.model_kind} model on {d.num_transitions} transitions "
           f"({result.epochs_run} epochs, {d.train_seconds:.1f} s): validation NLL "
