@@ -6,8 +6,8 @@ as the baseline:
 * open-loop prediction error: from every recorded state, the ensemble mean is rolled forward
   with the recorded actions inside its episode and compared with the recorded states after
   1, 5 and 20 model steps (RMSE per state entry, and a normalised MSE over all entries, each
-  divided by the variance of the recorded change over that horizon: 1 is no better than
-  predicting no motion; at 1 step it is the trainer's own held-out measure);
+  divided by the mean square of the recorded change over that horizon: 1 is no better than
+  predicting no motion);
 * calibration of the predicted one-step variance (total = mean aleatoric variance of the
   members + variance of the member means): share of errors inside 1 sigma and 2 sigma
   (ideal 68.3 % and 95.4 %) and a coverage curve;
@@ -39,8 +39,8 @@ from mbrl_ros.training.evaluation import delta_scale, predict_mean
 from mbrl_ros.training.offline import (CliError, add_common_arguments, bag_fingerprints,
                                        configure_logging, read_dataset, user_errors)
 
-MIN_CHANGE_VARIANCE = 1e-18
-"""State entries whose recorded change has a smaller variance are not normalised."""
+MIN_CHANGE_POWER = 1e-18
+"""State entries whose recorded change has a smaller mean square are not normalised."""
 DESCRIPTION = ("Evaluate a dynamics checkpoint on held-out bags: open-loop error per joint at "
                "several horizons, uncertainty calibration, disagreement vs error, against the "
                "URDF model alone; writes a report.")
@@ -80,9 +80,9 @@ class ModelErrors:
     rmse: List[List[float]]
     """[max_horizon][state_dim] RMSE of each state entry after 1..max_horizon steps."""
     normalised_mse: List[float]
-    """[max_horizon] MSE over all entries, each divided by the variance of the recorded change
-    over the same horizon (1 = no better than predicting no motion; at 1 step this is the
-    trainer's held-out measure)."""
+    """[max_horizon] MSE over all entries, each divided by the mean square of the recorded
+    change over the same horizon (1 = no better than predicting no motion; at 1 step close to
+    the trainer's held-out measure, which divides by the variance of the change)."""
     diverged: List[int]
     """[max_horizon] rollouts whose prediction was not finite (counted as infinite error)."""
 
@@ -134,14 +134,14 @@ def rollout_windows(dataset: AlignedDataset, period_ns: int) -> np.ndarray:
     return run_end[run] - np.arange(n) + 1
 
 
-def change_variance(batch: TransitionBatch, starts: np.ndarray, remaining: np.ndarray,
-                    steps: int) -> np.ndarray:
-    """[S] variance of the recorded ``steps``-step state change over the rollouts long enough
-    (1 where an entry never changes): the error of predicting "no motion"."""
+def change_power(batch: TransitionBatch, starts: np.ndarray, remaining: np.ndarray,
+                 steps: int) -> np.ndarray:
+    """[S] mean square of the recorded ``steps``-step state change over the rollouts long
+    enough (1 where an entry never changes): the MSE of predicting "no motion"."""
     valid = starts[remaining[starts] >= steps]
     change = batch.next_state[valid + steps - 1] - batch.state[valid]
-    variance = np.var(change, axis=0) if len(valid) else np.ones(batch.state_dim)
-    return np.where(variance > MIN_CHANGE_VARIANCE, variance, 1.0)
+    power = np.mean(np.square(change), axis=0) if len(valid) else np.ones(batch.state_dim)
+    return np.where(power > MIN_CHANGE_POWER, power, 1.0)
 
 
 def open_loop(step: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: TransitionBatch,
@@ -168,7 +168,7 @@ def open_loop(step: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: Trans
             continue
         squared = np.where(finite[:, None], np.square(error), np.inf)
         rmse.append(np.sqrt(squared.mean(axis=0)).tolist())
-        scale = change_variance(batch, starts, remaining, k + 1)
+        scale = change_power(batch, starts, remaining, k + 1)
         nmse.append(float(np.mean(squared / scale)))
     return ModelErrors(rmse, nmse, diverged)
 
@@ -182,9 +182,10 @@ def _chunked(function: Callable, chunk: int) -> Callable:
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
-    ranks = np.empty(len(values))
-    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
-    return ranks
+    """Ranks with ties sharing their mean rank (for Spearman correlation)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts
+    return (first + (counts - 1) / 2.0)[inverse.reshape(-1)]
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -186,9 +186,9 @@ def build_blocks(result: EvaluationResult, plots: Dict[str, str],
                ("p", "From every recorded state the model is rolled forward with the recorded "
                      "actions (ensemble mean, inside one episode) and compared with the "
                      "recorded states. 'URDF' is the analytical model alone. Normalised error: "
-                     "squared error of each state entry divided by the variance of the recorded "
-                     "change over the same horizon, averaged over entries: 1 is no better than "
-                     "predicting no motion (at 1 step it is the trainer's held-out measure).")]
+                     "squared error of each state entry divided by the mean square of the "
+                     "recorded change over the same horizon, averaged over entries: 1 is no "
+                     "better than predicting no motion.")]
     for title, offset in (("Position RMSE [rad]", 0), ("Velocity RMSE [rad/s]", joints)):
         header, rows = _error_table(result, offset)
         blocks += [("p", f"**{title}**"), ("table", header, rows)]
