@@ -33,9 +33,10 @@ def config(tmp_path_factory):
                             ensemble={"max_epochs": 4}))
 
 
-def train(bags, config, out, *extra):
+def train(bags, config, out, *extra, progress=False):
     return main(["train", "--bag", *bags, "--config", config, "--urdf", URDF, "--out",
-                 str(out), "--seed", str(SEED), "--no-progress", *extra])
+                 str(out), "--seed", str(SEED), *([] if progress else ["--no-progress"]),
+                 *extra])
 
 
 def tensors(path):
@@ -43,8 +44,10 @@ def tensors(path):
 
 
 def test_train_writes_checkpoint_the_planner_loads(bags, config, tmp_path, capsys):
-    assert train(bags, config, tmp_path / "models") == 0
-    out = capsys.readouterr().out
+    assert train(bags, config, tmp_path / "models", progress=True) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "4/4" in captured.err and "epoch" in captured.err  # the progress bar over epochs
     path = tmp_path / "models" / "model_000001.mbrl"
     assert path.is_file()
     checkpoint = load_checkpoint(str(path))
