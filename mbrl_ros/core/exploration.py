@@ -2,13 +2,16 @@
 
 The robot is driven toward joint targets that are redrawn at random every ``target_period_s``
 and approached along a first-order filter, with temporally correlated (AR(1)) noise on top.
-In effort mode a PD law tracks the filtered target, so exploration covers the workspace
-without letting the arm fall onto its joint limits; the output always respects the limits.
+In effort mode the tracking law is inertia-aware when the robot's model is given:
+``tau = g(q) + m(q) * (w^2 (target - q) - 2 w qd + noise)``, with ``m`` the diagonal of the
+mass matrix and the bandwidth ``w`` limited by the control rate, so light distal links are not
+thrown around by gains meant for heavy proximal ones. The output always respects the limits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -26,11 +29,15 @@ class ExplorationConfig:
     target_filter_s: float = 0.4
     """Time constant of the filter that moves the tracked target toward the drawn one."""
     kp: float = 60.0
-    """Effort mode: proportional gain of the tracking PD law (N m / rad)."""
+    """Effort mode without a robot model: proportional gain of the PD law (N m / rad)."""
     kd: float = 8.0
-    """Effort mode: derivative gain of the tracking PD law (N m s / rad)."""
+    """Effort mode without a robot model: derivative gain of the PD law (N m s / rad)."""
+    bandwidth_fraction: float = 0.1
+    """Effort mode with a robot model: tracking bandwidth w = fraction x 2 pi x control rate."""
+    noise_acceleration: float = 3.0
+    """Effort mode with a robot model: amplitude of the correlated noise [rad/s^2]."""
     noise_fraction: float = 0.1
-    """Amplitude of the correlated noise, as a fraction of each joint's command limit."""
+    """Amplitude of the correlated noise otherwise, as a fraction of each command limit."""
     noise_correlation_s: float = 0.2
     """Correlation time of the noise (AR(1) time constant)."""
     seed: int = 0
@@ -44,7 +51,10 @@ class ExplorationConfig:
         if not 0.0 <= self.target_range_fraction <= 1.0:
             raise ValueError("ExplorationConfig.target_range_fraction must be in [0, 1], "
                              f"got {self.target_range_fraction}")
-        for name in ("kp", "kd", "noise_fraction"):
+        if not 0.0 < self.bandwidth_fraction <= 0.25:
+            raise ValueError("ExplorationConfig.bandwidth_fraction must be in (0, 0.25], "
+                             f"got {self.bandwidth_fraction}")
+        for name in ("kp", "kd", "noise_fraction", "noise_acceleration"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"ExplorationConfig.{name} must be >= 0, got {getattr(self, name)}")
         return self
@@ -54,9 +64,13 @@ class SmoothExplorer:
     """Smooth random commands within limits, one per control tick."""
 
     def __init__(self, config: ExplorationConfig, control_mode: str, position_lower: np.ndarray,
-                 position_upper: np.ndarray, command_limit: np.ndarray, control_period_s: float):
+                 position_upper: np.ndarray, command_limit: np.ndarray, control_period_s: float,
+                 dynamics_terms: Optional[Callable[[np.ndarray], Tuple[np.ndarray,
+                                                                       np.ndarray]]] = None):
         """
         Args:
+            dynamics_terms: effort mode: ``q -> (gravity torque [J], mass-matrix diagonal [J])``
+                of the robot's model, for the inertia-aware law (None: plain PD gains).
             control_mode: "effort", "position" or "velocity".
             position_lower, position_upper: [J] joint position limits.
             command_limit: [J] symmetric bound of the command (effort or velocity limit; for
@@ -71,6 +85,8 @@ class SmoothExplorer:
         self.upper = np.asarray(position_upper, dtype=np.float64)
         self.limit = np.abs(np.asarray(command_limit, dtype=np.float64))
         self.dt = float(control_period_s)
+        self.dynamics_terms = dynamics_terms
+        self.bandwidth = config.bandwidth_fraction * 2.0 * np.pi / self.dt
         centre, half = 0.5 * (self.lower + self.upper), 0.5 * (self.upper - self.lower)
         self._target_low = centre - config.target_range_fraction * half
         self._target_high = centre + config.target_range_fraction * half
@@ -101,6 +117,12 @@ class SmoothExplorer:
         if self.mode == "position":
             span = self.config.noise_fraction * (self.upper - self.lower)
             return np.clip(self._tracked + span * self._noise, self.lower, self.upper)
+        if self.mode == "effort" and self.dynamics_terms is not None:
+            gravity, inertia = self.dynamics_terms(position)
+            w = self.bandwidth
+            acceleration = (w * w * (self._tracked - position) - 2.0 * w * velocity
+                            + self.config.noise_acceleration * self._noise)
+            return np.clip(gravity + inertia * acceleration, -self.limit, self.limit)
         noise = self.config.noise_fraction * self.limit * self._noise
         if self.mode == "velocity":
             command = (self._tracked - position) / max(self.config.target_filter_s, self.dt)

@@ -65,7 +65,7 @@ class PlannerNode(Node):
         period = 1.0 / self.config.control_rate_hz
         explorer = SmoothExplorer(declare_config(self, ExplorationConfig, "exploration."),
                                   "effort", self.robot.position_lower, self.robot.position_upper,
-                                  limits, period)
+                                  limits, period, self.robot.gravity_and_inertia)
         self.controller = ModelPredictiveController(planner_config, cost, explorer, self.device)
         self.state_map = JointNameMap(self.robot.joint_names)
         command_joints = self.config.joints or self.robot.joint_names
@@ -200,7 +200,7 @@ class PlannerNode(Node):
         ee_path = self.nominal.ee_position_batch(states).cpu().numpy()
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.config.base_frame)
         disagreement = plan.disagreement.detach().cpu().numpy()
-        self.markers_pub.publish(plan_markers(header, ee_path, disagreement, self.goal,
+        self.markers_pub.publish(plan_markers(header, ee_path, disagreement, self.controller.goal,
                                               self.config.disagreement_colour_scale))
         self.path_pub.publish(plan_path(header, ee_path))
 

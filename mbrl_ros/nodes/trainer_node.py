@@ -8,8 +8,6 @@ diagnostics; a better model is written atomically as the next version and announ
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -25,36 +23,11 @@ from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
 from mbrl_ros.msg import ModelUpdate
 from mbrl_ros.nodes.parameters import declare_config
 from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
+from mbrl_ros.training.config_file import TrainerNodeConfig
 from mbrl_ros.training.online_trainer import Deployment, OnlineTrainer, TrainerConfig
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-@dataclass(frozen=True)
-class TrainerNodeConfig:
-    """Node-level settings of ``trainer_node``."""
-
-    urdf: str = ""
-    """Robot URDF (file path or package:// URI): joints and the analytical model."""
-    ee_frame: str = "ee_link"
-    """End-effector frame (recorded in checkpoints)."""
-    model_period_s: float = 0.01
-    """Period of one model step [s]; data is aligned at 1 / model_period_s."""
-    nominal_substeps: int = 5
-    """Integration substeps of the analytical model per model period."""
-    device: str = "cpu"
-    """Torch device for training."""
-    torch_threads: int = 1
-    """Torch CPU threads for training (leave cores to the planner and the simulator)."""
-
-    def validate(self) -> "TrainerNodeConfig":
-        """Raise ValueError on a bad setting; return self."""
-        if not self.urdf:
-            raise ValueError("parameter urdf (robot URDF path) is required")
-        if not self.model_period_s > 0 or self.nominal_substeps < 1 or self.torch_threads < 1:
-            raise ValueError("model_period_s must be > 0; nominal_substeps, torch_threads >= 1")
-        return self
 
 
 class TrainerNode(Node):

@@ -197,6 +197,14 @@ class RobotModel:
         return np.clip(q, self.position_lower, self.position_upper)
 
     # ----------------------------------------------------------------- dynamics
+    def gravity_and_inertia(self, joint_positions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Fixed base: (gravity torque [J], diagonal of the mass matrix [J]) at ``q``."""
+        q = self.full_configuration(joint_positions)
+        gravity = pin.computeGeneralizedGravity(self.model, self.data, q)
+        inertia = np.diag(pin.crba(self.model, self.data, q)) + self.model.armature
+        return (np.asarray(gravity)[self.base_nv:].copy(),
+                np.asarray(inertia)[self.base_nv:].copy())
+
     def joint_torque_terms(self, v: np.ndarray, friction_velocity: float = 0.0) -> np.ndarray:
         """[nv] passive joint torques: -damping * v, and smooth Coulomb friction
         ``-friction * tanh(v / friction_velocity)`` when ``friction_velocity > 0``."""

@@ -1,0 +1,180 @@
+"""A node that drives the demo: waits for data and a model, sends goals, measures reaching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+
+from mbrl_ros.conversions import JointNameMap
+from mbrl_ros.msg import GateStatus, ModelUpdate, PlanStatus
+from mbrl_ros.robots.robot_model import RobotModel
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo asks of the robot."""
+
+    data_phase_s: float = 60.0
+    """Simulated seconds of exploration data before the first goal."""
+    num_goals: int = 8
+    """Random reachable goals to reach, one after the other."""
+    goal_timeout_s: float = 10.0
+    """Simulated seconds allowed per goal."""
+    success_radius_m: float = 0.02
+    """A goal is reached when the end effector stays this close for ``dwell_s``."""
+    dwell_s: float = 0.3
+    """Simulated seconds the end effector must stay within the radius."""
+    base_frame: str = "world"
+    """Frame of the goals."""
+
+
+@dataclass
+class GoalResult:
+    """Outcome of one goal."""
+
+    goal: List[float]
+    reached: bool
+    time_to_reach_s: float
+    final_distance_m: float
+    min_distance_m: float
+    model_version: int
+
+
+@dataclass
+class Timeline:
+    """Samples of the run, one per joint state message used."""
+
+    time_s: list = field(default_factory=list)
+    distance_m: list = field(default_factory=list)
+    joint_positions: list = field(default_factory=list)
+    goal_index: list = field(default_factory=list)
+    gate_state: list = field(default_factory=list)
+    model_version: list = field(default_factory=list)
+    planning_ms: list = field(default_factory=list)
+
+
+class DemoSupervisor(Node):
+    """Phase 1: collect ``data_phase_s`` of data and wait for a model. Phase 2: goals."""
+
+    def __init__(self, robot: RobotModel, goals: np.ndarray, config: DemoConfig):
+        super().__init__("demo_supervisor",
+                         parameter_overrides=[Parameter("use_sim_time", value=True)])
+        self.robot, self.goals, self.config = robot, goals, config
+        self.joint_map = JointNameMap(robot.joint_names)
+        self.goal_pub = self.create_publisher(PoseStamped, "/mbrl/goal", RELIABLE)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, RELIABLE)
+        self.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model, LATCHED)
+        self.create_subscription(GateStatus, "/mbrl/gate/status", self._on_gate, LATCHED)
+        self.create_subscription(PlanStatus, "/mbrl/plan/status", self._on_plan, RELIABLE)
+        self.model_version, self.models_seen = 0, []
+        self.gate_state, self.interventions, self.planning_ms = 0, 0, 0.0
+        self.first_time: Optional[float] = None
+        self.goal_index = -1
+        self.goal_start = self.inside_since = None
+        self.min_distance = np.inf
+        self.results: List[GoalResult] = []
+        self.timeline = Timeline()
+        self.done = False
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _on_model(self, msg: ModelUpdate) -> None:
+        if msg.version > self.model_version:
+            self.model_version = msg.version
+            metrics = dict(zip(msg.metric_names, msg.metric_values))
+            self.models_seen.append(dict(
+                time_s=self._now() - (self.first_time or self._now()), version=msg.version,
+                transitions=msg.num_transitions, holdout_error=metrics.get("holdout_mse")))
+
+    def _on_gate(self, msg: GateStatus) -> None:
+        self.gate_state, self.interventions = msg.state, msg.interventions
+
+    def _on_plan(self, msg: PlanStatus) -> None:
+        self.planning_ms = msg.planning_time_ms
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        arrays = self.joint_map.from_joint_state(msg)
+        if arrays is None or self.done:
+            return
+        now = self._now()
+        if self.first_time is None:
+            self.first_time = now
+        ee, _ = self.robot.ee_pose(arrays.position)
+        distance = (float(np.linalg.norm(ee - self.goals[self.goal_index]))
+                    if self.goal_index >= 0 else float("nan"))
+        self._record(now, distance, arrays.position)
+        if self.goal_index < 0:
+            if now - self.first_time >= self.config.data_phase_s and self.model_version > 0:
+                self._next_goal(now)
+            return
+        self._track(now, distance)
+
+    # -- goals -----------------------------------------------------------------------------
+    def _record(self, now: float, distance: float, positions: np.ndarray) -> None:
+        t = self.timeline
+        t.time_s.append(now - self.first_time)
+        t.distance_m.append(distance)
+        t.joint_positions.append(positions.tolist())
+        t.goal_index.append(self.goal_index)
+        t.gate_state.append(self.gate_state)
+        t.model_version.append(self.model_version)
+        t.planning_ms.append(self.planning_ms)
+
+    def _track(self, now: float, distance: float) -> None:
+        self.min_distance = min(self.min_distance, distance)
+        if distance <= self.config.success_radius_m:
+            self.inside_since = now if self.inside_since is None else self.inside_since
+            if now - self.inside_since >= self.config.dwell_s:
+                self._finish_goal(True, now - self.goal_start, distance)
+                return
+        else:
+            self.inside_since = None
+        if now - self.goal_start >= self.config.goal_timeout_s:
+            self._finish_goal(False, float("nan"), distance)
+
+    def _finish_goal(self, reached: bool, elapsed: float, distance: float) -> None:
+        self.results.append(GoalResult(self.goals[self.goal_index].tolist(), reached, elapsed,
+                                       distance, float(self.min_distance), self.model_version))
+        self.get_logger().info(
+            f"goal {self.goal_index + 1}/{len(self.goals)}: "
+            f"{'reached in %.1f s' % elapsed if reached else 'not reached'} "
+            f"(final distance {100 * distance:.1f} cm, model v{self.model_version})")
+        if self.goal_index + 1 >= len(self.goals):
+            self.done = True
+        else:
+            self._next_goal(self._now())
+
+    def _next_goal(self, now: float) -> None:
+        self.goal_index += 1
+        self.goal_start, self.inside_since, self.min_distance = now, None, np.inf
+        goal = self.goals[self.goal_index]
+        msg = PoseStamped()
+        msg.header.frame_id = self.config.base_frame
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = map(float, goal)
+        msg.pose.orientation.w = 1.0
+        self.goal_pub.publish(msg)
+
+    def progress_line(self) -> str:
+        """One line for the console."""
+        elapsed = (self.timeline.time_s[-1] if self.timeline.time_s else 0.0)
+        phase = ("collecting data / waiting for a model" if self.goal_index < 0
+                 else f"goal {self.goal_index + 1}/{len(self.goals)}")
+        reached = sum(r.reached for r in self.results)
+        distance = self.timeline.distance_m[-1] if self.timeline.distance_m else float("nan")
+        return (f"sim {elapsed:6.1f} s | {phase} | model v{self.model_version} | "
+                f"reached {reached}/{len(self.results)} | distance {100 * distance:5.1f} cm | "
+                f"gate interventions {self.interventions} | plan {self.planning_ms:5.1f} ms")

@@ -1,0 +1,86 @@
+"""The whole arm graph, started from its launch file with the package's runner, on real topics.
+
+Sees data logged to bags, a model trained and announced, the planner swapping it in, and gated
+commands flowing to the robot's controller topic; Ctrl-C then leaves no process behind.
+"""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray
+
+from mbrl_ros.msg import GateStatus, ModelUpdate, PlanStatus
+from ros_helpers import spin_until
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _runner(arguments, cwd):
+    return subprocess.Popen([sys.executable, "-m", "mbrl_ros.cli", "launch", *arguments],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize("launch_file, extra", [
+    ("arm_sim.launch.yaml", []),
+    ("robot.launch.yaml", [f"urdf:={REPO / 'urdf' / 'arm7.urdf'}"]),
+])
+def test_launch_files_resolve(launch_file, extra, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mbrl_ros.cli", "launch", "--dry-run", "mbrl_ros", launch_file,
+         *extra], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for node in ("logger", "trainer", "planner", "safety_gate"):
+        assert f"__node:={node}" in result.stdout
+
+
+@pytest.mark.slow
+def test_full_loop_logs_trains_and_commands(ros_context, tmp_path):
+    data_dir, model_dir = tmp_path / "data", tmp_path / "models"
+    runner = _runner(["mbrl_ros", "arm_sim.launch.yaml", f"data_dir:={data_dir}",
+                      f"model_dir:={model_dir}", "real_time_factor:=2.0"], tmp_path)
+    node = rclpy.create_node("smoke_probe", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    seen = {"commands": 0, "updates": [], "plan_versions": [], "gate": []}
+    node.create_subscription(Float64MultiArray, "/effort_controller/commands",
+                             lambda m: seen.__setitem__("commands", seen["commands"] + 1), 10)
+    node.create_subscription(ModelUpdate, "/mbrl/model_update",
+                             lambda m: seen["updates"].append(m), LATCHED)
+    node.create_subscription(PlanStatus, "/mbrl/plan/status",
+                             lambda m: seen["plan_versions"].append(m.model_version), 10)
+    node.create_subscription(GateStatus, "/mbrl/gate/status",
+                             lambda m: seen["gate"].append(m.state), LATCHED)
+    try:
+        assert spin_until(executor, lambda: seen["commands"] > 20, 60.0), "no gated commands"
+        assert spin_until(executor, lambda: bool(seen["updates"]), 150.0), "no model announced"
+        update = seen["updates"][-1]
+        assert pathlib.Path(update.checkpoint_path).is_file()
+        assert len(update.sha256) == 64 and update.num_transitions >= 300
+        assert spin_until(executor, lambda: seen["plan_versions"]
+                          and seen["plan_versions"][-1] >= update.version, 30.0), \
+            "the planner did not pick up the model"
+        assert any(p.is_dir() and (p / "metadata.yaml").is_file() for p in data_dir.iterdir())
+        assert runner.poll() is None, "the graph stopped early"
+    finally:
+        node.destroy_node()
+        runner.send_signal(signal.SIGINT)
+        try:
+            output, _ = runner.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            output, _ = runner.communicate()
+    assert runner.returncode == 0, output[-3000:]
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", f"processes left behind: {leftovers.stdout}"
+    assert os.listdir(model_dir), "no checkpoint written"
