@@ -51,7 +51,8 @@ def test_colcon_build_installs_package_and_ament_index_finds_it(tmp_path):
         "import mbrl_ros.core.types, mbrl_ros.nodes\n"
         "from mbrl_ros.msg import GateStatus, ModelUpdate, PlanStatus\n"
         "share = get_package_share_directory('mbrl_ros')\n"
-        "assert mbrl_ros.core.types.__file__.startswith(sys.argv[1]), mbrl_ros.core.types.__file__\n"
+        "source = mbrl_ros.core.types.__file__\n"
+        "assert source.startswith(sys.argv[1]), source\n"
         "print('\\n'.join(sorted(f for f in os.listdir(os.path.join(share, 'launch'))"
         " if f.endswith('.launch.yaml'))))\n")
     result = subprocess.run([sys.executable, "-c", probe, str(site)], cwd=tmp_path, env=run_env,

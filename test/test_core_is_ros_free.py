@@ -37,7 +37,8 @@ def test_importing_every_core_module_loads_no_rclpy():
                      .replace(".__init__", "") for p in CORE.rglob("*.py"))
     code = ("import importlib, sys\n"
             f"for name in {modules!r}:\n    importlib.import_module(name)\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'rclpy' or m.endswith('_msgs'))\n"
+            "bad = sorted(m for m in sys.modules\n"
+            "             if m.split('.')[0] == 'rclpy' or m.endswith('_msgs'))\n"
             "print('\\n'.join(bad)); sys.exit(1 if bad else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)

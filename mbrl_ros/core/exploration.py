@@ -47,7 +47,8 @@ class ExplorationConfig:
         """Raise ValueError on an out-of-range field; return self."""
         for name in ("target_period_s", "target_filter_s", "noise_correlation_s"):
             if not getattr(self, name) > 0.0:
-                raise ValueError(f"ExplorationConfig.{name} must be > 0, got {getattr(self, name)}")
+                raise ValueError(
+                    f"ExplorationConfig.{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.target_range_fraction <= 1.0:
             raise ValueError("ExplorationConfig.target_range_fraction must be in [0, 1], "
                              f"got {self.target_range_fraction}")
@@ -56,7 +57,8 @@ class ExplorationConfig:
                              f"got {self.bandwidth_fraction}")
         for name in ("kp", "kd", "noise_fraction", "noise_acceleration"):
             if not getattr(self, name) >= 0.0:
-                raise ValueError(f"ExplorationConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(
+                    f"ExplorationConfig.{name} must be >= 0, got {getattr(self, name)}")
         return self
 
 
