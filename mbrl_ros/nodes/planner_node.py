@@ -12,13 +12,12 @@ import time
 from typing import Optional
 
 import numpy as np
-import rclpy
 import torch
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -32,6 +31,7 @@ from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.msg import ModelUpdate, PlanStatus
 from mbrl_ros.nodes.parameters import declare_config, read_config
+from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.nodes.plan_visualization import plan_markers, plan_path
 from mbrl_ros.nodes.planner_config import PlannerNodeConfig
 from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost, load_robot,
@@ -206,20 +206,7 @@ class PlannerNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PlannerNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(PlannerNode, lambda: MultiThreadedExecutor(num_threads=2), args)
 
 
 if __name__ == "__main__":

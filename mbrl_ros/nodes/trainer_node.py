@@ -8,10 +8,9 @@ diagnostics; a better model is written atomically as the next version and announ
 from __future__ import annotations
 
 import threading
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
@@ -22,6 +21,7 @@ from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
 from mbrl_ros.msg import ModelUpdate
 from mbrl_ros.nodes.parameters import declare_config
+from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
 from mbrl_ros.training.config_file import TrainerNodeConfig
 from mbrl_ros.training.online_trainer import Deployment, OnlineTrainer, TrainerConfig
@@ -137,20 +137,7 @@ class TrainerNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = TrainerNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(TrainerNode, lambda: MultiThreadedExecutor(num_threads=2), args)
 
 
 if __name__ == "__main__":
