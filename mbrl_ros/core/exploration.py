@@ -3,8 +3,8 @@
 The robot is driven toward joint targets that are redrawn at random every ``target_period_s``
 and approached along a first-order filter, with temporally correlated (AR(1)) noise on top.
 In effort mode the tracking law is inertia-aware when the robot's model is given:
-``tau = g(q) + m(q) * (w^2 (target - q) - 2 w qd + noise)``, with ``m`` the diagonal of the
-mass matrix and the bandwidth ``w`` limited by the control rate, so light distal links are not
+``tau = g(q) + m(q) * (w^2 (target - q) - 2 w qd + noise)``, with ``m`` each joint's
+effective inertia ``1 / (M^-1)_ii`` and the bandwidth ``w`` limited by the control rate, so light distal links are not
 thrown around by gains meant for heavy proximal ones. The output always respects the limits.
 """
 
@@ -38,6 +38,8 @@ class ExplorationConfig:
     """Effort mode with a robot model: amplitude of the correlated noise [rad/s^2]."""
     noise_fraction: float = 0.1
     """Amplitude of the correlated noise otherwise, as a fraction of each command limit."""
+    max_speed_fraction: float = 0.3
+    """The tracked target moves at most this fraction of each joint's velocity limit."""
     noise_correlation_s: float = 0.2
     """Correlation time of the noise (AR(1) time constant)."""
     seed: int = 0
@@ -49,6 +51,9 @@ class ExplorationConfig:
             if not getattr(self, name) > 0.0:
                 raise ValueError(
                     f"ExplorationConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.max_speed_fraction <= 1.0:
+            raise ValueError("ExplorationConfig.max_speed_fraction must be in (0, 1], "
+                             f"got {self.max_speed_fraction}")
         if not 0.0 <= self.target_range_fraction <= 1.0:
             raise ValueError("ExplorationConfig.target_range_fraction must be in [0, 1], "
                              f"got {self.target_range_fraction}")
@@ -68,11 +73,14 @@ class SmoothExplorer:
     def __init__(self, config: ExplorationConfig, control_mode: str, position_lower: np.ndarray,
                  position_upper: np.ndarray, command_limit: np.ndarray, control_period_s: float,
                  dynamics_terms: Optional[Callable[[np.ndarray], Tuple[np.ndarray,
-                                                                       np.ndarray]]] = None):
+                                                                       np.ndarray]]] = None,
+                 velocity_limit: Optional[np.ndarray] = None):
         """
         Args:
-            dynamics_terms: effort mode: ``q -> (gravity torque [J], mass-matrix diagonal [J])``
+            dynamics_terms: effort mode: ``q -> (gravity torque [J], effective inertia [J])``
                 of the robot's model, for the inertia-aware law (None: plain PD gains).
+            velocity_limit: [J] joint velocity limits; the tracked target moves slower
+                than ``max_speed_fraction`` of them (None: no cap).
             control_mode: "effort", "position" or "velocity".
             position_lower, position_upper: [J] joint position limits.
             command_limit: [J] symmetric bound of the command (effort or velocity limit; for
@@ -88,6 +96,8 @@ class SmoothExplorer:
         self.limit = np.abs(np.asarray(command_limit, dtype=np.float64))
         self.dt = float(control_period_s)
         self.dynamics_terms = dynamics_terms
+        self.max_target_step = (np.inf if velocity_limit is None else
+                                config.max_speed_fraction * np.abs(velocity_limit) * self.dt)
         self.bandwidth = config.bandwidth_fraction * 2.0 * np.pi / self.dt
         centre, half = 0.5 * (self.lower + self.upper), 0.5 * (self.upper - self.lower)
         self._target_low = centre - config.target_range_fraction * half
@@ -112,7 +122,8 @@ class SmoothExplorer:
             self._goal = self._rng.uniform(self._target_low, self._target_high)
             self._time_to_next = self.config.target_period_s
         self._time_to_next -= self.dt
-        self._tracked = self._tracked + self._filter_gain * (self._goal - self._tracked)
+        step = self._filter_gain * (self._goal - self._tracked)
+        self._tracked = self._tracked + np.clip(step, -self.max_target_step, self.max_target_step)
         innovation = self._rng.standard_normal(self.limit.shape)
         self._noise = (self._noise_keep * self._noise
                        + np.sqrt(1.0 - self._noise_keep ** 2) * innovation)

@@ -28,6 +28,8 @@ class PlannerNodeConfig:
     """Period of one model step [s]; must match the trainer's alignment rate."""
     nominal_substeps: int = 5
     """Integration substeps of the analytical (residual) model per model period."""
+    gravity_compensated: bool = False
+    """The robot's driver compensates gravity (commands are torques on top of it)."""
     state_timeout_s: float = 0.1
     """A joint state older than this is stale: no command is sent (the gate falls back)."""
     device: str = "cpu"
@@ -36,6 +38,9 @@ class PlannerNodeConfig:
     """Torch CPU threads for planning (leave cores to the trainer and the simulator)."""
     visualize_every: int = 5
     """Publish plan markers and path every this many ticks (0: never)."""
+    velocity_limit_fraction: float = 0.8
+    """Planned joint velocities must stay within this fraction of the URDF velocity limits
+    (a margin below the safety gate's guard)."""
     disagreement_colour_scale: float = 0.5
     """Disagreement drawn fully red in the plan markers."""
 
@@ -45,6 +50,9 @@ class PlannerNodeConfig:
             raise ValueError("parameter urdf (robot URDF path) is required")
         if self.trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
+        if not 0.0 < self.velocity_limit_fraction <= 1.0:
+            raise ValueError("velocity_limit_fraction must be in (0, 1], "
+                             f"got {self.velocity_limit_fraction}")
         for name in ("control_rate_hz", "model_period_s", "state_timeout_s",
                      "disagreement_colour_scale"):
             if not getattr(self, name) > 0.0:

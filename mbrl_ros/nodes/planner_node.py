@@ -53,10 +53,12 @@ class PlannerNode(Node):
         self.device = torch.device(self.config.device)
         self.robot = load_robot(self.config.urdf, self.config.ee_frame)
         self.nominal = nominal_dynamics(self.robot, self.config.model_period_s,
-                                        self.config.nominal_substeps, self.device)
+                                        self.config.nominal_substeps, self.device,
+                                        self.config.gravity_compensated)
         limits = self.robot.effort_limits
-        state_limits = np.concatenate([self.robot.position_lower, -self.robot.velocity_limits]), \
-            np.concatenate([self.robot.position_upper, self.robot.velocity_limits])
+        velocity_limits = self.config.velocity_limit_fraction * self.robot.velocity_limits
+        state_limits = (np.concatenate([self.robot.position_lower, -velocity_limits]),
+                        np.concatenate([self.robot.position_upper, velocity_limits]))
         planner_config = declare_config(self, PlannerConfig, "planner.", overrides=dict(
             action_low=tuple(-limits), action_high=tuple(limits),
             state_low=tuple(state_limits[0]), state_high=tuple(state_limits[1])))
@@ -65,7 +67,8 @@ class PlannerNode(Node):
         period = 1.0 / self.config.control_rate_hz
         explorer = SmoothExplorer(declare_config(self, ExplorationConfig, "exploration."),
                                   "effort", self.robot.position_lower, self.robot.position_upper,
-                                  limits, period, self.robot.gravity_and_inertia)
+                                  limits, period, self._gravity_and_inertia,
+                                  self.robot.velocity_limits)
         self.controller = ModelPredictiveController(planner_config, cost, explorer, self.device)
         self.state_map = JointNameMap(self.robot.joint_names)
         command_joints = self.config.joints or self.robot.joint_names
@@ -96,6 +99,11 @@ class PlannerNode(Node):
         self.get_logger().info(
             f"planning for {self.robot.num_joints} joints at {self.config.control_rate_hz} Hz; "
             "exploring until a model is announced and a goal arrives")
+
+    def _gravity_and_inertia(self, positions: np.ndarray):
+        """Exploration's model terms; no gravity where the driver compensates it."""
+        gravity, inertia = self.robot.gravity_and_inertia(positions)
+        return (0.0 * gravity if self.config.gravity_compensated else gravity), inertia
 
     # -- inputs ----------------------------------------------------------------------------
     def _on_joint_states(self, msg: JointState) -> None:

@@ -67,6 +67,8 @@ class SimConfig:
     """Mismatch: extra mass at the end effector [kg]."""
     actuator_gain_scale: float = 1.0
     """Mismatch: multiplier on actuator gains."""
+    gravity_compensation: bool = False
+    """Compensate the links' weight like a torque-controlled arm's driver (fixed base only)."""
     push_rate_hz: float = 0.0
     """Random pushes on a floating base: mean rate [1/s] (0: none)."""
     push_force: float = 0.0
@@ -115,7 +117,8 @@ class SimConfig:
             floating_base=floating, timestep=self.physics_timestep,
             ee_link=None if self.ee_link == AUTO else self.ee_link,
             home_positions=tuple(zip(joint_names, self.home_positions)),
-            search_paths=self.package_search_paths)
+            search_paths=self.package_search_paths,
+            gravity_compensation=self.gravity_compensation)
 
     def mismatch(self) -> MismatchConfig:
         """Model mismatch settings."""

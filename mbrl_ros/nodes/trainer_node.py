@@ -50,7 +50,7 @@ class TrainerNode(Node):
             declare_config(self, TrainerConfig), declare_config(self, EnsembleConfig, "ensemble."),
             streams, alignment,
             nominal_dynamics(robot, node_config.model_period_s, node_config.nominal_substeps,
-                             device),
+                             device, node_config.gravity_compensated),
             device, metadata=dict(joints=list(joints), model_period_s=node_config.model_period_s,
                                   urdf=node_config.urdf))
         self.update_pub = self.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)

@@ -33,6 +33,8 @@ class AnalyticalConfig:
     """Semi-implicit Euler steps per control period."""
     friction_velocity: float = 0.0
     """Smooth Coulomb friction ``friction * tanh(v / friction_velocity)``; 0 disables it."""
+    gravity_compensated: bool = False
+    """The robot's driver compensates gravity (commands are torques on top of it)."""
     clip_torque: bool = True
     """Clip actions to the URDF effort limits (as the simulator's motors do)."""
 
@@ -111,7 +113,8 @@ class AnalyticalDynamics:
         self.friction = tensor(robot.friction)
         self.effort_limits = tensor(robot.effort_limits)
         gravity = np.zeros(6)
-        gravity[:3] = -np.array(model.gravity.linear)
+        if not config.gravity_compensated:
+            gravity[:3] = -np.array(model.gravity.linear)
         self.base_acceleration = tensor(gravity)                     # [6] = -gravity
         self.ee_joint: Optional[int] = None
         if robot.ee_frame_id is not None:

@@ -67,6 +67,10 @@ class BuildOptions:
     """Floating base: height of the lowest collision geom above the floor at home [m]."""
     search_paths: Tuple[str, ...] = ()
     """Extra directories for package:// lookups."""
+    gravity_compensation: bool = False
+    """Compensate the robot links' weight (MuJoCo ``gravcomp``), as torque-controlled arm
+    drivers do (e.g. Franka): commands are torques on top of gravity compensation. Bodies
+    added later (a payload) are not compensated. Fixed-base robots only."""
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent options."""
@@ -232,6 +236,12 @@ def build_mujoco_spec(urdf_source: str, options: BuildOptions = BuildOptions()
     root = urdf.root_link if urdf.root_link != WORLD_LINK else spec.worldbody.first_body().name
     if floating:
         spec.body(root).add_freejoint(name="root")
+    if options.gravity_compensation:
+        if floating:
+            raise ValueError("gravity_compensation is for fixed-base robots only")
+        for body in spec.bodies:
+            if body.name != spec.worldbody.name:
+                body.gravcomp = 1.0
     for geom in spec.geoms:
         if geom.contype and not options.self_collision:
             geom.conaffinity = 0  # robot geoms collide with the floor only

@@ -54,9 +54,14 @@ def load_robot(urdf: str, ee_frame: str = "ee_link", search_paths: Sequence[str]
 
 
 def nominal_dynamics(robot: RobotModel, period_s: float, substeps: int,
-                     device: torch.device) -> AnalyticalDynamics:
-    """The URDF's rigid-body model, integrated over one model period, batched in torch."""
-    return AnalyticalDynamics(robot, AnalyticalConfig(dt=period_s, substeps=substeps),
+                     device: torch.device, gravity_compensated: bool = False
+                     ) -> AnalyticalDynamics:
+    """The URDF's rigid-body model, integrated over one model period, batched in torch.
+
+    ``gravity_compensated``: the robot's driver cancels the links' weight, so the model has
+    no gravity (commands are torques on top of the compensation)."""
+    return AnalyticalDynamics(robot, AnalyticalConfig(dt=period_s, substeps=substeps,
+                                                      gravity_compensated=gravity_compensated),
                               device=device)
 
 

@@ -198,12 +198,19 @@ class RobotModel:
 
     # ----------------------------------------------------------------- dynamics
     def gravity_and_inertia(self, joint_positions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Fixed base: (gravity torque [J], diagonal of the mass matrix [J]) at ``q``."""
+        """Fixed base: (gravity torque [J], effective joint inertia [J]) at ``q``.
+
+        The effective inertia of joint i is ``1 / (M^-1)_ii``: what a torque on that joint
+        alone accelerates, the other joints free. It is smaller than ``M_ii`` where joints are
+        coupled, and is the right scale for per-joint gains.
+        """
         q = self.full_configuration(joint_positions)
         gravity = pin.computeGeneralizedGravity(self.model, self.data, q)
-        inertia = np.diag(pin.crba(self.model, self.data, q)) + self.model.armature
+        mass = pin.crba(self.model, self.data, q)
+        mass = np.triu(mass) + np.triu(mass, 1).T
+        inverse = np.linalg.inv(mass)
         return (np.asarray(gravity)[self.base_nv:].copy(),
-                np.asarray(inertia)[self.base_nv:].copy())
+                1.0 / np.diag(inverse)[self.base_nv:])
 
     def joint_torque_terms(self, v: np.ndarray, friction_velocity: float = 0.0) -> np.ndarray:
         """[nv] passive joint torques: -damping * v, and smooth Coulomb friction

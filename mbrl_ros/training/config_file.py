@@ -56,6 +56,8 @@ class TrainerNodeConfig:
     """Period of one model step [s]; data is aligned at 1 / model_period_s."""
     nominal_substeps: int = 5
     """Integration substeps of the analytical model per model period."""
+    gravity_compensated: bool = False
+    """The robot's driver compensates gravity: the analytical model has none."""
     device: str = "cpu"
     """Torch device for training."""
     torch_threads: int = 1
@@ -273,4 +275,4 @@ def build_nominal(setup: TrainingSetup, device: torch.device):
     """The analytical URDF model the trainer node uses (``nominal_dynamics``)."""
     from mbrl_ros.robots.reach_task import nominal_dynamics
     return nominal_dynamics(setup.robot, setup.node.model_period_s, setup.node.nominal_substeps,
-                            device)
+                            device, setup.node.gravity_compensated)

@@ -46,3 +46,17 @@ def test_bad_settings_are_refused():
         SmoothExplorer(ExplorationConfig(), "torque", LOWER, UPPER, LIMIT, 0.01)
     with pytest.raises(ValueError, match="target_period_s"):
         ExplorationConfig(target_period_s=0.0).validate()
+
+
+def test_inertia_aware_law_compensates_gravity_and_caps_target_speed():
+    gravity, inertia = np.array([5.0, -2.0, 0.0]), np.array([1.0, 0.5, 0.1])
+    config = ExplorationConfig(noise_acceleration=0.0, max_speed_fraction=0.5)
+    explorer = SmoothExplorer(config, "effort", LOWER, UPPER, LIMIT, 0.01,
+                              lambda q: (gravity, inertia), velocity_limit=np.ones(3))
+    position = 0.5 * (LOWER + UPPER)
+    command = explorer(position, np.zeros(3))
+    # one tick: the tracked target moved at most 0.5 rad/s x 0.01 s from the start
+    assert np.all(np.abs(explorer._tracked - position) <= 0.005 + 1e-12)
+    w = explorer.bandwidth
+    expected = gravity + inertia * (w * w * (explorer._tracked - position))
+    assert np.allclose(command, np.clip(expected, -LIMIT, LIMIT))
