@@ -27,9 +27,9 @@ class DemoConfig:
 
     data_phase_s: float = 60.0
     """Simulated seconds of exploration data before the first goal."""
-    num_goals: int = 8
+    num_goals: int = 6
     """Random reachable goals to reach, one after the other."""
-    goal_timeout_s: float = 10.0
+    goal_timeout_s: float = 8.0
     """Simulated seconds allowed per goal."""
     success_radius_m: float = 0.02
     """A goal is reached when the end effector stays this close for ``dwell_s``."""

@@ -38,9 +38,10 @@ class PlannerNodeConfig:
     """Torch CPU threads for planning (leave cores to the trainer and the simulator)."""
     visualize_every: int = 5
     """Publish plan markers and path every this many ticks (0: never)."""
-    velocity_limit_fraction: float = 0.8
-    """Planned joint velocities must stay within this fraction of the URDF velocity limits
-    (a margin below the safety gate's guard)."""
+    velocity_limit_fraction: float = 1.5
+    """Hard bound on planned joint velocities, as a fraction of the URDF velocity limits (a
+    sanity bound on predictions; the cost's velocity barrier keeps plans inside the limits,
+    and the safety gate enforces them)."""
     disagreement_colour_scale: float = 0.5
     """Disagreement drawn fully red in the plan markers."""
 
@@ -50,8 +51,8 @@ class PlannerNodeConfig:
             raise ValueError("parameter urdf (robot URDF path) is required")
         if self.trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
-        if not 0.0 < self.velocity_limit_fraction <= 1.0:
-            raise ValueError("velocity_limit_fraction must be in (0, 1], "
+        if not self.velocity_limit_fraction > 0.0:
+            raise ValueError("velocity_limit_fraction must be > 0, "
                              f"got {self.velocity_limit_fraction}")
         for name in ("control_rate_hz", "model_period_s", "state_timeout_s",
                      "disagreement_colour_scale"):

@@ -6,13 +6,13 @@ State = ``[q, qd]`` of the robot's joints in URDF order; action = one torque per
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from mbrl_ros.core.costs import (EffortCost, EndEffectorCost, JointLimitCost, SmoothnessCost,
-                                 TaskCost, VelocityCost)
+from mbrl_ros.core.costs import (EffortCost, EndEffectorCost, JointLimitCost,
+                                 JointPositionCost, SmoothnessCost, TaskCost, VelocityCost)
 from mbrl_ros.robots.analytical import AnalyticalConfig, AnalyticalDynamics
 from mbrl_ros.robots.robot_model import RobotModel
 
@@ -31,6 +31,15 @@ class ReachCostConfig:
     """Soft barrier weight near joint limits (the planner's hard limits are separate)."""
     joint_limit_margin: float = 0.1
     """Distance to a position limit [rad] below which the barrier grows."""
+    velocity_limit_weight: float = 100.0
+    """Soft barrier weight near the joint velocity limits."""
+    velocity_limit_fraction: float = 0.6
+    """The velocity barrier starts at this fraction of each URDF velocity limit."""
+    posture_weight: float = 0.0
+    """Cost per squared rad of distance to ``posture``: settles the arm's null space (a 7-DoF
+    arm reaching a 3-D goal would otherwise drift toward its joint limits)."""
+    posture: Tuple[float, ...] = ()
+    """Preferred joint positions for the posture term; empty: the middle of each range."""
     smoothness_weight: float = 0.0
     """Cost per squared N m of change between consecutive torques."""
     discount: float = 1.0
@@ -38,8 +47,12 @@ class ReachCostConfig:
 
     def validate(self) -> "ReachCostConfig":
         """Raise ValueError on negative weights or a discount outside (0, 1]."""
+        if not 0.0 < self.velocity_limit_fraction <= 1.0:
+            raise ValueError("ReachCostConfig.velocity_limit_fraction must be in (0, 1], "
+                             f"got {self.velocity_limit_fraction}")
         for name in ("end_effector_weight", "velocity_weight", "effort_weight",
-                     "joint_limit_weight", "joint_limit_margin", "smoothness_weight"):
+                     "joint_limit_weight", "joint_limit_margin", "smoothness_weight",
+                     "velocity_limit_weight", "posture_weight"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"ReachCostConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.discount <= 1.0:
@@ -90,6 +103,19 @@ def build_reach_cost(robot: RobotModel, fk, config: ReachCostConfig,
         terms.append(JointLimitCost(positions, robot.position_lower.tolist(),
                                     robot.position_upper.tolist(), config.joint_limit_margin,
                                     config.joint_limit_weight, state_dim, device))
+    if config.posture_weight > 0:
+        posture = (np.asarray(config.posture, dtype=float) if config.posture else
+                   0.5 * (robot.position_lower + robot.position_upper))
+        if posture.shape != (joints,):
+            raise ValueError(f"posture needs {joints} values, got {len(config.posture)}")
+        terms.append(JointPositionCost(positions, posture.tolist(), config.posture_weight,
+                                       state_dim, device))
+    if config.velocity_limit_weight > 0:
+        limit = robot.velocity_limits
+        margin = (1.0 - config.velocity_limit_fraction) * limit
+        terms.append(JointLimitCost(velocities, (-limit).tolist(), limit.tolist(),
+                                    margin.tolist(), config.velocity_limit_weight, state_dim,
+                                    device))
     if config.smoothness_weight > 0:
         terms.append(SmoothnessCost(config.smoothness_weight, joints, device))
     return TaskCost(terms, config.discount)

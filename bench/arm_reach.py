@@ -1,0 +1,204 @@
+"""Arm reaching benchmark without ROS: explore, learn, then reach random goals with MPC.
+
+Runs the same core pieces as the graph (SmoothExplorer, the trainer's models, the planner
+with the reach cost) in a closed loop with the MuJoCo simulator, on simulated time, so the
+figure does not depend on the machine's load. For every model kind: ``--data-seconds`` of
+exploration, one fit, then ``--goals`` random reachable goals, each with ``--goal-timeout``;
+a goal counts when the end effector stays within ``--radius`` for ``--dwell`` seconds.
+
+    python -m bench.arm_reach --data-seconds 60 --goals 20 --kinds residual ensemble
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from mbrl_ros.core.controller import ModelPredictiveController
+from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
+from mbrl_ros.core.planning.config import PlannerConfig
+from mbrl_ros.core.residual import ResidualDynamics
+from mbrl_ros.core.types import TransitionBatch
+from mbrl_ros.demo.goals import GoalSampler
+from mbrl_ros.robots.mismatch import MismatchConfig
+from mbrl_ros.robots.mujoco_builder import BuildOptions
+from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost, load_robot,
+                                        nominal_dynamics)
+from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _section(params: dict, node: str) -> dict:
+    return params.get(f"/**/{node}", {}).get("ros__parameters", {})
+
+
+def _sub(config_cls, values: dict):
+    names = {f for f in config_cls.__dataclass_fields__}
+    return config_cls(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in (values or {}).items() if k in names})
+
+
+class ArmSetup:
+    """Robot, simulator and controller settings read from config/arm7.yaml."""
+
+    def __init__(self, config_path: Path, urdf: Path, seed: int):
+        params = yaml.safe_load(config_path.read_text())
+        self.sim_params, self.planner_params = _section(params, "sim"), _section(params, "planner")
+        self.trainer_params = _section(params, "trainer")
+        self.urdf, self.seed = str(urdf), seed
+        self.robot = load_robot(self.urdf)
+        self.period = 1.0 / self.planner_params.get("control_rate_hz", 25.0)
+        self.model_period = self.planner_params.get("model_period_s", self.period)
+        self.compensated = bool(self.planner_params.get("gravity_compensated", False))
+        self.nominal = nominal_dynamics(self.robot, self.model_period,
+                                        self.planner_params.get("nominal_substeps", 1),
+                                        torch.device("cpu"), self.compensated)
+
+    def simulator(self) -> Simulator:
+        p = self.sim_params
+        home = tuple(zip(self.robot.joint_names, p.get("home_positions", ())))
+        build = BuildOptions(gravity_compensation=bool(p.get("gravity_compensation", False)),
+                             home_positions=home, timestep=p.get("physics_timestep", 0.002))
+        mismatch = MismatchConfig(friction_scale=p.get("friction_scale", 1.0),
+                                  damping_scale=p.get("damping_scale", 1.0),
+                                  payload_mass=p.get("payload_mass", 0.0),
+                                  actuator_gain_scale=p.get("actuator_gain_scale", 1.0))
+        return Simulator(self.urdf, build, mismatch,
+                         SimulatorConfig(control_period=p.get("control_period", 0.01),
+                                         seed=self.seed))
+
+    def dynamics_terms(self, q):
+        gravity, inertia = self.robot.gravity_and_inertia(q)
+        return (0.0 * gravity if self.compensated else gravity), inertia
+
+    def explorer(self) -> SmoothExplorer:
+        config = _sub(ExplorationConfig, self.planner_params.get("exploration"))
+        return SmoothExplorer(config, "effort", self.robot.position_lower,
+                              self.robot.position_upper, self.robot.effort_limits, self.period,
+                              self.dynamics_terms, self.robot.velocity_limits)
+
+    def controller(self, model) -> ModelPredictiveController:
+        limits = self.robot.effort_limits
+        velocity = self.planner_params.get("velocity_limit_fraction", 1.5) * \
+            self.robot.velocity_limits
+        values = dict(action_low=tuple(-limits), action_high=tuple(limits),
+                      state_low=tuple(np.concatenate([self.robot.position_lower, -velocity])),
+                      state_high=tuple(np.concatenate([self.robot.position_upper, velocity])))
+        values.update({k: tuple(v) if isinstance(v, list) else v
+                       for k, v in (self.planner_params.get("planner") or {}).items()})
+        cost = build_reach_cost(self.robot, self.nominal.ee_position_batch,
+                                _sub(ReachCostConfig, self.planner_params.get("cost")), None,
+                                torch.device("cpu"))
+        controller = ModelPredictiveController(PlannerConfig(**values), cost, self.explorer(),
+                                               torch.device("cpu"))
+        controller.set_model(model, 1)
+        return controller
+
+
+def collect(setup: ArmSetup, seconds: float) -> TransitionBatch:
+    """Exploration data at the model period (commands held over each period)."""
+    sim, explorer = setup.simulator(), setup.explorer()
+    periods = int(round(setup.model_period / sim.config.control_period))
+    states, actions = [], []
+    for _ in tqdm(range(int(seconds / setup.model_period)), desc="explore", leave=False):
+        q, qd, _ = sim.joint_state()
+        command = explorer(q, qd)
+        states.append(np.concatenate([q, qd]))
+        actions.append(command)
+        sim.set_command(command)
+        sim.step(periods)
+    q, qd, _ = sim.joint_state()
+    states.append(np.concatenate([q, qd]))
+    states = np.array(states, dtype=np.float32)
+    return TransitionBatch(states[:-1], np.array(actions, dtype=np.float32), states[1:])
+
+
+def train(setup: ArmSetup, kind: str, data: TransitionBatch):
+    config = _sub(EnsembleConfig, setup.trainer_params.get("ensemble"))
+    if kind == "residual":
+        model = ResidualDynamics.create(setup.nominal, data.state_dim, data.action_dim, config,
+                                        "cpu", setup.seed)
+    else:
+        model = ProbabilisticEnsemble(data.state_dim, data.action_dim, config, "cpu", setup.seed)
+    model.fit(data, seed=setup.seed)
+    return model
+
+
+def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
+    """Closed-loop reaching; returns one dict per goal."""
+    sim, controller = setup.simulator(), setup.controller(model)
+    periods = int(round(setup.period / sim.config.control_period))
+    results = []
+    for goal in tqdm(goals, desc="goals", leave=False):
+        controller.set_goal(goal)
+        inside, reached_at, closest = 0.0, None, np.inf
+        planning = []
+        for tick in range(int(args.goal_timeout / setup.period)):
+            q, qd, _ = sim.joint_state()
+            distance = float(np.linalg.norm(setup.robot.ee_pose(q)[0] - goal))
+            closest = min(closest, distance)
+            inside = inside + setup.period if distance <= args.radius else 0.0
+            if inside >= args.dwell:
+                reached_at = tick * setup.period
+                break
+            step = controller.step(q, qd)
+            if step.plan is not None:
+                planning.append(step.plan.planning_time * 1e3)
+            sim.set_command(step.command)
+            sim.step(periods)
+        results.append(dict(goal=goal.tolist(), reached=reached_at is not None,
+                            time_s=reached_at, final_distance_m=distance,
+                            closest_m=closest, planning_ms_p50=float(np.median(planning))))
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(REPO / "config" / "arm7.yaml"))
+    parser.add_argument("--urdf", default=str(REPO / "urdf" / "arm7.urdf"))
+    parser.add_argument("--data-seconds", type=float, default=60.0)
+    parser.add_argument("--goals", type=int, default=20)
+    parser.add_argument("--goal-timeout", type=float, default=10.0)
+    parser.add_argument("--radius", type=float, default=0.02)
+    parser.add_argument("--dwell", type=float, default=0.3)
+    parser.add_argument("--kinds", nargs="+", default=["residual", "ensemble"],
+                        choices=["residual", "ensemble"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(REPO / "results" / "bench" / "arm_reach.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    setup = ArmSetup(Path(args.config), Path(args.urdf), args.seed)
+    goals = GoalSampler().sample(setup.robot, args.goals, np.random.default_rng(args.seed + 1))
+    start = time.monotonic()
+    data = collect(setup, args.data_seconds)
+    summary = dict(data_seconds=args.data_seconds, transitions=len(data), kinds={})
+    for kind in args.kinds:
+        model = train(setup, kind, data)
+        results = reach(setup, model, goals, args)
+        rate = float(np.mean([r["reached"] for r in results]))
+        summary["kinds"][kind] = dict(success_rate=rate, goals=results)
+        print(f"{kind:9s}: {100 * rate:5.1f} % of {len(goals)} goals within "
+              f"{100 * args.radius:.0f} cm after {args.data_seconds:.0f} s of data "
+              f"(median final distance "
+              f"{100 * np.median([r['final_distance_m'] for r in results]):.1f} cm, planning "
+              f"p50 {np.median([r['planning_ms_p50'] for r in results]):.1f} ms)")
+    summary["wall_s"] = time.monotonic() - start
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
