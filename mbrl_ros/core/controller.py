@@ -1,8 +1,9 @@
 """Receding-horizon controller: explore until a model and a goal exist, then plan.
 
 ROS-free glue between the planner, the task cost and the exploration policy, so the planner
-node only converts messages. State = ``[q, qd]`` of the robot's joints, action = one command
-per joint, both in the model's joint order.
+node only converts messages. State = ``[q, qd]`` of the robot's joints, optionally followed by
+task-specific base state (e.g. odometry for a legged robot); action = one command per joint,
+both in the model's joint order.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ class ControlStep:
 
 
 class ModelPredictiveController:
-    """Explores (collecting data) until it has a model (:meth:`set_model`) and a goal
-    (:meth:`set_goal`), then runs the planner every tick."""
+    """Explores (collecting data) until it has a model (:meth:`set_model`) and, for tasks that
+    need one (``needs_goal``), a goal (:meth:`set_goal`), then runs the planner every tick."""
 
     def __init__(self, planner_config: PlannerConfig, cost: TaskCost, explorer: SmoothExplorer,
                  device: torch.device, value: Optional[Callable] = None,
-                 policy: Optional[Callable] = None):
+                 policy: Optional[Callable] = None, needs_goal: bool = True):
         self.planner_config = planner_config.validate()
+        self.needs_goal = bool(needs_goal)
         self.cost = cost
         self.explorer = explorer
         self.device = device
@@ -54,8 +56,8 @@ class ModelPredictiveController:
 
     @property
     def exploring(self) -> bool:
-        """True until both a model and a goal exist."""
-        return self.planner is None or self.goal is None
+        """True until a model and (if the task needs one) a goal exist."""
+        return self.planner is None or (self.needs_goal and self.goal is None)
 
     def set_goal(self, position: np.ndarray) -> None:
         """New end-effector goal [3] (the cost's ``end_effector`` term)."""
@@ -84,11 +86,15 @@ class ModelPredictiveController:
         if self.planner is not None:
             self.planner.reset()
 
-    def step(self, position: np.ndarray, velocity: np.ndarray) -> ControlStep:
-        """One control tick from joint positions and velocities [J] (finite)."""
+    def step(self, position: np.ndarray, velocity: np.ndarray,
+             extra_state: Optional[np.ndarray] = None) -> ControlStep:
+        """One control tick from joint positions and velocities [J] (finite); the planner's
+        state is ``[position, velocity, extra_state]`` (``extra_state``: task-specific, e.g.
+        the base odometry [13] of a legged robot)."""
         if self.exploring:
             return ControlStep(self.explorer(position, velocity), exploring=True)
-        state = np.concatenate([position, velocity]).astype(np.float32)
+        parts = [position, velocity] + ([] if extra_state is None else [extra_state])
+        state = np.concatenate(parts).astype(np.float32)
         try:
             plan = self.planner.plan(state)
         except (ValueError, RuntimeError) as error:

@@ -1,0 +1,234 @@
+"""Quadruped stand-up benchmark without ROS: explore, learn, then stand up under pushes.
+
+Runs the graph's core pieces (the stand explorer, the trainer's network ensemble, the planner
+with the stand cost, state = joints + odometry as the trainer aligns it) in a closed loop with
+the MuJoCo simulator on simulated time, with the settings of config/quadruped12.yaml:
+``--explore-seconds`` of smooth random position targets between crouch and stand (the robot is
+put back into its crouch when it falls, as an operator would), one ensemble fit, then
+``--trials`` trials from the crouch with the sim's random pushes. A trial succeeds when, over
+its last ``--window`` seconds, the base height stays within ``--height-tolerance`` of the
+target and the tilt (roll and pitch) under ``--max-tilt-deg``. For reference, the same trials
+(same pushes) are run with a scripted baseline that ramps the position targets from the crouch
+to the standing posture in ``--ramp-seconds`` and holds them.
+
+    python -m bench.quadruped_stand --explore-seconds 120 --trials 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from mbrl_ros.core.controller import ModelPredictiveController
+from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl_ros.core.exploration import ExplorationConfig
+from mbrl_ros.core.planning.config import PlannerConfig
+from mbrl_ros.core.types import TransitionBatch
+from mbrl_ros.robots.mismatch import MismatchConfig
+from mbrl_ros.robots.mujoco_builder import BuildOptions
+from mbrl_ros.robots.reach_task import load_robot
+from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
+from mbrl_ros.robots.stand_task import (StandCostConfig, StandTaskConfig, build_stand_cost,
+                                        odom_vector, stand_explorer, stand_state, tilt_angle)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _section(params: dict, node: str) -> dict:
+    return params.get(f"/**/{node}", {}).get("ros__parameters", {})
+
+
+def _sub(config_cls, values: dict):
+    names = {f for f in config_cls.__dataclass_fields__}
+    return config_cls(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in (values or {}).items() if k in names})
+
+
+class StandSetup:
+    """Robot, simulator and controller settings read from config/quadruped12.yaml."""
+
+    def __init__(self, config_path: Path, urdf: Path, seed: int):
+        params = yaml.safe_load(config_path.read_text())
+        self.sim_params, self.planner_params = _section(params, "sim"), _section(params, "planner")
+        self.trainer_params = _section(params, "trainer")
+        self.urdf, self.seed = str(urdf), seed
+        self.robot = load_robot(self.urdf, "")
+        self.period = 1.0 / self.planner_params.get("control_rate_hz", 25.0)
+        self.cost_config = _sub(StandCostConfig, self.planner_params.get("cost")).validate()
+        self.task_config = _sub(StandTaskConfig, self.planner_params.get("stand")).validate()
+
+    def simulator(self, seed: int, pushes: bool = True) -> Simulator:
+        """The simulated quadruped in its crouch; random pushes seeded with ``seed``."""
+        p = self.sim_params
+        build = BuildOptions(control_mode="position", position_kp=p.get("position_kp", 100.0),
+                             position_kv=p.get("position_kv", 5.0),
+                             home_positions=tuple(zip(self.robot.joint_names,
+                                                      p.get("home_positions", ()))),
+                             timestep=p.get("physics_timestep", 0.002))
+        mismatch = MismatchConfig(push_rate_hz=p.get("push_rate_hz", 0.0) if pushes else 0.0,
+                                  push_force=p.get("push_force", 0.0),
+                                  push_duration=p.get("push_duration", 0.1))
+        return Simulator(self.urdf, build, mismatch,
+                         SimulatorConfig(control_period=p.get("control_period", 0.01), seed=seed))
+
+    def explorer(self):
+        config = _sub(ExplorationConfig, self.planner_params.get("exploration"))
+        return stand_explorer(config, self.task_config, self.cost_config.posture,
+                              self.robot.position_lower, self.robot.position_upper, self.period,
+                              self.robot.velocity_limits)
+
+    def controller(self, model) -> ModelPredictiveController:
+        values = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in (self.planner_params.get("planner") or {}).items()}
+        cost = build_stand_cost(self.robot.num_joints, self.cost_config, torch.device("cpu"))
+        controller = ModelPredictiveController(PlannerConfig(**values), cost, self.explorer(),
+                                               torch.device("cpu"), needs_goal=False)
+        controller.set_model(model, 1)
+        return controller
+
+
+def observe(sim: Simulator):
+    """(q, qd, odom [13]) as the planner builds them from /joint_states and /odom."""
+    q, qd, _ = sim.joint_state()
+    position, quat_wxyz, linear, angular = sim.base_state()
+    return q, qd, odom_vector(position, np.roll(quat_wxyz, -1), linear, angular)
+
+
+def collect(setup: StandSetup, seconds: float, fall_tilt: float) -> TransitionBatch:
+    """Exploration transitions at the model period; a fallen robot is put back in its crouch
+    (no transition spans the reset)."""
+    sim, explorer = setup.simulator(setup.seed, pushes=True), setup.explorer()
+    periods = int(round(setup.period / sim.config.control_period))
+    states, actions, next_states, episodes = [], [], [], []
+    episode, resets = 0, 0
+    q, qd, odom = observe(sim)
+    for _ in tqdm(range(int(seconds / setup.period)), desc="explore", leave=False):
+        state = stand_state(q, qd, odom)
+        command = explorer(q, qd)
+        sim.set_command(command)
+        sim.step(periods)
+        q, qd, odom = observe(sim)
+        states.append(state)
+        actions.append(command)
+        next_states.append(stand_state(q, qd, odom))
+        episodes.append(episode)
+        if tilt_angle(odom[3:7]) > fall_tilt:
+            sim.reset()
+            explorer.reset()
+            episode, resets = episode + 1, resets + 1
+            q, qd, odom = observe(sim)
+    print(f"explored {seconds:.0f} s: {len(states)} transitions, {resets} falls (reset)")
+    return TransitionBatch(np.array(states, np.float32), np.array(actions, np.float32),
+                           np.array(next_states, np.float32),
+                           episode=np.array(episodes, np.int64))
+
+
+def train(setup: StandSetup, data: TransitionBatch) -> ProbabilisticEnsemble:
+    config = _sub(EnsembleConfig, setup.trainer_params.get("ensemble"))
+    model = ProbabilisticEnsemble(data.state_dim, data.action_dim, config, "cpu", setup.seed)
+    model.fit(data, seed=setup.seed)
+    return model
+
+
+def trial(setup: StandSetup, seed: int, policy, args) -> dict:
+    """One trial from the crouch; ``policy(q, qd, odom, time) -> (command, planning_ms)``."""
+    sim = setup.simulator(seed)
+    periods = int(round(setup.period / sim.config.control_period))
+    heights, tilts, planning = [], [], []
+    for _ in range(int(args.trial_seconds / setup.period)):
+        q, qd, odom = observe(sim)
+        heights.append(odom[2])
+        tilts.append(np.degrees(tilt_angle(odom[3:7])))
+        command, planning_ms = policy(q, qd, odom, sim.time)
+        if planning_ms is not None:
+            planning.append(planning_ms)
+        sim.set_command(command)
+        sim.step(periods)
+    last = int(args.window / setup.period)
+    height_error = np.abs(np.array(heights[-last:]) - setup.cost_config.height_target)
+    tilt = np.array(tilts[-last:])
+    return dict(seed=seed, success=bool(height_error.max() <= args.height_tolerance
+                                        and tilt.max() <= args.max_tilt_deg),
+                max_height_error_m=float(height_error.max()), max_tilt_deg=float(tilt.max()),
+                final_height_m=float(heights[-1]),
+                planning_ms_p50=float(np.median(planning)) if planning else None)
+
+
+def mpc_policy(setup: StandSetup, model):
+    controller = setup.controller(model)
+
+    def policy(q, qd, odom, now):
+        step = controller.step(q, qd, odom)
+        return step.command, (None if step.plan is None else step.plan.planning_time * 1e3)
+    return policy
+
+
+def ramp_policy(setup: StandSetup, ramp_seconds: float):
+    crouch = np.asarray(setup.task_config.crouch)
+    stand = np.asarray(setup.cost_config.posture)
+
+    def policy(q, qd, odom, now):
+        fraction = min(1.0, now / ramp_seconds)
+        return crouch + fraction * (stand - crouch), None
+    return policy
+
+
+def run_trials(setup: StandSetup, make_policy, args, label: str) -> dict:
+    results = [trial(setup, setup.seed + 1000 + k, make_policy(), args)
+               for k in tqdm(range(args.trials), desc=label, leave=False)]
+    rate = float(np.mean([r["success"] for r in results]))
+    planning = [r["planning_ms_p50"] for r in results if r["planning_ms_p50"] is not None]
+    print(f"{label:9s}: {100 * rate:5.1f} % of {args.trials} trials standing (height within "
+          f"{100 * args.height_tolerance:.0f} cm of {setup.cost_config.height_target} m, tilt "
+          f"< {args.max_tilt_deg:.0f} deg over the last {args.window:.0f} s); median worst tilt "
+          f"{np.median([r['max_tilt_deg'] for r in results]):.1f} deg"
+          + (f", planning p50 {np.median(planning):.1f} ms" if planning else ""))
+    return dict(success_rate=rate, trials=results)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(REPO / "config" / "quadruped12.yaml"))
+    parser.add_argument("--urdf", default=str(REPO / "urdf" / "quadruped12.urdf"))
+    parser.add_argument("--explore-seconds", type=float, default=120.0)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--trial-seconds", type=float, default=8.0)
+    parser.add_argument("--window", type=float, default=3.0)
+    parser.add_argument("--height-tolerance", type=float, default=0.05)
+    parser.add_argument("--max-tilt-deg", type=float, default=15.0)
+    parser.add_argument("--fall-tilt-deg", type=float, default=60.0)
+    parser.add_argument("--ramp-seconds", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(REPO / "results" / "bench" /
+                                             "quadruped_stand.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    setup = StandSetup(Path(args.config), Path(args.urdf), args.seed)
+    start = time.monotonic()
+    data = collect(setup, args.explore_seconds, np.radians(args.fall_tilt_deg))
+    model = train(setup, data)
+    summary = dict(args=vars(args), transitions=len(data), push=dict(
+        rate_hz=setup.sim_params.get("push_rate_hz"), force_n=setup.sim_params.get("push_force"),
+        duration_s=setup.sim_params.get("push_duration")))
+    summary["mpc"] = run_trials(setup, lambda: mpc_policy(setup, model), args, "mpc")
+    summary["ramp_baseline"] = run_trials(setup, lambda: ramp_policy(setup, args.ramp_seconds),
+                                          args, "ramp")
+    summary["wall_s"] = time.monotonic() - start
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=1))
+    print(f"wrote {args.out} ({summary['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,295 @@
+"""Quadruped stand-up task: state layout, base features and the stand cost.
+
+State (the trainer's aligned vector with ``data.odom_topic`` set, so planner and trainer agree
+without a conversion step), ``state_dim = 2 J + 13``::
+
+    [q (J), qd (J), px, py, pz, qx, qy, qz, qw, vx, vy, vz, wx, wy, wz]
+
+where ``p`` is the base position and ``q?`` its orientation quaternion (xyzw, world frame, from
+nav_msgs/Odometry), ``v`` / ``w`` the base linear and angular velocity *in the base frame*
+(the odometry twist's frame). Action = one joint position target per joint (position mode: the
+drive's PD servo tracks it, as real quadruped drivers do).
+
+The cost reads only frame-invariant features of that state: the base height ``pz``, the
+gravity direction in the base frame ``g_b = R^T (0, 0, -1)`` (computed from the quaternion,
+renormalised, so it is defined for any predicted 4-vector and does not depend on yaw), the
+base-frame twist, and the joints. :func:`base_features` gives the compact, frame-invariant
+summary ``[height, g_b (3), v (3), w (3)]`` of a state for logging and benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.costs import (CostTerm, JointPositionCost, SmoothnessCost, TaskCost,
+                                 VelocityCost)
+from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
+
+ODOM_SIZE = 13
+"""Base state appended to ``[q, qd]``: position (3), quaternion xyzw (4), twist (6)."""
+FEATURE_NAMES = ("height", "gravity_x", "gravity_y", "gravity_z", "vx", "vy", "vz",
+                 "wx", "wy", "wz")
+"""Names of the columns of :func:`base_features`."""
+
+
+@dataclass(frozen=True)
+class StandLayout:
+    """Where each part of the stand state lies, for ``num_joints`` joints."""
+
+    num_joints: int
+    """Actuated joints J."""
+
+    @property
+    def state_dim(self) -> int:
+        """``2 J + 13``."""
+        return 2 * self.num_joints + ODOM_SIZE
+
+    @property
+    def positions(self) -> slice:
+        """Joint positions ``[J]``."""
+        return slice(0, self.num_joints)
+
+    @property
+    def velocities(self) -> slice:
+        """Joint velocities ``[J]``."""
+        return slice(self.num_joints, 2 * self.num_joints)
+
+    @property
+    def base_position(self) -> slice:
+        """Base position xyz ``[3]`` (odometry frame)."""
+        return slice(2 * self.num_joints, 2 * self.num_joints + 3)
+
+    @property
+    def height(self) -> int:
+        """Index of the base height ``pz``."""
+        return 2 * self.num_joints + 2
+
+    @property
+    def quaternion(self) -> slice:
+        """Base orientation quaternion xyzw ``[4]``."""
+        return slice(2 * self.num_joints + 3, 2 * self.num_joints + 7)
+
+    @property
+    def linear_velocity(self) -> slice:
+        """Base linear velocity in the base frame ``[3]``."""
+        return slice(2 * self.num_joints + 7, 2 * self.num_joints + 10)
+
+    @property
+    def angular_velocity(self) -> slice:
+        """Base angular velocity in the base frame ``[3]``."""
+        return slice(2 * self.num_joints + 10, 2 * self.num_joints + 13)
+
+
+def stand_state(position: np.ndarray, velocity: np.ndarray, odom: np.ndarray) -> np.ndarray:
+    """The stand state ``[2 J + 13]`` from joints ``[J]``, ``[J]`` and odometry ``[13]``
+    (:func:`odom_vector`); ValueError on wrong sizes or non-finite values."""
+    position, velocity = np.asarray(position, float).ravel(), np.asarray(velocity, float).ravel()
+    odom = np.asarray(odom, dtype=float).ravel()
+    if position.shape != velocity.shape or odom.shape != (ODOM_SIZE,):
+        raise ValueError(f"stand state needs q and qd of one size and {ODOM_SIZE} odometry "
+                         f"values; got {position.size}, {velocity.size}, {odom.size}")
+    state = np.concatenate([position, velocity, odom])
+    if not np.all(np.isfinite(state)):
+        raise ValueError("stand state has NaN or inf values")
+    return state
+
+
+def odom_vector(position: Sequence[float], quaternion_xyzw: Sequence[float],
+                linear: Sequence[float], angular: Sequence[float]) -> np.ndarray:
+    """``[13]`` base state in the trainer's odometry order: position, quaternion xyzw
+    (normalised; ValueError if zero), linear and angular velocity (base frame)."""
+    quaternion = np.asarray(quaternion_xyzw, dtype=float).ravel()
+    norm = np.linalg.norm(quaternion)
+    if quaternion.shape != (4,) or not norm > 1e-9:
+        raise ValueError(f"base orientation must be a non-zero quaternion, got {quaternion}")
+    parts = [np.asarray(p, dtype=float).ravel() for p in (position, linear, angular)]
+    if any(p.shape != (3,) for p in parts):
+        raise ValueError("base position, linear and angular velocity need 3 values each")
+    return np.concatenate([parts[0], quaternion / norm, parts[1], parts[2]])
+
+
+def gravity_in_base(quaternion_xyzw):
+    """Unit gravity direction in the base frame ``R^T (0, 0, -1)`` from quaternions
+    ``[..., 4]`` (xyzw, base -> world; renormalised) -> ``[..., 3]``; numpy or torch.
+
+    Upright: ``(0, 0, -1)``; independent of yaw."""
+    x, y, z, w = (quaternion_xyzw[..., i] for i in range(4))
+    scale = 2.0 / (x * x + y * y + z * z + w * w + 1e-12)
+    columns = (-scale * (x * z - w * y), -scale * (y * z + w * x),
+               -(1.0 - scale * (x * x + y * y)))
+    if isinstance(quaternion_xyzw, torch.Tensor):
+        return torch.stack(columns, dim=-1)
+    return np.stack(columns, axis=-1)
+
+
+def tilt_angle(quaternion_xyzw: np.ndarray) -> np.ndarray:
+    """Angle between the base's z axis and the world's vertical [rad], ``[..., 4] -> [...]``
+    (roll and pitch combined; 0 upright, pi upside down)."""
+    gravity = gravity_in_base(np.asarray(quaternion_xyzw, dtype=float))
+    return np.arccos(np.clip(-gravity[..., 2], -1.0, 1.0))
+
+
+def base_features(states: np.ndarray, num_joints: int) -> np.ndarray:
+    """Frame-invariant base summary ``[..., 2 J + 13] -> [..., 10]``: height, gravity in the
+    base frame (3), base linear and angular velocity (3 + 3) (see ``FEATURE_NAMES``)."""
+    layout = StandLayout(num_joints)
+    states = np.asarray(states, dtype=float)
+    if states.shape[-1] != layout.state_dim:
+        raise ValueError(f"stand states have {layout.state_dim} columns, got {states.shape[-1]}")
+    return np.concatenate([states[..., layout.height:layout.height + 1],
+                           gravity_in_base(states[..., layout.quaternion]),
+                           states[..., layout.linear_velocity],
+                           states[..., layout.angular_velocity]], axis=-1)
+
+
+@dataclass(frozen=True)
+class StandCostConfig:
+    """Weights and targets of the stand cost; a weight of 0 leaves its term out."""
+
+    height_target: float = 0.30
+    """Base height to hold [m] (odometry z of the base origin)."""
+    height_weight: float = 500.0
+    """Cost per squared metre of base height error, per step."""
+    upright_weight: float = 50.0
+    """Cost per unit of ``||g_b - (0, 0, -1)||^2`` (about tilt^2 for small tilts), per step."""
+    posture: Tuple[float, ...] = ()
+    """Standing joint positions [J] (URDF order); required when posture_weight > 0."""
+    posture_weight: float = 2.0
+    """Cost per squared rad of joint distance to ``posture``, per step."""
+    joint_velocity_weight: float = 0.01
+    """Cost per squared rad/s of joint velocity, per step."""
+    linear_velocity_weight: float = 2.0
+    """Cost per squared m/s of base linear velocity, per step."""
+    angular_velocity_weight: float = 0.5
+    """Cost per squared rad/s of base angular velocity, per step."""
+    effort_weight: float = 0.5
+    """Cost per squared rad of servo deflection (position target - joint position), a proxy
+    of the PD torque, per step."""
+    smoothness_weight: float = 0.0
+    """Cost per squared rad of change between consecutive position targets."""
+    discount: float = 1.0
+    """Per-step discount of the task cost over the horizon."""
+
+    def validate(self) -> "StandCostConfig":
+        """Raise ValueError on negative weights, a bad height or discount; return self."""
+        for name in ("height_weight", "upright_weight", "posture_weight",
+                     "joint_velocity_weight", "linear_velocity_weight",
+                     "angular_velocity_weight", "effort_weight", "smoothness_weight"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"StandCostConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not (np.isfinite(self.height_target) and self.height_target > 0.0):
+            raise ValueError(f"StandCostConfig.height_target must be > 0, "
+                             f"got {self.height_target}")
+        if not 0.0 < self.discount <= 1.0:
+            raise ValueError(f"StandCostConfig.discount must be in (0, 1], got {self.discount}")
+        if self.posture_weight > 0.0 and not self.posture:
+            raise ValueError("StandCostConfig.posture (the standing joint positions) is required "
+                             "when posture_weight > 0")
+        return self
+
+
+class UprightCost(CostTerm):
+    """``weight * ||g_b - (0, 0, -1)||^2`` with ``g_b`` the gravity direction in the base frame
+    from the predicted quaternion (xyzw) at ``indices``."""
+
+    name = "upright"
+
+    def __init__(self, quaternion: slice, weight: float) -> None:
+        self.quaternion, self.weight = quaternion, float(weight)
+
+    def per_step(self, states, actions):
+        gravity = gravity_in_base(states[:, 1:, self.quaternion])
+        error = gravity[..., 0].square() + gravity[..., 1].square() + (gravity[..., 2] + 1.0
+                                                                       ).square()
+        return self.weight * error
+
+
+class ServoEffortCost(CostTerm):
+    """``weight * ||a_t - q_t||^2``: position targets far from the joints they drive (the PD
+    servo's torque is proportional to the deflection)."""
+
+    name = "servo_effort"
+
+    def __init__(self, positions: slice, weight: float) -> None:
+        self.positions, self.weight = positions, float(weight)
+
+    def per_step(self, states, actions):
+        deflection = actions - states[:, :-1, self.positions]
+        return self.weight * deflection.square().sum(dim=-1)
+
+
+def build_stand_cost(num_joints: int, config: StandCostConfig,
+                     device: torch.device) -> TaskCost:
+    """The stand cost over ``states: [N, H+1, 2 J + 13]`` and position-target actions
+    ``[N, H, J]`` -> ``[N]`` (a :class:`TaskCost`)."""
+    config.validate()
+    layout = StandLayout(num_joints)
+    dim, joints = layout.state_dim, list(range(num_joints))
+    terms: list = [JointPositionCost([layout.height], [config.height_target],
+                                     config.height_weight, dim, device)]
+    if config.upright_weight > 0:
+        terms.append(UprightCost(layout.quaternion, config.upright_weight))
+    if config.posture_weight > 0:
+        if len(config.posture) != num_joints:
+            raise ValueError(f"posture needs {num_joints} values, got {len(config.posture)}")
+        terms.append(JointPositionCost(joints, list(config.posture), config.posture_weight,
+                                       dim, device))
+    for weight, part in ((config.joint_velocity_weight, layout.velocities),
+                         (config.linear_velocity_weight, layout.linear_velocity),
+                         (config.angular_velocity_weight, layout.angular_velocity)):
+        if weight > 0:
+            terms.append(VelocityCost(list(range(part.start, part.stop)), weight, dim, device))
+    if config.effort_weight > 0:
+        terms.append(ServoEffortCost(layout.positions, config.effort_weight))
+    if config.smoothness_weight > 0:
+        terms.append(SmoothnessCost(config.smoothness_weight, num_joints, device))
+    return TaskCost(terms, config.discount)
+
+
+@dataclass(frozen=True)
+class StandTaskConfig:
+    """Stand-task settings besides the cost: where exploration moves the legs."""
+
+    crouch: Tuple[float, ...] = ()
+    """Crouching joint positions [J] (URDF order), where the robot starts."""
+    exploration_margin: float = 0.25
+    """Exploration targets span the crouch and standing postures plus this margin [rad]."""
+
+    def validate(self) -> "StandTaskConfig":
+        """Raise ValueError on a missing crouch or a negative margin; return self."""
+        if not self.crouch:
+            raise ValueError("StandTaskConfig.crouch (the crouching joint positions) is required")
+        if not self.exploration_margin >= 0.0:
+            raise ValueError("StandTaskConfig.exploration_margin must be >= 0, "
+                             f"got {self.exploration_margin}")
+        return self
+
+
+def stand_explorer(config: ExplorationConfig, task: StandTaskConfig, posture: Sequence[float],
+                   lower: np.ndarray, upper: np.ndarray, period_s: float,
+                   velocity_limits: np.ndarray) -> SmoothExplorer:
+    """Smooth random joint position targets between the crouch and ``posture`` (standing)."""
+    task.validate()
+    box_low, box_high = exploration_box(task.crouch, posture, task.exploration_margin, lower,
+                                        upper)
+    return SmoothExplorer(config, "position", box_low, box_high, box_high - box_low, period_s,
+                          None, velocity_limits)
+
+
+def exploration_box(crouch: Sequence[float], stand: Sequence[float], margin: float,
+                    lower: np.ndarray, upper: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Joint box ``([J], [J])`` spanning the crouch and standing postures plus ``margin`` [rad],
+    inside the joint limits: smooth random position targets drawn in it move the robot
+    between crouching and standing without throwing its legs to their limits."""
+    crouch, stand = np.asarray(crouch, dtype=float), np.asarray(stand, dtype=float)
+    lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
+    if not (crouch.shape == stand.shape == lower.shape == upper.shape) or margin < 0:
+        raise ValueError(f"crouch, stand and limits need {lower.size} values each and "
+                         f"margin >= 0; got {crouch.size}, {stand.size}, margin {margin}")
+    box_low = np.clip(np.minimum(crouch, stand) - margin, lower, upper)
+    box_high = np.clip(np.maximum(crouch, stand) + margin, lower, upper)
+    return box_low, box_high
