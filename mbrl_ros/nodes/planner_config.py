@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Tuple
 
 TRIGGERS = ("timer", "joint_states")
+TASKS = ("reach", "stand")
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,12 @@ class PlannerNodeConfig:
 
     urdf: str = ""
     """Robot URDF: a file path or package:// URI."""
+    task: str = "reach"
+    """"reach": end-effector goals (state [q, qd], torques); "stand": a legged robot holds base
+    height and orientation (state [q, qd, odometry], position targets; see
+    mbrl_ros/robots/stand_task.py)."""
+    odom_topic: str = "/odom"
+    """nav_msgs/Odometry of the floating base (stand task)."""
     ee_frame: str = "ee_link"
     """End-effector frame of the reaching task."""
     base_frame: str = "world"
@@ -49,6 +56,8 @@ class PlannerNodeConfig:
         """Raise ValueError on a bad setting; return self."""
         if not self.urdf:
             raise ValueError("parameter urdf (robot URDF path) is required")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
         if not self.velocity_limit_fraction > 0.0:

@@ -1,8 +1,10 @@
 """planner_node: TD-MPC-style MPPI/CEM over the learned ensemble, at the control rate.
 
-Explores with smooth random commands until the trainer announces a model, then plans with it.
-New models are loaded (hash checked, tensors only) off the control thread and swapped in
-between ticks; a corrupt checkpoint is refused and the current model kept.
+Task ``reach`` (arm: end-effector goals, torques) or ``stand`` (legged robot: base height and
+orientation from /odom, joint position targets). Explores with smooth random commands until
+the trainer announces a model, then plans with it. New models are loaded (hash checked, tensors
+only) off the control thread and swapped in between ticks; a corrupt checkpoint is refused and
+the current model kept.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 from geometry_msgs.msg import PoseStamped
-from nav_msgs.msg import Path
+from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -36,6 +38,9 @@ from mbrl_ros.nodes.plan_visualization import plan_markers, plan_path
 from mbrl_ros.nodes.planner_config import PlannerNodeConfig
 from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost, load_robot,
                                         nominal_dynamics)
+from mbrl_ros.robots.stand_task import (StandCostConfig, StandLayout, StandTaskConfig,
+                                        build_stand_cost, odom_vector, stand_explorer,
+                                        stand_planner_limits)
 
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -52,24 +57,15 @@ class PlannerNode(Node):
         torch.set_num_threads(self.config.torch_threads)
         self.device = torch.device(self.config.device)
         self.robot = load_robot(self.config.urdf, self.config.ee_frame)
-        self.nominal = nominal_dynamics(self.robot, self.config.model_period_s,
-                                        self.config.nominal_substeps, self.device,
-                                        self.config.gravity_compensated)
-        limits = self.robot.effort_limits
-        velocity_limits = self.config.velocity_limit_fraction * self.robot.velocity_limits
-        state_limits = (np.concatenate([self.robot.position_lower, -velocity_limits]),
-                        np.concatenate([self.robot.position_upper, velocity_limits]))
-        planner_config = declare_config(self, PlannerConfig, "planner.", overrides=dict(
-            action_low=tuple(-limits), action_high=tuple(limits),
-            state_low=tuple(state_limits[0]), state_high=tuple(state_limits[1])))
-        cost = build_reach_cost(self.robot, self.nominal.ee_position_batch,
-                                declare_config(self, ReachCostConfig, "cost."), None, self.device)
+        self.stand = self.config.task == "stand"
+        self.state_dim = (StandLayout(self.robot.num_joints).state_dim if self.stand
+                          else 2 * self.robot.num_joints)
         period = 1.0 / self.config.control_rate_hz
-        explorer = SmoothExplorer(declare_config(self, ExplorationConfig, "exploration."),
-                                  "effort", self.robot.position_lower, self.robot.position_upper,
-                                  limits, period, self._gravity_and_inertia,
-                                  self.robot.velocity_limits)
-        self.controller = ModelPredictiveController(planner_config, cost, explorer, self.device)
+        cost, explorer, planner_config = (self._stand_task(period) if self.stand
+                                          else self._reach_task(period))
+        self.controller = ModelPredictiveController(planner_config, cost, explorer, self.device,
+                                                    needs_goal=not self.stand)
+        self.latest_odom = None
         self.state_map = JointNameMap(self.robot.joint_names)
         command_joints = self.config.joints or self.robot.joint_names
         if sorted(command_joints) != sorted(self.robot.joint_names):
@@ -91,6 +87,9 @@ class PlannerNode(Node):
         self.create_subscription(JointState, "/joint_states", self._on_joint_states, RELIABLE,
                                  callback_group=control_group)
         self.create_subscription(PoseStamped, "/mbrl/goal", self._on_goal, RELIABLE)
+        if self.stand:
+            self.create_subscription(Odometry, self.config.odom_topic, self._on_odom, RELIABLE,
+                                     callback_group=control_group)
         self.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model_update,
                                  LATCHED, callback_group=MutuallyExclusiveCallbackGroup())
         if self.config.trigger == "timer":
@@ -98,7 +97,42 @@ class PlannerNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"planning for {self.robot.num_joints} joints at {self.config.control_rate_hz} Hz; "
-            "exploring until a model is announced and a goal arrives")
+            f"({self.config.task}); exploring until a model is announced"
+            + ("" if self.stand else " and a goal arrives"))
+
+    def _reach_task(self, period: float):
+        """Cost, explorer and planner settings of end-effector reaching (torques)."""
+        self.nominal = nominal_dynamics(self.robot, self.config.model_period_s,
+                                        self.config.nominal_substeps, self.device,
+                                        self.config.gravity_compensated)
+        limits = self.robot.effort_limits
+        velocity_limits = self.config.velocity_limit_fraction * self.robot.velocity_limits
+        planner_config = declare_config(self, PlannerConfig, "planner.", overrides=dict(
+            action_low=tuple(-limits), action_high=tuple(limits),
+            state_low=tuple(np.concatenate([self.robot.position_lower, -velocity_limits])),
+            state_high=tuple(np.concatenate([self.robot.position_upper, velocity_limits]))))
+        cost = build_reach_cost(self.robot, self.nominal.ee_position_batch,
+                                declare_config(self, ReachCostConfig, "cost."), None, self.device)
+        explorer = SmoothExplorer(declare_config(self, ExplorationConfig, "exploration."),
+                                  "effort", self.robot.position_lower, self.robot.position_upper,
+                                  limits, period, self._gravity_and_inertia,
+                                  self.robot.velocity_limits)
+        return cost, explorer, planner_config
+
+    def _stand_task(self, period: float):
+        """Cost, explorer and planner settings of standing (position targets, network model)."""
+        self.nominal = None
+        robot = self.robot
+        planner_config = declare_config(self, PlannerConfig, "planner.", overrides=(
+            stand_planner_limits(robot.position_lower, robot.position_upper,
+                                 robot.velocity_limits, self.config.velocity_limit_fraction)))
+        cost_config = declare_config(self, StandCostConfig, "cost.")
+        explorer = stand_explorer(declare_config(self, ExplorationConfig, "exploration."),
+                                  declare_config(self, StandTaskConfig, "stand."),
+                                  cost_config.posture, robot.position_lower, robot.position_upper,
+                                  period, robot.velocity_limits)
+        return build_stand_cost(robot.num_joints, cost_config, self.device), explorer, \
+            planner_config
 
     def _gravity_and_inertia(self, positions: np.ndarray):
         """Exploration's model terms; no gravity where the driver compensates it."""
@@ -118,7 +152,25 @@ class PlannerNode(Node):
         if self.config.trigger == "joint_states":
             self._on_timer()
 
+    def _on_odom(self, msg: Odometry) -> None:
+        pose, twist = msg.pose.pose, msg.twist.twist
+        try:
+            odom = odom_vector(
+                [pose.position.x, pose.position.y, pose.position.z],
+                [pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w],
+                [twist.linear.x, twist.linear.y, twist.linear.z],
+                [twist.angular.x, twist.angular.y, twist.angular.z])
+        except ValueError as error:
+            self.get_logger().warn(f"ignoring odometry: {error}", throttle_duration_sec=2.0)
+            return
+        if np.all(np.isfinite(odom)):
+            self.latest_odom = (odom, self.get_clock().now().nanoseconds * 1e-9)
+
     def _on_goal(self, msg: PoseStamped) -> None:
+        if self.stand:
+            self.get_logger().warn("the stand task takes no goals; ignoring",
+                                   throttle_duration_sec=10.0)
+            return
         position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
         frame = msg.header.frame_id
         if not np.all(np.isfinite(position)) or (frame and frame != self.config.base_frame):
@@ -135,8 +187,7 @@ class PlannerNode(Node):
         try:
             model = load_model(msg.checkpoint_path, expected_sha256=msg.sha256,
                                device=self.device, nominal=self.nominal)
-            if (model.state_dim, model.action_dim) != (2 * self.robot.num_joints,
-                                                       self.robot.num_joints):
+            if (model.state_dim, model.action_dim) != (self.state_dim, self.robot.num_joints):
                 raise CheckpointError(f"model sizes {model.state_dim}/{model.action_dim} do not "
                                       "fit this robot")
         except (CheckpointError, OSError, ValueError) as error:
@@ -174,12 +225,15 @@ class PlannerNode(Node):
         if self.latest_state is None:
             return
         arrays, received, header = self.latest_state
-        if self.get_clock().now().nanoseconds * 1e-9 - received > self.config.state_timeout_s:
-            self.get_logger().warn("joint state is stale; not commanding",
+        now = self.get_clock().now().nanoseconds * 1e-9
+        odom, odom_received = self.latest_odom if self.latest_odom is not None else (None, -1e18)
+        if now - received > self.config.state_timeout_s or (
+                self.stand and now - odom_received > self.config.state_timeout_s):
+            self.get_logger().warn("joint state or odometry is stale; not commanding",
                                    throttle_duration_sec=2.0)
             return
         start = time.perf_counter()
-        step = self.controller.step(arrays.position, arrays.velocity)
+        step = self.controller.step(arrays.position, arrays.velocity, odom)
         self.command_pub.publish(to_float64_multi_array(step.command[self.command_order]))
         self.tick += 1
         self._publish_status(step, (time.perf_counter() - start) * 1e3)
@@ -204,8 +258,12 @@ class PlannerNode(Node):
         self.status_pub.publish(status)
 
     def _publish_plan(self, plan) -> None:
-        states = plan.states.detach()[:, :self.robot.num_joints]
-        ee_path = self.nominal.ee_position_batch(states).cpu().numpy()
+        states = plan.states.detach()
+        if self.stand:  # the base's planned path
+            ee_path = states[:, StandLayout(self.robot.num_joints).base_position].cpu().numpy()
+        else:
+            ee_path = self.nominal.ee_position_batch(states[:, :self.robot.num_joints]
+                                                     ).cpu().numpy()
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.config.base_frame)
         disagreement = plan.disagreement.detach().cpu().numpy()
         self.markers_pub.publish(plan_markers(header, ee_path, disagreement, self.controller.goal,

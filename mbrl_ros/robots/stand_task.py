@@ -258,14 +258,18 @@ class StandTaskConfig:
     """Crouching joint positions [J] (URDF order), where the robot starts."""
     exploration_margin: float = 0.25
     """Exploration targets span the crouch and standing postures plus this margin [rad]."""
+    limit_margin: float = 0.15
+    """Exploration targets stay this far inside the joint limits [rad] (clear of the safety
+    gate's limit guard)."""
 
     def validate(self) -> "StandTaskConfig":
         """Raise ValueError on a missing crouch or a negative margin; return self."""
         if not self.crouch:
             raise ValueError("StandTaskConfig.crouch (the crouching joint positions) is required")
-        if not self.exploration_margin >= 0.0:
-            raise ValueError("StandTaskConfig.exploration_margin must be >= 0, "
-                             f"got {self.exploration_margin}")
+        for name in ("exploration_margin", "limit_margin"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"StandTaskConfig.{name} must be >= 0, "
+                                 f"got {getattr(self, name)}")
         return self
 
 
@@ -274,8 +278,9 @@ def stand_explorer(config: ExplorationConfig, task: StandTaskConfig, posture: Se
                    velocity_limits: np.ndarray) -> SmoothExplorer:
     """Smooth random joint position targets between the crouch and ``posture`` (standing)."""
     task.validate()
-    box_low, box_high = exploration_box(task.crouch, posture, task.exploration_margin, lower,
-                                        upper)
+    margin = task.limit_margin
+    box_low, box_high = exploration_box(task.crouch, posture, task.exploration_margin,
+                                        np.asarray(lower) + margin, np.asarray(upper) - margin)
     return SmoothExplorer(config, "position", box_low, box_high, box_high - box_low, period_s,
                           None, velocity_limits)
 
@@ -293,3 +298,16 @@ def exploration_box(crouch: Sequence[float], stand: Sequence[float], margin: flo
     box_low = np.clip(np.minimum(crouch, stand) - margin, lower, upper)
     box_high = np.clip(np.maximum(crouch, stand) + margin, lower, upper)
     return box_low, box_high
+
+
+def stand_planner_limits(position_lower: np.ndarray, position_upper: np.ndarray,
+                         velocity_limits: np.ndarray, velocity_limit_fraction: float) -> dict:
+    """Default planner bounds of the stand task (PlannerConfig fields): position targets within
+    the joint limits; predicted joints within their position limits and
+    ``velocity_limit_fraction`` x the velocity limits; the base state free."""
+    velocity = velocity_limit_fraction * np.asarray(velocity_limits, dtype=float)
+    free = np.full(ODOM_SIZE, np.inf)
+    return dict(action_low=tuple(np.asarray(position_lower, dtype=float)),
+                action_high=tuple(np.asarray(position_upper, dtype=float)),
+                state_low=tuple(np.concatenate([position_lower, -velocity, -free])),
+                state_high=tuple(np.concatenate([position_upper, velocity, free])))

@@ -32,6 +32,7 @@ def _runner(arguments, cwd):
 
 @pytest.mark.parametrize("launch_file, extra", [
     ("arm_sim.launch.yaml", []),
+    ("quadruped_sim.launch.yaml", []),
     ("robot.launch.yaml", [f"urdf:={REPO / 'urdf' / 'arm7.urdf'}"]),
 ])
 def test_launch_files_resolve(launch_file, extra, tmp_path):
