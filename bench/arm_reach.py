@@ -4,7 +4,8 @@ Runs the same core pieces as the graph (SmoothExplorer, the trainer's models, th
 with the reach cost) in a closed loop with the MuJoCo simulator, on simulated time, so the
 figure does not depend on the machine's load. For every model kind: ``--data-seconds`` of
 exploration, one fit, then ``--goals`` random reachable goals, each with ``--goal-timeout``;
-a goal counts when the end effector stays within ``--radius`` for ``--dwell`` seconds.
+a goal counts when the end effector stays within ``--radius`` for ``--dwell`` seconds. Every
+goal starts from the home pose (the simulator is reset), so one failure does not carry over.
 
     python -m bench.arm_reach --data-seconds 60 --goals 20 --kinds residual ensemble
 """
@@ -139,6 +140,8 @@ def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
     periods = int(round(setup.period / sim.config.control_period))
     results = []
     for goal in tqdm(goals, desc="goals", leave=False):
+        sim.reset()
+        controller.reset()
         controller.set_goal(goal)
         inside, reached_at, closest = 0.0, None, np.inf
         planning = []

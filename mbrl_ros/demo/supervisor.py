@@ -11,6 +11,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
 
 from mbrl_ros.conversions import JointNameMap
 from mbrl_ros.msg import GateStatus, ModelUpdate, PlanStatus
@@ -37,6 +38,8 @@ class DemoConfig:
     """Simulated seconds the end effector must stay within the radius."""
     base_frame: str = "world"
     """Frame of the goals."""
+    reset_between_goals: bool = True
+    """Reset the simulated robot to its home pose (``/sim/reset``) before each goal."""
 
 
 @dataclass
@@ -77,6 +80,7 @@ class DemoSupervisor(Node):
         self.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model, LATCHED)
         self.create_subscription(GateStatus, "/mbrl/gate/status", self._on_gate, LATCHED)
         self.create_subscription(PlanStatus, "/mbrl/plan/status", self._on_plan, RELIABLE)
+        self.reset_client = self.create_client(Trigger, "/sim/reset")
         self.model_version, self.models_seen = 0, []
         self.gate_state, self.interventions, self.planning_ms = 0, 0, 0.0
         self.first_time: Optional[float] = None
@@ -158,6 +162,8 @@ class DemoSupervisor(Node):
             self._next_goal(self._now())
 
     def _next_goal(self, now: float) -> None:
+        if self.config.reset_between_goals and self.reset_client.service_is_ready():
+            self.reset_client.call_async(Trigger.Request())
         self.goal_index += 1
         self.goal_start, self.inside_since, self.min_distance = now, None, np.inf
         goal = self.goals[self.goal_index]
