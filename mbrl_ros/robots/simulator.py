@@ -126,13 +126,17 @@ class Simulator:
             self.reset()
 
     def reset(self, keyframe: Optional[str] = None) -> None:
-        """Restore a keyframe (default: config.reset_keyframe) and zero time and commands."""
+        """Restore a keyframe (default: config.reset_keyframe) and zero the commands.
+
+        Simulated time keeps running: it drives the graph's /clock, which must never go back.
+        """
         name = keyframe or self.config.reset_keyframe
         key = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, name)
         if key < 0:
             raise ValueError(f"keyframe '{name}' does not exist")
+        now = self.data.time
         mujoco.mj_resetDataKeyframe(self.model, self.data, key)
-        self.data.time = 0.0
+        self.data.time = now
         self._trajectory = None
         if self._pusher is not None:
             self._pusher.reset()
