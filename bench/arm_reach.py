@@ -22,6 +22,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from bench.params import config_from, node_section
 from mbrl_ros.core.controller import ModelPredictiveController
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
@@ -38,23 +39,14 @@ from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _section(params: dict, node: str) -> dict:
-    return params.get(f"/**/{node}", {}).get("ros__parameters", {})
-
-
-def _sub(config_cls, values: dict):
-    names = {f for f in config_cls.__dataclass_fields__}
-    return config_cls(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in (values or {}).items() if k in names})
-
-
 class ArmSetup:
     """Robot, simulator and controller settings read from config/arm7.yaml."""
 
     def __init__(self, config_path: Path, urdf: Path, seed: int):
         params = yaml.safe_load(config_path.read_text())
-        self.sim_params, self.planner_params = _section(params, "sim"), _section(params, "planner")
-        self.trainer_params = _section(params, "trainer")
+        self.sim_params = node_section(params, "sim")
+        self.planner_params = node_section(params, "planner")
+        self.trainer_params = node_section(params, "trainer")
         self.urdf, self.seed = str(urdf), seed
         self.robot = load_robot(self.urdf)
         self.period = 1.0 / self.planner_params.get("control_rate_hz", 25.0)
@@ -82,7 +74,7 @@ class ArmSetup:
         return (0.0 * gravity if self.compensated else gravity), inertia
 
     def explorer(self) -> SmoothExplorer:
-        config = _sub(ExplorationConfig, self.planner_params.get("exploration"))
+        config = config_from(ExplorationConfig, self.planner_params.get("exploration"))
         return SmoothExplorer(config, "effort", self.robot.position_lower,
                               self.robot.position_upper, self.robot.effort_limits, self.period,
                               self.dynamics_terms, self.robot.velocity_limits)
@@ -96,8 +88,8 @@ class ArmSetup:
                       state_high=tuple(np.concatenate([self.robot.position_upper, velocity])))
         values.update({k: tuple(v) if isinstance(v, list) else v
                        for k, v in (self.planner_params.get("planner") or {}).items()})
-        cost = build_reach_cost(self.robot, self.nominal.ee_position_batch,
-                                _sub(ReachCostConfig, self.planner_params.get("cost")), None,
+        cost_config = config_from(ReachCostConfig, self.planner_params.get("cost"))
+        cost = build_reach_cost(self.robot, self.nominal.ee_position_batch, cost_config, None,
                                 torch.device("cpu"))
         controller = ModelPredictiveController(PlannerConfig(**values), cost, self.explorer(),
                                                torch.device("cpu"))
@@ -124,7 +116,7 @@ def collect(setup: ArmSetup, seconds: float) -> TransitionBatch:
 
 
 def train(setup: ArmSetup, kind: str, data: TransitionBatch):
-    config = _sub(EnsembleConfig, setup.trainer_params.get("ensemble"))
+    config = config_from(EnsembleConfig, setup.trainer_params.get("ensemble"))
     if kind == "residual":
         model = ResidualDynamics.create(setup.nominal, data.state_dim, data.action_dim, config,
                                         "cpu", setup.seed)

@@ -26,6 +26,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from bench.params import config_from, node_section
 from mbrl_ros.core.controller import ModelPredictiveController
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.exploration import ExplorationConfig
@@ -41,28 +42,20 @@ from mbrl_ros.robots.stand_task import (StandCostConfig, StandTaskConfig, build_
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _section(params: dict, node: str) -> dict:
-    return params.get(f"/**/{node}", {}).get("ros__parameters", {})
-
-
-def _sub(config_cls, values: dict):
-    names = {f for f in config_cls.__dataclass_fields__}
-    return config_cls(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in (values or {}).items() if k in names})
-
-
 class StandSetup:
     """Robot, simulator and controller settings read from config/quadruped12.yaml."""
 
     def __init__(self, config_path: Path, urdf: Path, seed: int):
         params = yaml.safe_load(config_path.read_text())
-        self.sim_params, self.planner_params = _section(params, "sim"), _section(params, "planner")
-        self.trainer_params = _section(params, "trainer")
+        self.sim_params = node_section(params, "sim")
+        self.planner_params = node_section(params, "planner")
+        self.trainer_params = node_section(params, "trainer")
         self.urdf, self.seed = str(urdf), seed
         self.robot = load_robot(self.urdf, "")
         self.period = 1.0 / self.planner_params.get("control_rate_hz", 25.0)
-        self.cost_config = _sub(StandCostConfig, self.planner_params.get("cost")).validate()
-        self.task_config = _sub(StandTaskConfig, self.planner_params.get("stand")).validate()
+        self.cost_config = config_from(StandCostConfig, self.planner_params.get("cost")).validate()
+        self.task_config = config_from(StandTaskConfig,
+                                       self.planner_params.get("stand")).validate()
 
     def simulator(self, seed: int, pushes: bool = True) -> Simulator:
         """The simulated quadruped in its crouch; random pushes seeded with ``seed``."""
@@ -79,7 +72,7 @@ class StandSetup:
                          SimulatorConfig(control_period=p.get("control_period", 0.01), seed=seed))
 
     def explorer(self):
-        config = _sub(ExplorationConfig, self.planner_params.get("exploration"))
+        config = config_from(ExplorationConfig, self.planner_params.get("exploration"))
         return stand_explorer(config, self.task_config, self.cost_config.posture,
                               self.robot.position_lower, self.robot.position_upper, self.period,
                               self.robot.velocity_limits)
@@ -131,7 +124,7 @@ def collect(setup: StandSetup, seconds: float, fall_tilt: float) -> TransitionBa
 
 
 def train(setup: StandSetup, data: TransitionBatch) -> ProbabilisticEnsemble:
-    config = _sub(EnsembleConfig, setup.trainer_params.get("ensemble"))
+    config = config_from(EnsembleConfig, setup.trainer_params.get("ensemble"))
     model = ProbabilisticEnsemble(data.state_dim, data.action_dim, config, "cpu", setup.seed)
     model.fit(data, seed=setup.seed)
     return model
