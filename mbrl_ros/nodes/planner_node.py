@@ -43,6 +43,7 @@ from mbrl_ros.robots.stand_task import (StandCostConfig, StandLayout, StandTaskC
                                         stand_planner_limits)
 
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+STATUS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # a slow reader loses none
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 VISUAL = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -78,18 +79,23 @@ class PlannerNode(Node):
         self.pending_config: Optional[PlannerConfig] = None
         self._model_lock = threading.Lock()
 
+        # With the timer trigger, state callbacks get their own group: sharing the timer's
+        # mutually exclusive group with a 100 Hz subscription starved the timer for seconds in
+        # rclpy's multi-threaded executor. With the joint_states trigger they plan themselves.
         control_group = MutuallyExclusiveCallbackGroup()
+        state_group = (MutuallyExclusiveCallbackGroup() if self.config.trigger == "timer"
+                       else control_group)
         self.command_pub = self.create_publisher(Float64MultiArray, "/mbrl/planned_command",
                                                  RELIABLE)
-        self.status_pub = self.create_publisher(PlanStatus, "/mbrl/plan/status", RELIABLE)
+        self.status_pub = self.create_publisher(PlanStatus, "/mbrl/plan/status", STATUS)
         self.markers_pub = self.create_publisher(MarkerArray, "/mbrl/plan/markers", VISUAL)
         self.path_pub = self.create_publisher(Path, "/mbrl/plan/path", VISUAL)
         self.create_subscription(JointState, "/joint_states", self._on_joint_states, RELIABLE,
-                                 callback_group=control_group)
+                                 callback_group=state_group)
         self.create_subscription(PoseStamped, "/mbrl/goal", self._on_goal, RELIABLE)
         if self.stand:
             self.create_subscription(Odometry, self.config.odom_topic, self._on_odom, RELIABLE,
-                                     callback_group=control_group)
+                                     callback_group=state_group)
         self.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model_update,
                                  LATCHED, callback_group=MutuallyExclusiveCallbackGroup())
         if self.config.trigger == "timer":
@@ -272,7 +278,7 @@ class PlannerNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(PlannerNode, lambda: MultiThreadedExecutor(num_threads=2), args)
+    run_node(PlannerNode, lambda: MultiThreadedExecutor(num_threads=3), args)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         planner.wait(timeout=30)
         executor.shutdown()
         probe.destroy_node()
-    # the planner kept publishing through the swaps (its tick rate is measured by
-    # bench/graph_latency.py, not asserted here: CI machines are loaded)
+    # the planner kept publishing through the swaps (its tick rate is not asserted here: in
+    # this harness the received status stream shows gaps of 1-2 s on a loaded machine that a
+    # standalone probe of the same node does not see; measured by bench/graph_latency.py)
     assert len(statuses) > 2 * RATE_HZ
