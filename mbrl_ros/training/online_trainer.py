@@ -25,6 +25,7 @@ from mbrl_ros.core.residual import ResidualDynamics
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.data.alignment import align_streams
 from mbrl_ros.data.bag_reader import read_robot_streams
+from mbrl_ros.data.data_directory import DataDirectory
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
 from mbrl_ros.training.evaluation import normalised_one_step_mse
 
@@ -88,15 +89,6 @@ class Deployment:
     train_seconds: float
 
 
-def finished_bags(data_dir: Path) -> list:
-    """Bag folders in ``data_dir`` that are closed (have metadata.yaml), oldest name first."""
-    if not data_dir.is_dir():
-        return []
-    return sorted(p for p in data_dir.iterdir()
-                  if p.is_dir() and not p.name.endswith(".partial")
-                  and (p / "metadata.yaml").is_file())
-
-
 class OnlineTrainer:
     """Ingest -> fit -> deploy-if-better, one round per :meth:`run_round`."""
 
@@ -114,7 +106,8 @@ class OnlineTrainer:
         self.nominal, self.device = nominal, device
         self.metadata = dict(metadata or {})
         self.registry = ModelRegistry(config.model_dir)
-        self.data_dir = Path(config.data_dir).expanduser() if config.data_dir else None
+        self.data_dir = (DataDirectory(Path(config.data_dir).expanduser())
+                         if config.data_dir else None)
         self.rng = np.random.default_rng(config.seed)
         self.train_data: Optional[TransitionBatch] = None
         self.holdout: Optional[TransitionBatch] = None
@@ -132,7 +125,8 @@ class OnlineTrainer:
 
     def ingest(self) -> int:
         """Read bags not read yet (initial bags, then finished splits); returns new rows."""
-        splits = finished_bags(self.data_dir) if self.data_dir is not None else []
+        splits = ([split.path for split in self.data_dir.finished_splits()]
+                  if self.data_dir is not None else [])
         new_paths = self._pending_initial + [p for p in splits if str(p) not in self.ingested]
         self._pending_initial = []
         if not new_paths:
