@@ -54,6 +54,13 @@ class Checkpoint:
     sha256: str
     """Hex sha256 of the whole file."""
 
+    def require_class(self, model_class: str) -> Dict[str, Any]:
+        """The header, if the checkpoint holds ``model_class``; else CheckpointError."""
+        found = self.header.get("model_class")
+        if found != model_class:
+            raise CheckpointError(f"checkpoint holds {found!r}, not {model_class}")
+        return self.header
+
 
 def file_sha256(path: str) -> str:
     """Hex sha256 of a file's bytes."""

@@ -347,9 +347,7 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
     def from_checkpoint(cls, checkpoint: Checkpoint,
                         device: Optional[torch.device | str] = None) -> "ProbabilisticEnsemble":
         """Rebuild from a loaded :class:`Checkpoint` of class ``ProbabilisticEnsemble``."""
-        if checkpoint.header.get("model_class") != cls.__name__:
-            raise CheckpointError(f"checkpoint holds {checkpoint.header.get('model_class')!r}, "
-                                  f"not {cls.__name__}")
+        checkpoint.require_class(cls.__name__)
         return cls.from_payload(checkpoint.tensors, checkpoint.header, device)
 
     @classmethod

@@ -166,10 +166,7 @@ class ResidualDynamics(DynamicsModel):
         Raises:
             CheckpointError: wrong class, or no way to build the nominal model.
         """
-        header: Dict[str, Any] = checkpoint.header
-        if header.get("model_class") != cls.__name__:
-            raise CheckpointError(f"checkpoint holds {header.get('model_class')!r}, "
-                                  f"not {cls.__name__}")
+        header: Dict[str, Any] = checkpoint.require_class(cls.__name__)
         descriptor = header.get("nominal")
         if nominal is None:
             if nominal_factory is None:

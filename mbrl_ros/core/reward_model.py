@@ -132,10 +132,7 @@ class RewardModel(torch.nn.Module):
              device: Optional[torch.device | str] = None) -> "RewardModel":
         """Read a checkpoint written by :meth:`save`. Raises CheckpointError."""
         checkpoint = load_checkpoint(path, expected_sha256)
-        header = checkpoint.header
-        if header.get("model_class") != cls.__name__:
-            raise CheckpointError(f"{path} holds {header.get('model_class')!r}, "
-                                  f"not {cls.__name__}")
+        header = checkpoint.require_class(cls.__name__)
         try:
             config = RewardModelConfig(**{k: (tuple(v) if isinstance(v, list) else v)
                                           for k, v in header["config"].items()})

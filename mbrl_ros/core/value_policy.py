@@ -331,10 +331,7 @@ class ValuePolicy(torch.nn.Module):
              device: Optional[torch.device | str] = None) -> "ValuePolicy":
         """Read a checkpoint written by :meth:`save`. Raises CheckpointError."""
         checkpoint = load_checkpoint(path, expected_sha256)
-        header = checkpoint.header
-        if header.get("model_class") != cls.__name__:
-            raise CheckpointError(f"{path} holds {header.get('model_class')!r}, "
-                                  f"not {cls.__name__}")
+        header = checkpoint.require_class(cls.__name__)
         try:
             model = cls(int(header["state_dim"]), int(header["action_dim"]),
                         header["action_low"], header["action_high"],
