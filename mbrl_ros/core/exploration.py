@@ -5,7 +5,8 @@ and approached along a first-order filter, with temporally correlated (AR(1)) no
 In effort mode the tracking law is inertia-aware when the robot's model is given:
 ``tau = g(q) + m(q) * (w^2 (target - q) - 2 w qd + noise)``, with ``m`` each joint's
 effective inertia ``1 / (M^-1)_ii`` and the bandwidth ``w`` limited by the control rate, so
-light distal links are not thrown around by gains meant for heavy proximal ones. The output always respects the limits.
+light distal links are not thrown around by gains meant for heavy proximal ones. The output
+always respects the limits.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ class TransitionBatch:
         self.state = np.asarray(self.state, dtype=np.float32)
         self.action = np.asarray(self.action, dtype=np.float32)
         self.next_state = np.asarray(self.next_state, dtype=np.float32)
-        if self.state.ndim != 2 or self.action.ndim != 2 or self.next_state.shape != self.state.shape:
+        if (self.state.ndim != 2 or self.action.ndim != 2
+                or self.next_state.shape != self.state.shape):
             raise ValueError(
                 f"TransitionBatch shapes disagree: state {self.state.shape}, "
                 f"action {self.action.shape}, next_state {self.next_state.shape}")
@@ -79,7 +80,8 @@ class TransitionBatch:
             out[f.name] = None if any(v is None for v in values) else np.concatenate(values)
         return TransitionBatch(**out)
 
-    def minibatches(self, batch_size: int, rng: np.random.Generator) -> Iterator["TransitionBatch"]:
+    def minibatches(self, batch_size: int,
+                    rng: np.random.Generator) -> Iterator["TransitionBatch"]:
         """Shuffled minibatches covering the batch once."""
         order = rng.permutation(len(self))
         for start in range(0, len(self), batch_size):
