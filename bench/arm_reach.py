@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from bench.params import config_from, node_section
 from mbrl_ros.core.controller import ModelPredictiveController
+from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
 from mbrl_ros.core.planning.config import PlannerConfig
@@ -32,8 +33,10 @@ from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.demo.goals import GoalSampler
 from mbrl_ros.robots.mismatch import MismatchConfig
 from mbrl_ros.robots.mujoco_builder import BuildOptions
-from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost, load_robot,
-                                        nominal_dynamics)
+from mbrl_ros.robots.reach_task import (ReachCostConfig, ReachWarmStart, build_reach_cost,
+                                        load_robot, nominal_dynamics, reach_explorer,
+                                        reach_limits)
+from mbrl_ros.robots.servo_model import servo_config
 from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,14 +55,20 @@ class ArmSetup:
         self.period = 1.0 / self.planner_params.get("control_rate_hz", 25.0)
         self.model_period = self.planner_params.get("model_period_s", self.period)
         self.compensated = bool(self.planner_params.get("gravity_compensated", False))
-        self.nominal = nominal_dynamics(self.robot, self.model_period,
-                                        self.planner_params.get("nominal_substeps", 1),
-                                        torch.device("cpu"), self.compensated)
+        self.mode = self.planner_params.get("command_mode", "effort")
+        self.nominal = nominal_dynamics(
+            self.robot, self.model_period, self.planner_params.get("nominal_substeps", 1),
+            torch.device("cpu"), self.compensated, self.mode,
+            servo_config(self.planner_params.get("servo_kp", [100.0]),
+                         self.planner_params.get("servo_kd", [5.0])))
 
     def simulator(self) -> Simulator:
         p = self.sim_params
         home = tuple(zip(self.robot.joint_names, p.get("home_positions", ())))
-        build = BuildOptions(gravity_compensation=bool(p.get("gravity_compensation", False)),
+        build = BuildOptions(control_mode=p.get("control_mode", "effort"),
+                             position_kp=tuple(np.atleast_1d(p.get("position_kp", 100.0))),
+                             position_kv=tuple(np.atleast_1d(p.get("position_kv", 5.0))),
+                             gravity_compensation=bool(p.get("gravity_compensation", False)),
                              home_positions=home, timestep=p.get("physics_timestep", 0.002))
         mismatch = MismatchConfig(friction_scale=p.get("friction_scale", 1.0),
                                   damping_scale=p.get("damping_scale", 1.0),
@@ -69,30 +78,29 @@ class ArmSetup:
                          SimulatorConfig(control_period=p.get("control_period", 0.01),
                                          seed=self.seed))
 
-    def dynamics_terms(self, q):
-        gravity, inertia = self.robot.gravity_and_inertia(q)
-        return (0.0 * gravity if self.compensated else gravity), inertia
-
     def explorer(self) -> SmoothExplorer:
         config = config_from(ExplorationConfig, self.planner_params.get("exploration"))
-        return SmoothExplorer(config, "effort", self.robot.position_lower,
-                              self.robot.position_upper, self.robot.effort_limits, self.period,
-                              self.dynamics_terms, self.robot.velocity_limits)
+        return reach_explorer(config, self.robot, self.mode, self.period, self.compensated)
 
-    def controller(self, model) -> ModelPredictiveController:
-        limits = self.robot.effort_limits
-        velocity = self.planner_params.get("velocity_limit_fraction", 1.5) * \
-            self.robot.velocity_limits
-        values = dict(action_low=tuple(-limits), action_high=tuple(limits),
-                      state_low=tuple(np.concatenate([self.robot.position_lower, -velocity])),
-                      state_high=tuple(np.concatenate([self.robot.position_upper, velocity])))
+    def controller(self, model, offset_free: bool = True) -> ModelPredictiveController:
+        """The planner node's controller for ``model`` (``offset_free``: with the config's
+        disturbance estimate)."""
+        p = self.planner_params
+        values = reach_limits(self.robot, self.mode, p.get("velocity_limit_fraction", 1.5))
         values.update({k: tuple(v) if isinstance(v, list) else v
-                       for k, v in (self.planner_params.get("planner") or {}).items()})
-        cost_config = config_from(ReachCostConfig, self.planner_params.get("cost"))
+                       for k, v in (p.get("planner") or {}).items()})
+        cost_config = config_from(ReachCostConfig, p.get("cost"))
         cost = build_reach_cost(self.robot, self.nominal.ee_position_batch, cost_config, None,
                                 torch.device("cpu"))
+        seed_speed = p.get("goal_seed_speed_fraction", 0.5)
+        warm_start = (ReachWarmStart(self.robot, self.model_period, seed_speed)
+                      if self.mode == "position" and seed_speed > 0 else None)
+        disturbance = (config_from(DisturbanceConfig, p.get("disturbance")) if offset_free
+                       else DisturbanceConfig())
         controller = ModelPredictiveController(PlannerConfig(**values), cost, self.explorer(),
-                                               torch.device("cpu"))
+                                               torch.device("cpu"), warm_start=warm_start,
+                                               disturbance=disturbance,
+                                               model_period_s=self.model_period)
         controller.set_model(model, 1)
         return controller
 
@@ -115,8 +123,29 @@ def collect(setup: ArmSetup, seconds: float) -> TransitionBatch:
     return TransitionBatch(states[:-1], np.array(actions, dtype=np.float32), states[1:])
 
 
+class NominalOnly:
+    """The nominal model alone (URDF rigid body or joint servo) as a one-member "ensemble"."""
+
+    num_members = 1
+
+    def __init__(self, nominal, state_dim: int, action_dim: int):
+        self.nominal, self.state_dim, self.action_dim = nominal, state_dim, action_dim
+        self.device = torch.device("cpu")
+
+    def predict(self, state: torch.Tensor, action: torch.Tensor):
+        batch = torch.broadcast_shapes(state.shape[:-1], action.shape[:-1])
+        flat = self.nominal.step(state.expand(*batch, self.state_dim).reshape(-1, self.state_dim),
+                                 action.expand(*batch, self.action_dim)
+                                 .reshape(-1, self.action_dim))
+        mean = flat.reshape(*batch, self.state_dim)
+        mean = mean if mean.dim() == 3 else mean.unsqueeze(0)
+        return mean, torch.zeros_like(mean)
+
+
 def train(setup: ArmSetup, kind: str, data: TransitionBatch):
     config = config_from(EnsembleConfig, setup.trainer_params.get("ensemble"))
+    if kind == "nominal":
+        return NominalOnly(setup.nominal, data.state_dim, data.action_dim)
     if kind == "residual":
         model = ResidualDynamics.create(setup.nominal, data.state_dim, data.action_dim, config,
                                         "cpu", setup.seed)
@@ -128,7 +157,7 @@ def train(setup: ArmSetup, kind: str, data: TransitionBatch):
 
 def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
     """Closed-loop reaching; returns one dict per goal."""
-    sim, controller = setup.simulator(), setup.controller(model)
+    sim, controller = setup.simulator(), setup.controller(model, not args.no_offset_free)
     periods = int(round(setup.period / sim.config.control_period))
     results = []
     for goal in tqdm(goals, desc="goals", leave=False):
@@ -145,7 +174,7 @@ def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
             if inside >= args.dwell:
                 reached_at = tick * setup.period
                 break
-            step = controller.step(q, qd)
+            step = controller.step(q, qd, stamp=sim.time)
             if step.plan is not None:
                 planning.append(step.plan.planning_time * 1e3)
             sim.set_command(step.command)
@@ -167,7 +196,10 @@ def main(argv=None) -> int:
     parser.add_argument("--radius", type=float, default=0.02)
     parser.add_argument("--dwell", type=float, default=0.3)
     parser.add_argument("--kinds", nargs="+", default=["residual", "ensemble"],
-                        choices=["residual", "ensemble"])
+                        choices=["residual", "ensemble", "nominal"],
+                        help="nominal: the URDF / servo model alone, no learning")
+    parser.add_argument("--no-offset-free", action="store_true",
+                        help="plan without the disturbance estimate (offset-free MPC)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(REPO / "results" / "bench" / "arm_reach.json"))
@@ -178,7 +210,8 @@ def main(argv=None) -> int:
     goals = GoalSampler().sample(setup.robot, args.goals, np.random.default_rng(args.seed + 1))
     start = time.monotonic()
     data = collect(setup, args.data_seconds)
-    summary = dict(data_seconds=args.data_seconds, transitions=len(data), kinds={})
+    summary = dict(data_seconds=args.data_seconds, transitions=len(data),
+                   offset_free=not args.no_offset_free, kinds={})
     for kind in args.kinds:
         model = train(setup, kind, data)
         results = reach(setup, model, goals, args)

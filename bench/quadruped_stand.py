@@ -60,8 +60,9 @@ class StandSetup:
     def simulator(self, seed: int, pushes: bool = True) -> Simulator:
         """The simulated quadruped in its crouch; random pushes seeded with ``seed``."""
         p = self.sim_params
-        build = BuildOptions(control_mode="position", position_kp=p.get("position_kp", 100.0),
-                             position_kv=p.get("position_kv", 5.0),
+        # PD gains: one value (all joints) or one per joint; a YAML list or a plain number
+        build = BuildOptions(control_mode="position", position_kp=p.get("position_kp", (100.0,)),
+                             position_kv=p.get("position_kv", (5.0,)),
                              home_positions=tuple(zip(self.robot.joint_names,
                                                       p.get("home_positions", ()))),
                              timestep=p.get("physics_timestep", 0.002))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mbrl_ros.core.costs import TaskCost
+from mbrl_ros.core.disturbance import DisturbanceConfig, OffsetDynamics
 from mbrl_ros.core.exploration import SmoothExplorer
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.planning.planner import Planner, PlanResult
@@ -37,14 +38,32 @@ class ControlStep:
     """Why the planner could not be used on this tick (the explorer's command is sent then)."""
 
 
+WarmStartFn = Callable[[np.ndarray, Optional[np.ndarray], int], Optional[np.ndarray]]
+"""``(joint positions [J], goal or None, horizon H) -> [H, A]`` physical actions to start planning from
+(e.g. a path toward the goal's inverse kinematics), or None for the planner's default."""
+
+
 class ModelPredictiveController:
     """Explores (collecting data) until it has a model (:meth:`set_model`) and, for tasks that
-    need one (``needs_goal``), a goal (:meth:`set_goal`), then runs the planner every tick."""
+    need one (``needs_goal``), a goal (:meth:`set_goal`), then runs the planner every tick.
+
+    Optional: ``warm_start`` seeds the planner after a reset and on every new goal;
+    ``disturbance`` (with ``model_period_s``) makes it offset-free (see
+    :mod:`mbrl_ros.core.disturbance`): pass a time stamp to :meth:`step` for it to learn."""
 
     def __init__(self, planner_config: PlannerConfig, cost: TaskCost, explorer: SmoothExplorer,
                  device: torch.device, value: Optional[Callable] = None,
-                 policy: Optional[Callable] = None, needs_goal: bool = True):
+                 policy: Optional[Callable] = None, needs_goal: bool = True,
+                 warm_start: Optional[WarmStartFn] = None,
+                 disturbance: DisturbanceConfig = DisturbanceConfig(),
+                 model_period_s: float = 0.0):
         self.planner_config = planner_config.validate()
+        self.disturbance = disturbance.validate()
+        if self.disturbance.enabled and not model_period_s > 0.0:
+            raise ValueError("the disturbance estimate needs model_period_s > 0")
+        self.model_period_s = float(model_period_s)
+        self.warm_start = warm_start
+        self._needs_seed = True
         self.needs_goal = bool(needs_goal)
         self.cost = cost
         self.explorer = explorer
@@ -63,9 +82,23 @@ class ModelPredictiveController:
         """New end-effector goal [3] (the cost's ``end_effector`` term)."""
         self.goal = np.asarray(position, dtype=np.float64).copy()
         self.cost.term("end_effector").set_target(self.goal.tolist())
+        self._needs_seed = True
+        if self.planner is not None and isinstance(self.planner.dynamics, OffsetDynamics):
+            self.planner.dynamics.reset()  # the bias near the old goal says little of the new
+
+    @property
+    def offset(self) -> Optional[np.ndarray]:
+        """[S] current disturbance estimate (None when the estimate is off or no model)."""
+        dynamics = None if self.planner is None else self.planner.dynamics
+        if not isinstance(dynamics, OffsetDynamics):
+            return None
+        return dynamics.offset.detach().cpu().numpy().copy()
 
     def set_model(self, model, version: int) -> None:
-        """Swap in a new dynamics model (between ticks); the warm start is kept."""
+        """Swap in a new dynamics model (between ticks); the warm start is kept, the
+        disturbance estimate (which belongs to the old model) starts again from zero."""
+        if self.disturbance.enabled:
+            model = OffsetDynamics(model, self.disturbance)
         if self.planner is None:
             self.planner = Planner(model, self.planner_config, self.cost, self._value,
                                    self._policy, self.device)
@@ -83,19 +116,29 @@ class ModelPredictiveController:
     def reset(self) -> None:
         """New episode: forget the warm start and the exploration targets."""
         self.explorer.reset()
+        self._needs_seed = True
         if self.planner is not None:
             self.planner.reset()
+            if isinstance(self.planner.dynamics, OffsetDynamics):
+                self.planner.dynamics.reset()
 
     def step(self, position: np.ndarray, velocity: np.ndarray,
-             extra_state: Optional[np.ndarray] = None) -> ControlStep:
+             extra_state: Optional[np.ndarray] = None,
+             stamp: Optional[float] = None) -> ControlStep:
         """One control tick from joint positions and velocities [J] (finite); the planner's
         state is ``[position, velocity, extra_state]`` (``extra_state``: task-specific, e.g.
-        the base odometry [13] of a legged robot)."""
+        the base odometry [13] of a legged robot). ``stamp``: time of the state [s], for the
+        disturbance estimate (None: no update this tick)."""
         if self.exploring:
             return ControlStep(self.explorer(position, velocity), exploring=True)
         parts = [position, velocity] + ([] if extra_state is None else [extra_state])
         state = np.concatenate(parts).astype(np.float32)
+        offset = self.planner.dynamics
+        offset = offset if isinstance(offset, OffsetDynamics) else None
+        if offset is not None and stamp is not None:
+            offset.update(torch.from_numpy(state), stamp, self.model_period_s)
         try:
+            self._seed_planner(position)
             plan = self.planner.plan(state)
         except (ValueError, RuntimeError) as error:
             logger.warning("planner failed, exploring this tick: %s", error)
@@ -105,4 +148,16 @@ class ModelPredictiveController:
         if not np.all(np.isfinite(command)):
             return ControlStep(self.explorer(position, velocity), exploring=False, plan=plan,
                                error="planner returned a non-finite action")
+        if offset is not None and stamp is not None:
+            offset.expect(plan.states[1], stamp)
         return ControlStep(command, exploring=False, plan=plan)
+
+    def _seed_planner(self, position: np.ndarray) -> None:
+        """Seed the planner from ``warm_start`` after a reset or a new goal."""
+        if self.warm_start is None or not (self._needs_seed or not self.planner.has_warm_start):
+            return
+        self._needs_seed = False
+        seed = self.warm_start(np.asarray(position, dtype=np.float64), self.goal,
+                               self.planner_config.horizon)
+        if seed is not None:
+            self.planner.seed(seed)

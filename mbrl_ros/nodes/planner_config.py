@@ -7,6 +7,7 @@ from typing import Tuple
 
 TRIGGERS = ("timer", "joint_states")
 TASKS = ("reach", "stand")
+COMMAND_MODES = ("effort", "position")
 
 
 @dataclass(frozen=True)
@@ -16,9 +17,20 @@ class PlannerNodeConfig:
     urdf: str = ""
     """Robot URDF: a file path or package:// URI."""
     task: str = "reach"
-    """"reach": end-effector goals (state [q, qd], torques); "stand": a legged robot holds base
+    """"reach": end-effector goals (state [q, qd]); "stand": a legged robot holds base
     height and orientation (state [q, qd, odometry], position targets; see
     mbrl_ros/robots/stand_task.py)."""
+    command_mode: str = "effort"
+    """Reach task: "effort" (joint torques) or "position" (targets for the driver's joint
+    servo, e.g. a ros2_control forward position controller); must match the trainer's."""
+    servo_kp: Tuple[float, ...] = (100.0,)
+    """Position mode: the driver's servo stiffness per joint [N m/rad] (one value or one per
+    joint, URDF order), for the nominal model; must match the trainer's."""
+    servo_kd: Tuple[float, ...] = (5.0,)
+    """Position mode: the driver's servo damping per joint [N m s/rad]."""
+    goal_seed_speed_fraction: float = 0.5
+    """Position mode: on a new goal the planner starts from a joint path to the goal's IK
+    solution at this fraction of the velocity limits; 0 disables the seed."""
     odom_topic: str = "/odom"
     """nav_msgs/Odometry of the floating base (stand task)."""
     ee_frame: str = "ee_link"
@@ -58,6 +70,12 @@ class PlannerNodeConfig:
             raise ValueError("parameter urdf (robot URDF path) is required")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.command_mode not in COMMAND_MODES:
+            raise ValueError(f"command_mode must be one of {COMMAND_MODES}, "
+                             f"got {self.command_mode!r}")
+        if not 0.0 <= self.goal_seed_speed_fraction <= 1.0:
+            raise ValueError("goal_seed_speed_fraction must be in [0, 1], "
+                             f"got {self.goal_seed_speed_fraction}")
         if self.trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
         if not self.velocity_limit_fraction > 0.0:

@@ -29,15 +29,18 @@ from visualization_msgs.msg import MarkerArray
 from mbrl_ros.conversions import JointNameMap, to_float64_multi_array
 from mbrl_ros.core.checkpoint import CheckpointError, load_model
 from mbrl_ros.core.controller import ModelPredictiveController
-from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
+from mbrl_ros.core.disturbance import DisturbanceConfig
+from mbrl_ros.core.exploration import ExplorationConfig
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.msg import ModelUpdate, PlanStatus
 from mbrl_ros.nodes.parameters import declare_config, read_config
 from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.nodes.plan_visualization import plan_markers, plan_path
 from mbrl_ros.nodes.planner_config import PlannerNodeConfig
-from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost, load_robot,
-                                        nominal_dynamics)
+from mbrl_ros.robots.reach_task import (ReachCostConfig, ReachWarmStart, build_reach_cost,
+                                        load_robot, nominal_dynamics, reach_explorer,
+                                        reach_limits)
+from mbrl_ros.robots.servo_model import servo_config
 from mbrl_ros.robots.stand_task import (StandCostConfig, StandLayout, StandTaskConfig,
                                         build_stand_cost, odom_vector, stand_explorer,
                                         stand_planner_limits)
@@ -64,8 +67,15 @@ class PlannerNode(Node):
         period = 1.0 / self.config.control_rate_hz
         cost, explorer, planner_config = (self._stand_task(period) if self.stand
                                           else self._reach_task(period))
-        self.controller = ModelPredictiveController(planner_config, cost, explorer, self.device,
-                                                    needs_goal=not self.stand)
+        seed_speed = self.config.goal_seed_speed_fraction
+        warm_start = (ReachWarmStart(self.robot, self.config.model_period_s, seed_speed)
+                      if not self.stand and self.config.command_mode == "position"
+                      and seed_speed > 0 else None)
+        self.controller = ModelPredictiveController(
+            planner_config, cost, explorer, self.device, needs_goal=not self.stand,
+            warm_start=warm_start,
+            disturbance=declare_config(self, DisturbanceConfig, "disturbance."),
+            model_period_s=self.config.model_period_s)
         self.latest_odom = None
         self.state_map = JointNameMap(self.robot.joint_names)
         command_joints = self.config.joints or self.robot.joint_names
@@ -107,22 +117,18 @@ class PlannerNode(Node):
             + ("" if self.stand else " and a goal arrives"))
 
     def _reach_task(self, period: float):
-        """Cost, explorer and planner settings of end-effector reaching (torques)."""
-        self.nominal = nominal_dynamics(self.robot, self.config.model_period_s,
-                                        self.config.nominal_substeps, self.device,
-                                        self.config.gravity_compensated)
-        limits = self.robot.effort_limits
-        velocity_limits = self.config.velocity_limit_fraction * self.robot.velocity_limits
-        planner_config = declare_config(self, PlannerConfig, "planner.", overrides=dict(
-            action_low=tuple(-limits), action_high=tuple(limits),
-            state_low=tuple(np.concatenate([self.robot.position_lower, -velocity_limits])),
-            state_high=tuple(np.concatenate([self.robot.position_upper, velocity_limits]))))
+        """Cost, explorer and planner settings of end-effector reaching (torques or position
+        targets, per ``command_mode``)."""
+        cfg = self.config
+        self.nominal = nominal_dynamics(self.robot, cfg.model_period_s, cfg.nominal_substeps,
+                                        self.device, cfg.gravity_compensated, cfg.command_mode,
+                                        servo_config(cfg.servo_kp, cfg.servo_kd))
+        planner_config = declare_config(self, PlannerConfig, "planner.", overrides=reach_limits(
+            self.robot, cfg.command_mode, cfg.velocity_limit_fraction))
         cost = build_reach_cost(self.robot, self.nominal.ee_position_batch,
                                 declare_config(self, ReachCostConfig, "cost."), None, self.device)
-        explorer = SmoothExplorer(declare_config(self, ExplorationConfig, "exploration."),
-                                  "effort", self.robot.position_lower, self.robot.position_upper,
-                                  limits, period, self._gravity_and_inertia,
-                                  self.robot.velocity_limits)
+        explorer = reach_explorer(declare_config(self, ExplorationConfig, "exploration."),
+                                  self.robot, cfg.command_mode, period, cfg.gravity_compensated)
         return cost, explorer, planner_config
 
     def _stand_task(self, period: float):
@@ -139,11 +145,6 @@ class PlannerNode(Node):
                                   period, robot.velocity_limits)
         return build_stand_cost(robot.num_joints, cost_config, self.device), explorer, \
             planner_config
-
-    def _gravity_and_inertia(self, positions: np.ndarray):
-        """Exploration's model terms; no gravity where the driver compensates it."""
-        gravity, inertia = self.robot.gravity_and_inertia(positions)
-        return (0.0 * gravity if self.config.gravity_compensated else gravity), inertia
 
     # -- inputs ----------------------------------------------------------------------------
     def _on_joint_states(self, msg: JointState) -> None:
@@ -239,7 +240,7 @@ class PlannerNode(Node):
                                    throttle_duration_sec=2.0)
             return
         start = time.perf_counter()
-        step = self.controller.step(arrays.position, arrays.velocity, odom)
+        step = self.controller.step(arrays.position, arrays.velocity, odom, stamp=received)
         self.command_pub.publish(to_float64_multi_array(step.command[self.command_order]))
         self.tick += 1
         self._publish_status(step, (time.perf_counter() - start) * 1e3)

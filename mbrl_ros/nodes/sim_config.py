@@ -53,10 +53,12 @@ class SimConfig:
     """'true', 'false' or 'auto' (floating iff the URDF root is not 'world' and it has feet)."""
     ee_link: str = AUTO
     """End-effector link ('auto': 'ee_link' if present; '' for none)."""
-    position_kp: float = 100.0
-    """Position actuator stiffness [Nm/rad]."""
-    position_kv: float = 5.0
-    """Position actuator damping [Nm s/rad]."""
+    position_kp: Tuple[float, ...] = (100.0,)
+    """Position actuator stiffness [Nm/rad]: one value for all joints or one per joint (URDF
+    joint order)."""
+    position_kv: Tuple[float, ...] = (5.0,)
+    """Position actuator damping [Nm s/rad]: one value for all joints or one per joint (URDF
+    joint order)."""
     velocity_kv: float = 10.0
     """Velocity actuator gain [Nm s/rad]."""
     friction_scale: float = 1.0

@@ -22,8 +22,8 @@ from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
 from mbrl_ros.msg import ModelUpdate
 from mbrl_ros.nodes.parameters import declare_config
 from mbrl_ros.nodes.spin import run_node
-from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
-from mbrl_ros.training.config_file import TrainerNodeConfig
+from mbrl_ros.robots.reach_task import load_robot
+from mbrl_ros.training.config_file import TrainerNodeConfig, node_nominal
 from mbrl_ros.training.online_trainer import Deployment, OnlineTrainer, TrainerConfig
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -49,8 +49,7 @@ class TrainerNode(Node):
         self.trainer = OnlineTrainer(
             declare_config(self, TrainerConfig), declare_config(self, EnsembleConfig, "ensemble."),
             streams, alignment,
-            nominal_dynamics(robot, node_config.model_period_s, node_config.nominal_substeps,
-                             device, node_config.gravity_compensated),
+            node_nominal(robot, node_config, device),
             device, metadata=dict(joints=list(joints), model_period_s=node_config.model_period_s,
                                   urdf=node_config.urdf))
         self.update_pub = self.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)

@@ -8,11 +8,13 @@ foot-contact sensors for legged robots, and a ``home`` keyframe.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import mujoco
 import numpy as np
@@ -29,6 +31,14 @@ IMU_SITE = "imu_site"
 IMU_SENSORS = ("imu_quat", "imu_gyro", "imu_accel")
 _COMPILER_TAG = ('<mujoco><compiler fusestatic="false" discardvisual="false" '
                  'strippath="false" balanceinertia="true"/></mujoco>')
+_POSITION_GAINS = ("position_kp", "position_kv")
+
+
+def _as_gains(value: Union[float, Sequence[float]]) -> Tuple[float, ...]:
+    """One gain (a plain number) or a sequence of gains -> tuple of floats."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return (float(value),)
+    return tuple(float(v) for v in value)
 
 
 @dataclass(frozen=True)
@@ -37,10 +47,12 @@ class BuildOptions:
 
     control_mode: str = "effort"
     """Actuator type: 'effort' (motor), 'position' (PD servo) or 'velocity'."""
-    position_kp: float = 100.0
-    """Position actuator stiffness [Nm/rad]."""
-    position_kv: float = 5.0
-    """Position actuator damping [Nm s/rad]."""
+    position_kp: Tuple[float, ...] = (100.0,)
+    """Position actuator stiffness [Nm/rad]: one value for all joints or one per joint
+    (joint order of BuildInfo.joint_names). A plain number is accepted as one value."""
+    position_kv: Tuple[float, ...] = (5.0,)
+    """Position actuator damping [Nm s/rad]: one value for all joints or one per joint
+    (joint order of BuildInfo.joint_names). A plain number is accepted as one value."""
     velocity_kv: float = 10.0
     """Velocity actuator gain [Nm s/rad]."""
     floating_base: Optional[bool] = None
@@ -72,6 +84,10 @@ class BuildOptions:
     drivers do (e.g. Franka): commands are torques on top of gravity compensation. Bodies
     added later (a payload) are not compensated. Fixed-base robots only."""
 
+    def __post_init__(self) -> None:
+        for name in _POSITION_GAINS:  # backward compatibility: a plain number is one value
+            object.__setattr__(self, name, _as_gains(getattr(self, name)))
+
     def validate(self) -> None:
         """Raise ValueError on inconsistent options."""
         if self.control_mode not in CONTROL_MODES:
@@ -79,10 +95,29 @@ class BuildOptions:
                              f"got '{self.control_mode}'")
         if self.timestep <= 0:
             raise ValueError(f"timestep must be > 0, got {self.timestep}")
-        for name in ("position_kp", "position_kv", "velocity_kv", "foot_site_margin",
-                     "home_clearance", "floor_half_size"):
+        for name in ("velocity_kv", "foot_site_margin", "home_clearance", "floor_half_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in _POSITION_GAINS:
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"{name} must hold one value or one per joint, got none")
+            if not all(math.isfinite(v) and v >= 0 for v in values):
+                raise ValueError(f"{name} must be finite and >= 0, got {list(values)}")
+
+    def per_joint(self, name: str, joints: Sequence[str]) -> Tuple[float, ...]:
+        """The per-joint gain ``name`` (e.g. 'position_kp') for ``joints``, in their order.
+
+        Raises:
+            ValueError: when it holds neither one value nor one per joint.
+        """
+        values = getattr(self, name)
+        if len(values) == 1:
+            return values * len(joints)
+        if len(values) != len(joints):
+            raise ValueError(f"{name} has {len(values)} values for {len(joints)} joints "
+                             f"{list(joints)}; give one value (all joints) or one per joint")
+        return values
 
 
 @dataclass(frozen=True)
@@ -146,7 +181,10 @@ def _is_floating(urdf: ResolvedUrdf, options: BuildOptions, feet: Sequence[str])
 def _add_actuators(spec: mujoco.MjSpec, joints: Sequence[str], urdf: ResolvedUrdf,
                    options: BuildOptions) -> Tuple[str, ...]:
     names = []
-    for joint in joints:
+    if options.control_mode == "position":  # gains of the other modes are unused: not checked
+        kps = options.per_joint("position_kp", joints)
+        kvs = options.per_joint("position_kv", joints)
+    for i, joint in enumerate(joints):
         limits = urdf.joint_limits[joint]
         actuator = spec.add_actuator(name=f"{joint}_{options.control_mode}", target=joint,
                                      trntype=mujoco.mjtTrn.mjTRN_JOINT)
@@ -154,7 +192,7 @@ def _add_actuators(spec: mujoco.MjSpec, joints: Sequence[str], urdf: ResolvedUrd
             actuator.set_to_motor()
             ctrl = (-limits.effort, limits.effort)
         elif options.control_mode == "position":
-            actuator.set_to_position(kp=options.position_kp, kv=options.position_kv)
+            actuator.set_to_position(kp=kps[i], kv=kvs[i])
             ctrl = (limits.lower, limits.upper)
         else:
             actuator.set_to_velocity(kv=options.velocity_kv)

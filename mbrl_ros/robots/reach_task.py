@@ -1,6 +1,8 @@
 """The robot-side pieces the planner and the trainer share: robot, nominal model and task cost.
 
-State = ``[q, qd]`` of the robot's joints in URDF order; action = one torque per joint.
+State = ``[q, qd]`` of the robot's joints in URDF order; action = one command per joint: a
+torque (``command_mode`` "effort") or a position target for the driver's joint servo
+("position", as a ros2_control position controller or a joint impedance controller takes).
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
 from mbrl_ros.core.costs import (EffortCost, EndEffectorCost, JointLimitCost,
                                  JointPositionCost, SmoothnessCost, TaskCost, VelocityCost)
 from mbrl_ros.robots.analytical import AnalyticalConfig, AnalyticalDynamics
 from mbrl_ros.robots.robot_model import RobotModel
+from mbrl_ros.robots.servo_model import JointServoModel, ServoConfig
+
+COMMAND_MODES = ("effort", "position")
+"""What the reaching task commands: joint torques or joint position targets."""
 
 
 @dataclass(frozen=True)
@@ -67,15 +74,81 @@ def load_robot(urdf: str, ee_frame: str = "ee_link", search_paths: Sequence[str]
 
 
 def nominal_dynamics(robot: RobotModel, period_s: float, substeps: int,
-                     device: torch.device, gravity_compensated: bool = False
-                     ) -> AnalyticalDynamics:
-    """The URDF's rigid-body model, integrated over one model period, batched in torch.
+                     device: torch.device, gravity_compensated: bool = False,
+                     command_mode: str = "effort", servo: Optional[ServoConfig] = None):
+    """The nominal model under the residual, batched in torch, one model period per step.
 
-    ``gravity_compensated``: the robot's driver cancels the links' weight, so the model has
-    no gravity (commands are torques on top of the compensation)."""
+    "effort": the URDF's rigid-body model (``substeps`` semi-implicit Euler steps;
+    ``gravity_compensated``: the driver cancels the links' weight, so the model has no
+    gravity). "position": the driver's joint servo with gains ``servo``
+    (:class:`~mbrl_ros.robots.servo_model.JointServoModel`). Both provide
+    ``ee_position_batch`` (URDF forward kinematics) for the task cost."""
+    if command_mode not in COMMAND_MODES:
+        raise ValueError(f"command_mode must be one of {COMMAND_MODES}, got {command_mode!r}")
+    if command_mode == "position":
+        if servo is None:
+            raise ValueError("command_mode 'position' needs the servo gains (servo_kp, servo_kd)")
+        return JointServoModel(robot, servo, period_s, device)
     return AnalyticalDynamics(robot, AnalyticalConfig(dt=period_s, substeps=substeps,
                                                       gravity_compensated=gravity_compensated),
                               device=device)
+
+
+def reach_limits(robot: RobotModel, command_mode: str, velocity_limit_fraction: float) -> dict:
+    """The planner's hard limits: actions within the effort or position limits, predicted
+    states within the position limits and ``velocity_limit_fraction`` x the velocity limits."""
+    velocity = velocity_limit_fraction * robot.velocity_limits
+    if command_mode == "position":
+        low, high = robot.position_lower, robot.position_upper
+    else:
+        low, high = -robot.effort_limits, robot.effort_limits
+    return dict(action_low=tuple(low), action_high=tuple(high),
+                state_low=tuple(np.concatenate([robot.position_lower, -velocity])),
+                state_high=tuple(np.concatenate([robot.position_upper, velocity])))
+
+
+def reach_explorer(config: ExplorationConfig, robot: RobotModel, command_mode: str,
+                   period_s: float, gravity_compensated: bool = False) -> SmoothExplorer:
+    """Smooth random exploration in the task's command mode (effort: inertia-aware)."""
+    if command_mode == "position":
+        return SmoothExplorer(config, "position", robot.position_lower, robot.position_upper,
+                              robot.position_upper, period_s,
+                              velocity_limit=robot.velocity_limits)
+
+    def gravity_and_inertia(positions: np.ndarray):
+        gravity, inertia = robot.gravity_and_inertia(positions)
+        return (0.0 * gravity if gravity_compensated else gravity), inertia
+
+    return SmoothExplorer(config, "effort", robot.position_lower, robot.position_upper,
+                          robot.effort_limits, period_s, gravity_and_inertia,
+                          robot.velocity_limits)
+
+
+class ReachWarmStart:
+    """Position mode: seeds the planner with a joint path to the goal's inverse kinematics.
+
+    Sampling-based MPC over a short horizon finds the way to a far goal slowly and can stall
+    in a local minimum of a 7-DoF arm's cost; the URDF's kinematics (accurate on any robot,
+    unlike its dynamics) give the planner a good first guess: a straight joint-space path from
+    the current position to the IK solution, at ``speed_fraction`` of the velocity limits,
+    then held. The learned model and the sampling refine it. Without a goal: hold position.
+    """
+
+    def __init__(self, robot: RobotModel, period_s: float, speed_fraction: float = 0.5) -> None:
+        if not 0.0 < speed_fraction <= 1.0:
+            raise ValueError(f"speed_fraction must be in (0, 1], got {speed_fraction}")
+        self.robot = robot
+        self.max_step = speed_fraction * robot.velocity_limits * period_s
+
+    def __call__(self, position: np.ndarray, goal: Optional[np.ndarray],
+                 horizon: int) -> np.ndarray:
+        """[horizon, J] position targets."""
+        start = np.clip(position, self.robot.position_lower, self.robot.position_upper)
+        if goal is None:
+            return np.repeat(start[None], horizon, 0)
+        target = self.robot.inverse_kinematics(goal, initial_positions=start).joint_positions
+        steps = np.arange(1, horizon + 1)[:, None] * self.max_step[None]
+        return start[None] + np.clip((target - start)[None], -steps, steps)
 
 
 def build_reach_cost(robot: RobotModel, fk, config: ReachCostConfig,

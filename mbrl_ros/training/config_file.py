@@ -22,7 +22,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Type, TypeVar
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 import torch
 import yaml
@@ -58,6 +58,14 @@ class TrainerNodeConfig:
     """Integration substeps of the analytical model per model period."""
     gravity_compensated: bool = False
     """The robot's driver compensates gravity: the analytical model has none."""
+    command_mode: str = "effort"
+    """What the commands are: "effort" (torques; nominal = URDF rigid-body model) or
+    "position" (targets for the driver's joint servo; nominal = the servo model)."""
+    servo_kp: Tuple[float, ...] = (100.0,)
+    """Position mode: the driver's servo stiffness per joint [N m/rad] (one value or one per
+    joint, URDF order)."""
+    servo_kd: Tuple[float, ...] = (5.0,)
+    """Position mode: the driver's servo damping per joint [N m s/rad]."""
     device: str = "cpu"
     """Torch device for training."""
     torch_threads: int = 1
@@ -69,6 +77,9 @@ class TrainerNodeConfig:
             raise ValueError("no robot URDF: pass --urdf or set the trainer parameter 'urdf'")
         if not self.model_period_s > 0 or self.nominal_substeps < 1 or self.torch_threads < 1:
             raise ValueError("model_period_s must be > 0; nominal_substeps, torch_threads >= 1")
+        if self.command_mode not in ("effort", "position"):
+            raise ValueError(f"command_mode must be 'effort' or 'position', "
+                             f"got {self.command_mode!r}")
         return self
 
 
@@ -272,7 +283,15 @@ def load_training_setup(config_path: str | Path, urdf: Optional[str] = None,
 
 
 def build_nominal(setup: TrainingSetup, device: torch.device):
-    """The analytical URDF model the trainer node uses (``nominal_dynamics``)."""
+    """The nominal model the trainer node uses (see :func:`node_nominal`)."""
+    return node_nominal(setup.robot, setup.node, device)
+
+
+def node_nominal(robot, node: TrainerNodeConfig, device: torch.device):
+    """The nominal model under the residual for the trainer's settings (``nominal_dynamics``:
+    the URDF rigid-body model for torques, the joint servo model for position targets)."""
     from mbrl_ros.robots.reach_task import nominal_dynamics
-    return nominal_dynamics(setup.robot, setup.node.model_period_s, setup.node.nominal_substeps,
-                            device, setup.node.gravity_compensated)
+    from mbrl_ros.robots.servo_model import servo_config
+    return nominal_dynamics(robot, node.model_period_s, node.nominal_substeps, device,
+                            node.gravity_compensated, node.command_mode,
+                            servo_config(node.servo_kp, node.servo_kd))

@@ -283,3 +283,20 @@ def test_runs_with_real_ensemble_and_refines_through_it():
     assert torch.isfinite(result.disagreement).all() and float(result.disagreement.max()) > 0
     assert all(p.grad is None for p in dynamics.parameters())
     assert all(torch.equal(a, b) for a, b in zip(parameters_before, dynamics.parameters()))
+
+
+def test_seed_replaces_the_warm_start_once():
+    dynamics = LinearEnsemble(A_DI, B_DI, num_members=1)
+    config = PlannerConfig(horizon=4, num_samples=32, num_iterations=1, init_std=0.1,
+                           num_policy_trajectories=0, action_low=(-2.0,), action_high=(2.0,))
+    planner = Planner(dynamics, config, TaskCost([EffortCost(1.0, 1)]))
+    assert not planner.has_warm_start
+    seed = np.array([[1.0], [1.5], [9.0], [-1.0]])
+    planner.seed(seed)
+    np.testing.assert_allclose(planner.warm_start.numpy(), np.clip(seed, -2.0, 2.0))
+    planner.plan(np.zeros(2))
+    assert planner.has_warm_start and planner._seed is None
+    with pytest.raises(ValueError, match="seed must be"):
+        planner.seed(np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="NaN"):
+        planner.seed(np.full((4, 1), np.nan))

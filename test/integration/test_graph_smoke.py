@@ -53,7 +53,7 @@ def test_full_loop_logs_trains_and_commands(ros_context, tmp_path):
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     seen = {"commands": 0, "updates": [], "plan_versions": [], "gate": []}
-    node.create_subscription(Float64MultiArray, "/effort_controller/commands",
+    node.create_subscription(Float64MultiArray, "/position_controller/commands",
                              lambda m: seen.__setitem__("commands", seen["commands"] + 1), 10)
     node.create_subscription(ModelUpdate, "/mbrl/model_update",
                              lambda m: seen["updates"].append(m), LATCHED)

@@ -59,8 +59,8 @@ def test_mismatch_changes_mass_friction_gain():
 
 
 def test_position_trajectory_is_tracked():
-    sim = Simulator(ARM, BuildOptions(control_mode="position", position_kp=400.0,
-                                      position_kv=40.0))
+    sim = Simulator(ARM, BuildOptions(control_mode="position", position_kp=(400.0,),
+                                      position_kv=(40.0,)))
     start = sim.joint_state()[0]
     lower, upper = sim.info.position_limits.T
     goal = np.clip(start + 0.2, lower, upper - 0.1)

@@ -135,7 +135,9 @@ def test_reads_arm7_params_like_the_trainer_node():
     assert setup.streams.joints == tuple(f"arm_joint{i}" for i in range(1, 8))  # the URDF's
     assert setup.streams.command_topic == params["data"]["command_topic"]
     assert setup.node.model_period_s == params["model_period_s"]
-    assert setup.node.nominal_substeps == params["nominal_substeps"]
+    assert setup.node.command_mode == params["command_mode"]
+    assert setup.node.servo_kp == tuple(params["servo_kp"])
+    assert setup.streams.command_field == params["data"]["command_field"]
     assert setup.alignment.control_rate_hz == pytest.approx(1.0 / params["model_period_s"])
     for name, value in params["ensemble"].items():
         expected = tuple(value) if isinstance(value, list) else value

@@ -71,11 +71,13 @@ class Planner:
         self.generator = torch.Generator(device=self.device)
         self._buffers: dict = {}
         self._previous_plan: Optional[torch.Tensor] = None
+        self._seed: Optional[torch.Tensor] = None
         self.reset()
 
     def reset(self) -> None:
         """Forget the warm start (e.g. after an e-stop or a new episode) and reseed."""
         self._previous_plan = None
+        self._seed = None
         self.generator.manual_seed(self.config.seed)
 
     def set_models(self, dynamics=None, value: Optional[ValueFn] = None,
@@ -92,9 +94,27 @@ class Planner:
         self.policy = policy if policy is not None else self.policy
 
     @property
+    def has_warm_start(self) -> bool:
+        """True when the next ``plan`` starts from a previous plan or a seed."""
+        return self._previous_plan is not None or self._seed is not None
+
+    def seed(self, actions) -> None:
+        """Start the next ``plan`` from ``actions: [H, A]`` (physical units; e.g. a reference
+        trajectory toward a new goal) instead of the shifted previous plan.
+
+        Values outside the action bounds are clamped; ValueError on a wrong shape or NaN."""
+        actions = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=self.device)
+        if actions.shape != (self.config.horizon, self.action_dim):
+            raise ValueError(f"seed must be [{self.config.horizon}, {self.action_dim}], "
+                             f"got {tuple(actions.shape)}")
+        if not bool(torch.isfinite(actions).all()):
+            raise ValueError("seed contains NaN or inf")
+        self._seed = self.scale.to_normalised(actions)
+
+    @property
     def warm_start(self) -> Optional[torch.Tensor]:
         """[H, A] physical mean the next ``plan`` starts from (previous plan shifted), or None."""
-        if self._previous_plan is None:
+        if not self.has_warm_start:
             return None
         with torch.inference_mode():
             mean, _ = self._initial_distribution()
@@ -108,6 +128,7 @@ class Planner:
         cfg = self.config
         with torch.inference_mode():
             mean, std = self._initial_distribution()
+            self._seed = None
             prior = None
             if self.policy is not None and cfg.num_policy_trajectories > 0:
                 prior = policy_trajectories(self.dynamics, self.policy, state,
@@ -158,9 +179,12 @@ class Planner:
         return state
 
     def _initial_distribution(self):
-        """Warm start: mean = previous plan shifted one step (0 = bound midpoint if none)."""
+        """Warm start: the seed if one was given, else the previous plan shifted one step
+        (0 = bound midpoint if neither)."""
         mean = torch.zeros(self.config.horizon, self.action_dim, device=self.device)
-        if self._previous_plan is not None:
+        if self._seed is not None:
+            mean.copy_(self._seed)
+        elif self._previous_plan is not None:
             shift_warm_start(self._previous_plan, mean)
         std = torch.full_like(mean, self.config.init_std)
         return mean, std

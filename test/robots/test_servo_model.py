@@ -1,0 +1,91 @@
+"""The joint servo nominal model (position-controlled arm) against its ODE and MuJoCo."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.robots.mujoco_builder import BuildOptions
+from mbrl_ros.robots.reach_task import ReachWarmStart, load_robot, nominal_dynamics
+from mbrl_ros.robots.servo_model import JointServoModel, ServoConfig
+from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
+
+ARM = Path(__file__).resolve().parents[2] / "urdf" / "arm7.urdf"
+KP = (400.0, 500.0, 350.0, 250.0, 60.0, 40.0, 20.0)
+KD = (40.0, 50.0, 35.0, 25.0, 6.0, 4.0, 2.0)
+HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+PERIOD = 0.04
+
+
+@pytest.fixture(scope="module")
+def robot():
+    return load_robot(str(ARM))
+
+
+def test_one_step_matches_a_fine_integration_of_the_servo_ode(robot):
+    model = JointServoModel(robot, ServoConfig(KP, KD, tuple(HOME)), PERIOD)
+    inertia = np.array(model.descriptor["effective_inertia"])
+    rng = np.random.default_rng(0)
+    q, v = HOME + rng.uniform(-0.2, 0.2, 7), rng.uniform(-0.5, 0.5, 7)
+    target = HOME + rng.uniform(-0.3, 0.3, 7)
+    state = torch.tensor(np.concatenate([q, v])[None], dtype=torch.float32)
+    predicted = model.step(state, torch.tensor(target[None], dtype=torch.float32))[0].numpy()
+    h = PERIOD / 20000
+    for _ in range(20000):  # semi-implicit Euler, tiny steps
+        v = v + h * (np.array(KP) * (target - q) - (np.array(KD) + robot.damping) * v) / inertia
+        q = q + h * v
+    np.testing.assert_allclose(predicted, np.concatenate([q, v]), atol=2e-3)
+
+
+def test_targets_are_clipped_and_bad_inputs_refused(robot):
+    model = JointServoModel(robot, ServoConfig((100.0,), (5.0,)), PERIOD)
+    state = torch.zeros(2, 14)
+    far = model.step(state, torch.full((2, 7), 50.0))
+    at_limit = model.step(state, torch.tensor(robot.position_upper, dtype=torch.float32)
+                          .expand(2, 7))
+    torch.testing.assert_close(far, at_limit)
+    with pytest.raises(ValueError, match="action"):
+        model.step(state, torch.zeros(2, 6))
+    with pytest.raises(ValueError, match="1 or 7"):
+        JointServoModel(robot, ServoConfig((1.0, 2.0), (5.0,)), PERIOD)
+    with pytest.raises(ValueError, match="kp must be > 0"):
+        JointServoModel(robot, ServoConfig((0.0,), (5.0,)), PERIOD)
+    with pytest.raises(ValueError, match="servo gains"):
+        nominal_dynamics(robot, PERIOD, 1, torch.device("cpu"), command_mode="position")
+
+
+def test_servo_model_predicts_the_simulated_position_controlled_arm(robot):
+    """Much closer to MuJoCo's arm than 'nothing moves'; what remains is mostly the coupling
+    between joints, which the decoupled model leaves to the residual."""
+    sim = Simulator(str(ARM), BuildOptions(control_mode="position", position_kp=KP,
+                                           position_kv=KD, gravity_compensation=True,
+                                           home_positions=tuple(zip(robot.joint_names, HOME))),
+                    config=SimulatorConfig(control_period=0.01))
+    model = nominal_dynamics(robot, PERIOD, 1, torch.device("cpu"), command_mode="position",
+                             servo=ServoConfig(KP, KD, tuple(HOME)))
+    rng = np.random.default_rng(1)
+    errors, moves = [], []
+    for _ in range(5):
+        sim.reset()
+        q0, v0, _ = sim.joint_state()
+        target = q0 + rng.uniform(-0.15, 0.15, 7)
+        sim.set_command(target)
+        sim.step(4)
+        q1, v1, _ = sim.joint_state()
+        state = torch.tensor(np.concatenate([q0, v0])[None], dtype=torch.float32)
+        predicted = model.step(state, torch.tensor(target[None], dtype=torch.float32))[0]
+        errors.append(np.linalg.norm(predicted[:7].numpy() - q1))
+        moves.append(np.linalg.norm(q1 - q0))
+    assert np.sum(errors) < 0.5 * np.sum(moves)
+
+
+def test_goal_seed_is_a_speed_limited_path_to_the_goal(robot):
+    seed = ReachWarmStart(robot, PERIOD, speed_fraction=0.5)
+    goal = robot.ee_pose(HOME + np.array([0.6, 0.3, 0.0, 0.3, 0.0, -0.2, 0.0]))[0]
+    path = seed(HOME, goal, 60)
+    assert path.shape == (60, 7)
+    steps = np.abs(np.diff(np.vstack([HOME, path]), axis=0))
+    assert np.all(steps <= 0.5 * robot.velocity_limits * PERIOD + 1e-9)
+    assert np.linalg.norm(robot.ee_pose(path[-1])[0] - goal) < 1e-3
+    np.testing.assert_allclose(seed(HOME, None, 4), np.repeat(HOME[None], 4, 0))
