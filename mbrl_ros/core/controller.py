@@ -39,8 +39,8 @@ class ControlStep:
 
 
 WarmStartFn = Callable[[np.ndarray, Optional[np.ndarray], int], Optional[np.ndarray]]
-"""``(joint positions [J], goal or None, horizon H) -> [H, A]`` physical actions to start planning from
-(e.g. a path toward the goal's inverse kinematics), or None for the planner's default."""
+"""``(joint positions [J], goal or None, horizon H) -> [H, A]`` physical actions to start
+planning from (e.g. a path toward the goal's IK solution), or None for the planner's default."""
 
 
 class ModelPredictiveController:
