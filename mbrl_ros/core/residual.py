@@ -33,6 +33,26 @@ def nominal_descriptor(nominal: Any) -> Any:
     return descriptor
 
 
+def same_nominal(stored: Any, given: Any) -> bool:
+    """Whether two nominal descriptors describe the same model: same class, and numbers in the
+    fields both name equal to 1e-6 (an old checkpoint without a descriptor passes)."""
+    if not isinstance(stored, Mapping) or not isinstance(given, Mapping):
+        return True
+    if stored.get("class") != given.get("class"):
+        return False
+    for key in set(stored) & set(given):
+        try:
+            a = np.asarray(stored[key], dtype=float)
+            b = np.asarray(given[key], dtype=float)
+        except (TypeError, ValueError):
+            if stored[key] != given[key]:
+                return False
+            continue
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-9):
+            return False
+    return True
+
+
 class ResidualDynamics(DynamicsModel):
     """``next_state = f_nominal(state, action) + delta_phi(state, action)``.
 
@@ -164,10 +184,16 @@ class ResidualDynamics(DynamicsModel):
         """Rebuild from a loaded checkpoint; needs ``nominal`` or ``nominal_factory``.
 
         Raises:
-            CheckpointError: wrong class, or no way to build the nominal model.
+            CheckpointError: wrong class, no way to build the nominal model, or a ``nominal``
+                that differs from the one the checkpoint was trained on.
         """
         header: Dict[str, Any] = checkpoint.require_class(cls.__name__)
         descriptor = header.get("nominal")
+        if nominal is not None and not same_nominal(descriptor, nominal_descriptor(nominal)):
+            raise CheckpointError(
+                f"the checkpoint was trained on the nominal model {descriptor!r}, not on this "
+                f"one {nominal_descriptor(nominal)!r}: the trainer and the planner must use the "
+                "same model settings (command mode, servo gains, model period)")
         if nominal is None:
             if nominal_factory is None:
                 raise CheckpointError(f"residual checkpoint needs its nominal model "

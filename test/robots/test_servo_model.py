@@ -89,3 +89,21 @@ def test_goal_seed_is_a_speed_limited_path_to_the_goal(robot):
     assert np.all(steps <= 0.5 * robot.velocity_limits * PERIOD + 1e-9)
     assert np.linalg.norm(robot.ee_pose(path[-1])[0] - goal) < 1e-3
     np.testing.assert_allclose(seed(HOME, None, 4), np.repeat(HOME[None], 4, 0))
+
+
+def test_residual_checkpoint_refuses_a_different_nominal(robot, tmp_path):
+    from mbrl_ros.core.checkpoint import CheckpointError
+    from mbrl_ros.core.ensemble import EnsembleConfig
+    from mbrl_ros.core.residual import ResidualDynamics
+    trained_on = JointServoModel(robot, ServoConfig(KP, KD), PERIOD)
+    model = ResidualDynamics.create(trained_on, 14, 7, EnsembleConfig(num_members=2, num_elites=2,
+                                                                      hidden_sizes=(8,)))
+    path = tmp_path / "model.ckpt"
+    model.save(str(path))
+    ResidualDynamics.load(str(path), nominal=JointServoModel(robot, ServoConfig(KP, KD), PERIOD))
+    with pytest.raises(CheckpointError, match="same model settings"):
+        ResidualDynamics.load(str(path), nominal=JointServoModel(robot, ServoConfig((50.0,), KD),
+                                                                 PERIOD))
+    with pytest.raises(CheckpointError, match="same model settings"):
+        ResidualDynamics.load(str(path), nominal=nominal_dynamics(robot, PERIOD, 1,
+                                                                  torch.device("cpu")))
