@@ -4,9 +4,9 @@ Starts arm_sim.launch.yaml with the package's runner and a derived parameters fi
 triggered by every joint state, control at ``--rate`` Hz, trainer retraining continuously),
 waits for a model and sends a goal, then for ``--seconds`` measures on real topics:
 
-- latency: from a /joint_states message to the first gated command on
-  /effort_controller/commands that carries the plan answering it (ROS receive times at a probe
-  node on the same machine);
+- latency: from a /joint_states message to the first gated command on the sim's controller
+  topic (/position_controller/commands for config/arm7.yaml) that carries the plan answering
+  it (ROS receive times at a probe node on the same machine);
 - missed ticks: joint-state messages the planner did not answer, and gaps in the gated
   command stream longer than 1.5 control periods.
 
@@ -62,7 +62,7 @@ def derived_params(rate: float, model_kind: str, out: Path) -> Path:
 class Probe:
     """Receive times of joint states, planned and gated commands."""
 
-    def __init__(self, node):
+    def __init__(self, node, command_topic: str):
         self.node = node
         self.joint_states, self.planned, self.gated = [], [], []
         self.model_version = 0
@@ -70,7 +70,7 @@ class Probe:
                                  lambda m: self.joint_states.append(time.monotonic()), 100)
         node.create_subscription(Float64MultiArray, "/mbrl/planned_command",
                                  lambda m: self.planned.append(time.monotonic()), 100)
-        node.create_subscription(Float64MultiArray, "/effort_controller/commands",
+        node.create_subscription(Float64MultiArray, command_topic,
                                  lambda m: self.gated.append(time.monotonic()), 100)
         node.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model, LATCHED)
         self.goal_pub = node.create_publisher(PoseStamped, "/mbrl/goal", 10)
@@ -118,14 +118,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="mbrl_latency_"))
     params = derived_params(args.rate, args.model_kind, work)
+    controller = yaml.safe_load(params.read_text())["/**/sim"]["ros__parameters"].get(
+        "controller_name", "position_controller")
     graph = subprocess.Popen(
         [sys.executable, "-m", "mbrl_ros.cli", "launch", "mbrl_ros", "arm_sim.launch.yaml",
          f"params_file:={params}", f"data_dir:={work / 'data'}", f"model_dir:={work / 'models'}",
-         f"model_kind:={args.model_kind}"], stdout=open(work / "graph.log", "w"),
-        stderr=subprocess.STDOUT)
+         f"model_kind:={args.model_kind}", f"controller:={controller}"],
+        stdout=open(work / "graph.log", "w"), stderr=subprocess.STDOUT)
     rclpy.init()
     node = rclpy.create_node("latency_probe")
-    probe = Probe(node)
+    probe = Probe(node, f"/{controller}/commands")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     result = {}

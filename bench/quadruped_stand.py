@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from bench.params import config_from, node_section
 from mbrl_ros.core.controller import ModelPredictiveController
+from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.exploration import ExplorationConfig
 from mbrl_ros.core.planning.config import PlannerConfig
@@ -36,8 +37,9 @@ from mbrl_ros.robots.mismatch import MismatchConfig
 from mbrl_ros.robots.mujoco_builder import BuildOptions
 from mbrl_ros.robots.reach_task import load_robot
 from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
-from mbrl_ros.robots.stand_task import (StandCostConfig, StandTaskConfig, build_stand_cost,
-                                        odom_vector, stand_explorer, stand_state, tilt_angle)
+from mbrl_ros.robots.stand_task import (PostureWarmStart, StandCostConfig, StandTaskConfig,
+                                        build_stand_cost, odom_vector, stand_explorer,
+                                        stand_state, tilt_angle)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,8 +84,16 @@ class StandSetup:
         values = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in (self.planner_params.get("planner") or {}).items()}
         cost = build_stand_cost(self.robot.num_joints, self.cost_config, torch.device("cpu"))
-        controller = ModelPredictiveController(PlannerConfig(**values), cost, self.explorer(),
-                                               torch.device("cpu"), needs_goal=False)
+        p = self.planner_params
+        speed = p.get("goal_seed_speed_fraction", 0.5)
+        warm_start = (PostureWarmStart(self.cost_config.posture, self.robot.velocity_limits,
+                                       p.get("model_period_s", self.period), speed)
+                      if speed > 0 else None)
+        controller = ModelPredictiveController(
+            PlannerConfig(**values), cost, self.explorer(), torch.device("cpu"),
+            needs_goal=False, warm_start=warm_start,
+            disturbance=config_from(DisturbanceConfig, p.get("disturbance")),
+            model_period_s=p.get("model_period_s", self.period))
         controller.set_model(model, 1)
         return controller
 
@@ -159,7 +169,7 @@ def mpc_policy(setup: StandSetup, model):
     controller = setup.controller(model)
 
     def policy(q, qd, odom, now):
-        step = controller.step(q, qd, odom)
+        step = controller.step(q, qd, odom, stamp=now)
         return step.command, (None if step.plan is None else step.plan.planning_time * 1e3)
     return policy
 

@@ -29,8 +29,9 @@ class PlannerNodeConfig:
     servo_kd: Tuple[float, ...] = (5.0,)
     """Position mode: the driver's servo damping per joint [N m s/rad]."""
     goal_seed_speed_fraction: float = 0.5
-    """Position mode: on a new goal the planner starts from a joint path to the goal's IK
-    solution at this fraction of the velocity limits; 0 disables the seed."""
+    """Position targets: on a new goal (and after a reset) the planner starts from a joint path
+    to the goal's IK solution (reach) or to the standing posture (stand), at this fraction of
+    the velocity limits; 0 disables the seed."""
     odom_topic: str = "/odom"
     """nav_msgs/Odometry of the floating base (stand task)."""
     ee_frame: str = "ee_link"

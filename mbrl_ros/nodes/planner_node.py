@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -18,8 +19,7 @@ import torch
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -41,9 +41,9 @@ from mbrl_ros.robots.reach_task import (ReachCostConfig, ReachWarmStart, build_r
                                         load_robot, nominal_dynamics, reach_explorer,
                                         reach_limits)
 from mbrl_ros.robots.servo_model import servo_config
-from mbrl_ros.robots.stand_task import (StandCostConfig, StandLayout, StandTaskConfig,
-                                        build_stand_cost, odom_vector, stand_explorer,
-                                        stand_planner_limits)
+from mbrl_ros.robots.stand_task import (PostureWarmStart, StandCostConfig, StandLayout,
+                                        StandTaskConfig, build_stand_cost, odom_vector,
+                                        stand_explorer, stand_planner_limits)
 
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 STATUS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # a slow reader loses none
@@ -67,10 +67,7 @@ class PlannerNode(Node):
         period = 1.0 / self.config.control_rate_hz
         cost, explorer, planner_config = (self._stand_task(period) if self.stand
                                           else self._reach_task(period))
-        seed_speed = self.config.goal_seed_speed_fraction
-        warm_start = (ReachWarmStart(self.robot, self.config.model_period_s, seed_speed)
-                      if not self.stand and self.config.command_mode == "position"
-                      and seed_speed > 0 else None)
+        warm_start = self._warm_start(cost)
         self.controller = ModelPredictiveController(
             planner_config, cost, explorer, self.device, needs_goal=not self.stand,
             warm_start=warm_start,
@@ -89,27 +86,23 @@ class PlannerNode(Node):
         self.pending_config: Optional[PlannerConfig] = None
         self._model_lock = threading.Lock()
 
-        # With the timer trigger, state callbacks get their own group: sharing the timer's
-        # mutually exclusive group with a 100 Hz subscription starved the timer for seconds in
-        # rclpy's multi-threaded executor. With the joint_states trigger they plan themselves.
-        control_group = MutuallyExclusiveCallbackGroup()
-        state_group = (MutuallyExclusiveCallbackGroup() if self.config.trigger == "timer"
-                       else control_group)
+        # One executor thread runs the control loop and the (cheap) message callbacks in
+        # order; checkpoints load on a worker thread. (rclpy's multi-threaded executor spins a
+        # core while a callback group is busy: ~50 % of a core measured with py-spy.)
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model_loader")
         self.command_pub = self.create_publisher(Float64MultiArray, "/mbrl/planned_command",
                                                  RELIABLE)
         self.status_pub = self.create_publisher(PlanStatus, "/mbrl/plan/status", STATUS)
         self.markers_pub = self.create_publisher(MarkerArray, "/mbrl/plan/markers", VISUAL)
         self.path_pub = self.create_publisher(Path, "/mbrl/plan/path", VISUAL)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, RELIABLE,
-                                 callback_group=state_group)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_states, RELIABLE)
         self.create_subscription(PoseStamped, "/mbrl/goal", self._on_goal, RELIABLE)
         if self.stand:
-            self.create_subscription(Odometry, self.config.odom_topic, self._on_odom, RELIABLE,
-                                     callback_group=state_group)
+            self.create_subscription(Odometry, self.config.odom_topic, self._on_odom, RELIABLE)
         self.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model_update,
-                                 LATCHED, callback_group=MutuallyExclusiveCallbackGroup())
+                                 LATCHED)
         if self.config.trigger == "timer":
-            self.create_timer(period, self._on_timer, callback_group=control_group)
+            self.create_timer(period, self._on_timer)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"planning for {self.robot.num_joints} joints at {self.config.control_rate_hz} Hz; "
@@ -131,6 +124,19 @@ class PlannerNode(Node):
                                   self.robot, cfg.command_mode, period, cfg.gravity_compensated)
         return cost, explorer, planner_config
 
+    def _warm_start(self, cost):
+        """The planner's seed on a new goal / after a reset (position targets only): a joint
+        path to the goal's IK solution (reach) or to the standing posture (stand)."""
+        speed, period = self.config.goal_seed_speed_fraction, self.config.model_period_s
+        if speed <= 0:
+            return None
+        if self.stand:
+            return PostureWarmStart(self.stand_posture, self.robot.velocity_limits, period,
+                                    speed)
+        if self.config.command_mode == "position":
+            return ReachWarmStart(self.robot, period, speed)
+        return None
+
     def _stand_task(self, period: float):
         """Cost, explorer and planner settings of standing (position targets, network model)."""
         self.nominal = None
@@ -139,6 +145,7 @@ class PlannerNode(Node):
             stand_planner_limits(robot.position_lower, robot.position_upper,
                                  robot.velocity_limits, self.config.velocity_limit_fraction)))
         cost_config = declare_config(self, StandCostConfig, "cost.")
+        self.stand_posture = cost_config.posture
         explorer = stand_explorer(declare_config(self, ExplorationConfig, "exploration."),
                                   declare_config(self, StandTaskConfig, "stand."),
                                   cost_config.posture, robot.position_lower, robot.position_upper,
@@ -188,16 +195,20 @@ class PlannerNode(Node):
         self.get_logger().info(f"new goal {np.round(position, 3).tolist()}")
 
     def _on_model_update(self, msg: ModelUpdate) -> None:
-        """Load off the control thread; the timer swaps the model in between ticks."""
-        if msg.version <= self.controller.model_version:
-            return
+        """Hand the checkpoint to the loader thread; the control loop swaps the model in
+        between ticks."""
+        if msg.version > self.controller.model_version:
+            self._loader.submit(self._load_model, msg)
+
+    def _load_model(self, msg: ModelUpdate) -> None:
+        """Load and check a checkpoint (worker thread); never raises."""
         try:
             model = load_model(msg.checkpoint_path, expected_sha256=msg.sha256,
                                device=self.device, nominal=self.nominal)
             if (model.state_dim, model.action_dim) != (self.state_dim, self.robot.num_joints):
                 raise CheckpointError(f"model sizes {model.state_dim}/{model.action_dim} do not "
                                       "fit this robot")
-        except (CheckpointError, OSError, ValueError) as error:
+        except (CheckpointError, OSError, ValueError, RuntimeError) as error:
             self.get_logger().error(f"refusing model v{msg.version}: {error}; keeping "
                                     f"v{self.controller.model_version}")
             return
@@ -277,9 +288,13 @@ class PlannerNode(Node):
                                               self.config.disagreement_colour_scale))
         self.path_pub.publish(plan_path(header, ee_path))
 
+    def destroy_node(self) -> None:
+        self._loader.shutdown(wait=True, cancel_futures=True)
+        super().destroy_node()
+
 
 def main(args=None) -> None:
-    run_node(PlannerNode, lambda: MultiThreadedExecutor(num_threads=3), args)
+    run_node(PlannerNode, SingleThreadedExecutor, args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ remap the output with ``-r /effort_controller/commands:=/<controller>/commands``
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import fields
 from typing import Any, Mapping, Optional
@@ -17,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -95,6 +96,8 @@ class SafetyGateNode(Node):
         self.gate = SafetyGate(self.config)
         self._lock = threading.Lock()
         self._last: Optional[GateOutput] = None
+        self._last_publish = -math.inf
+        self._period = 1.0 / self.config.control_rate_hz
         self._command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC, COMMAND_QOS)
         self._status_pub = self.create_publisher(GateStatus, GATE_STATUS_TOPIC, STATUS_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -122,6 +125,12 @@ class SafetyGateNode(Node):
             else:
                 self.declare_parameter(name, list(default) if isinstance(default, tuple)
                                        else default, descriptor)
+        self._forward_on_command = self.declare_parameter(
+            "forward_on_command", True, ParameterDescriptor(
+                description="check and forward each planner command as it arrives (lowest "
+                "latency); the control-rate timer then publishes only when nothing went out "
+                "for half a period (fallback, heartbeat). false: the timer alone publishes",
+                read_only=True)).value
         self.declare_parameter("diagnostics_period_s", DIAGNOSTICS_PERIOD_S, ParameterDescriptor(
             description="period of /diagnostics [s]", read_only=True,
             floating_point_range=[FloatingPointRange(from_value=DIAGNOSTICS_PERIOD_RANGE_S[0],
@@ -144,6 +153,8 @@ class SafetyGateNode(Node):
     def _on_command(self, msg: Float64MultiArray) -> None:
         with self._lock:
             self.gate.set_command(msg.data, self._now())
+        if self._forward_on_command:
+            self._decide_and_publish()
 
     @_guarded
     def _on_joint_state(self, msg: JointState) -> None:
@@ -176,10 +187,17 @@ class SafetyGateNode(Node):
 
     @_guarded
     def _on_tick(self) -> None:
+        if self._forward_on_command and self._now() - self._last_publish < 0.5 * self._period:
+            return  # a planner command went out within this period
+        self._decide_and_publish()
+
+    def _decide_and_publish(self) -> None:
+        """One gate decision, published with its status."""
         stamp = self.get_clock().now()
         with self._lock:
             out = self.gate.tick(stamp.nanoseconds * 1e-9)
             self._last = out
+            self._last_publish = stamp.nanoseconds * 1e-9
         if out.command is not None:
             self._command_pub.publish(Float64MultiArray(data=out.command.tolist()))
         status = GateStatus(state=int(out.state), reason=out.reason,
@@ -217,7 +235,9 @@ def main(args: Optional[list] = None) -> None:
     try:
         with rclpy.init(args=args):
             node = SafetyGateNode()
-            executor = MultiThreadedExecutor(num_threads=2)
+            # one thread: every callback is short (rclpy's multi-threaded executor spins a
+            # core while a callback group is busy)
+            executor = SingleThreadedExecutor()
             executor.add_node(node)
             try:
                 executor.spin()

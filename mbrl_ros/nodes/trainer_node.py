@@ -7,6 +7,7 @@ diagnostics; a better model is written atomically as the next version and announ
 
 from __future__ import annotations
 
+import os
 import threading
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -36,12 +37,14 @@ class TrainerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("trainer", **kwargs)
         node_config = declare_config(self, TrainerNodeConfig)
+        if node_config.niceness > 0:  # training yields the CPU to the control loop
+            os.nice(node_config.niceness)
         torch.set_num_threads(node_config.torch_threads)
         device = torch.device(node_config.device)
         robot = load_robot(node_config.urdf, node_config.ee_frame)
         joints = tuple(robot.joint_names)
         streams = declare_config(self, RobotStreamsConfig, "data.", overrides=dict(
-            joints=joints, command_topic="/effort_controller/commands"))
+            joints=joints, command_topic="/position_controller/commands"))
         alignment = declare_config(self, AlignmentConfig, "alignment.", overrides=dict(
             control_rate_hz=1.0 / node_config.model_period_s))
         if abs(alignment.control_rate_hz * node_config.model_period_s - 1.0) > 1e-6:

@@ -19,6 +19,7 @@ from mbrl_ros.core.costs import (EffortCost, EndEffectorCost, JointLimitCost,
 from mbrl_ros.robots.analytical import AnalyticalConfig, AnalyticalDynamics
 from mbrl_ros.robots.robot_model import RobotModel
 from mbrl_ros.robots.servo_model import JointServoModel, ServoConfig
+from mbrl_ros.robots.trajectory import joint_path
 
 COMMAND_MODES = ("effort", "position")
 """What the reaching task commands: joint torques or joint position targets."""
@@ -147,8 +148,7 @@ class ReachWarmStart:
         if goal is None:
             return np.repeat(start[None], horizon, 0)
         target = self.robot.inverse_kinematics(goal, initial_positions=start).joint_positions
-        steps = np.arange(1, horizon + 1)[:, None] * self.max_step[None]
-        return start[None] + np.clip((target - start)[None], -steps, steps)
+        return joint_path(start, target, horizon, self.max_step)
 
 
 def build_reach_cost(robot: RobotModel, fk, config: ReachCostConfig,

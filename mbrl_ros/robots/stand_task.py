@@ -28,6 +28,7 @@ import torch
 from mbrl_ros.core.costs import (CostTerm, JointPositionCost, SmoothnessCost, TaskCost,
                                  VelocityCost)
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
+from mbrl_ros.robots.trajectory import joint_path
 
 ODOM_SIZE = 13
 """Base state appended to ``[q, qd]``: position (3), quaternion xyzw (4), twist (6)."""
@@ -298,6 +299,27 @@ def exploration_box(crouch: Sequence[float], stand: Sequence[float], margin: flo
     box_low = np.clip(np.minimum(crouch, stand) - margin, lower, upper)
     box_high = np.clip(np.maximum(crouch, stand) + margin, lower, upper)
     return box_low, box_high
+
+
+class PostureWarmStart:
+    """Seeds the stand planner with a joint path from the current position to the standing
+    posture (at ``speed_fraction`` of the velocity limits, then held): what a scripted stand-up
+    does, as the first guess the learned model and the sampling then correct (balance, pushes).
+    """
+
+    def __init__(self, posture: Sequence[float], velocity_limits: np.ndarray, period_s: float,
+                 speed_fraction: float = 0.5) -> None:
+        if not 0.0 < speed_fraction <= 1.0:
+            raise ValueError(f"speed_fraction must be in (0, 1], got {speed_fraction}")
+        self.posture = np.asarray(posture, dtype=float)
+        self.max_step = speed_fraction * np.asarray(velocity_limits, dtype=float) * period_s
+        if self.posture.shape != self.max_step.shape:
+            raise ValueError(f"posture needs {self.max_step.size} values, "
+                             f"got {self.posture.size}")
+
+    def __call__(self, position: np.ndarray, goal, horizon: int) -> np.ndarray:
+        """[horizon, J] position targets (``goal`` is unused: the posture is the goal)."""
+        return joint_path(position, self.posture, horizon, self.max_step)
 
 
 def stand_planner_limits(position_lower: np.ndarray, position_upper: np.ndarray,

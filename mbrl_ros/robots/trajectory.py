@@ -30,3 +30,12 @@ class JointTrajectory:
         """[num_joints] target at ``time`` (first point before its time, last after the end)."""
         elapsed = time - self.start_time
         return np.array([np.interp(elapsed, self.times, column) for column in self.values.T])
+
+
+def joint_path(start: np.ndarray, target: np.ndarray, horizon: int,
+               max_step: np.ndarray) -> np.ndarray:
+    """[horizon, J] straight joint-space path from ``start`` toward ``target`` (both [J]),
+    moving each joint at most ``max_step`` [J] per step, then holding ``target``."""
+    start, target = np.asarray(start, dtype=float), np.asarray(target, dtype=float)
+    steps = np.arange(1, int(horizon) + 1)[:, None] * np.asarray(max_step, dtype=float)[None]
+    return start[None] + np.clip((target - start)[None], -steps, steps)

@@ -70,6 +70,9 @@ class TrainerNodeConfig:
     """Torch device for training."""
     torch_threads: int = 1
     """Torch CPU threads for training (leave cores to the planner and the simulator)."""
+    niceness: int = 10
+    """The trainer node lowers its own scheduling priority by this much (Linux ``nice``), so
+    training on the robot's computer never takes CPU time from the control loop; 0 keeps it."""
 
     def validate(self) -> "TrainerNodeConfig":
         """Raise ValueError on a bad setting; return self."""
@@ -77,6 +80,8 @@ class TrainerNodeConfig:
             raise ValueError("no robot URDF: pass --urdf or set the trainer parameter 'urdf'")
         if not self.model_period_s > 0 or self.nominal_substeps < 1 or self.torch_threads < 1:
             raise ValueError("model_period_s must be > 0; nominal_substeps, torch_threads >= 1")
+        if not 0 <= self.niceness <= 19:
+            raise ValueError(f"niceness must be in [0, 19], got {self.niceness}")
         if self.command_mode not in ("effort", "position"):
             raise ValueError(f"command_mode must be 'effort' or 'position', "
                              f"got {self.command_mode!r}")

@@ -10,24 +10,29 @@ import rclpy
 import torch
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from geometry_msgs.msg import Point, Pose, PoseStamped
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Header
 
 from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.core.residual import ResidualDynamics
 from mbrl_ros.msg import ModelUpdate, PlanStatus
 from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
+from mbrl_ros.robots.servo_model import ServoConfig
 from ros_helpers import spin_until
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 URDF = str(REPO / "urdf" / "arm7.urdf")
 RATE_HZ = 25.0
+KP, KD = (400.0, 500.0, 350.0, 250.0, 60.0, 40.0, 20.0), (40.0,)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def _checkpoint(path: pathlib.Path, seed: int) -> str:
     robot = load_robot(URDF)
-    nominal = nominal_dynamics(robot, 1.0 / RATE_HZ, 1, torch.device("cpu"))
+    nominal = nominal_dynamics(robot, 1.0 / RATE_HZ, 1, torch.device("cpu"),
+                               command_mode="position", servo=ServoConfig(KP, KD))
     model = ResidualDynamics.create(nominal, 14, 7, EnsembleConfig(num_members=2, num_elites=2,
                                                                    hidden_sizes=(16,)),
                                     seed=seed)
@@ -40,8 +45,12 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     planner = subprocess.Popen([
         sys.executable, "-m", "mbrl_ros.nodes.planner_node", "--ros-args",
         "-p", f"urdf:={URDF}", "-p", f"control_rate_hz:={RATE_HZ}",
-        "-p", f"model_period_s:={1.0 / RATE_HZ}", "-p", "nominal_substeps:=1",
-        "-p", "state_timeout_s:=1.0"])
+        "-p", f"model_period_s:={1.0 / RATE_HZ}", "-p", "command_mode:=position",
+        "-p", f"servo_kp:={list(KP)}", "-p", f"servo_kd:={list(KD)}",
+        "-p", "state_timeout_s:=1.0", "-p", "disturbance.gain:=0.2",
+        # a planning step well inside the period, so a late tick would be the swap's fault
+        "-p", "planner.num_samples:=32", "-p", "planner.horizon:=5",
+        "-p", "planner.num_iterations:=1", "-p", "planner.propagation:=mean"])
     probe = rclpy.create_node("planner_probe", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(probe)
@@ -49,9 +58,10 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     probe.create_subscription(
         PlanStatus, "/mbrl/plan/status",
         lambda m: statuses.append((m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec,
-                                   m.model_version)), 100)
+                                   m.model_version, m.exploring)), 100)
     joint_pub = probe.create_publisher(JointState, "/joint_states", 10)
     update_pub = probe.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)
+    goal_pub = probe.create_publisher(PoseStamped, "/mbrl/goal", 10)
     robot = load_robot(URDF)
     names = list(reversed(robot.joint_names))  # order must not matter
 
@@ -74,23 +84,28 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     corrupt.write_bytes(bytes(data))
     try:
         assert spin_until(executor, lambda: len(statuses) > 5, 20.0), "planner is not ticking"
+        goal_pub.publish(PoseStamped(header=Header(frame_id="world"),
+                                     pose=Pose(position=Point(x=0.4, y=0.1, z=0.5))))
         announce(1, good, good_sha)
         assert spin_until(executor, lambda: statuses[-1][1] == 1, 20.0), "v1 not picked up"
         announce(2, corrupt, corrupt_sha)
         announce(3, wrong_hash, "0" * 64)
         count = len(statuses)
         spin_until(executor, lambda: len(statuses) > count + 2 * RATE_HZ, 20.0)
-        assert {v for _, v in statuses[count:]} == {1}, "a corrupt model replaced v1"
+        assert {v for _, v, _ in statuses[count:]} == {1}, "a corrupt model replaced v1"
 
         announce(4, good4, good4_sha)
+        swap = len(statuses)
         assert spin_until(executor, lambda: statuses[-1][1] == 4, 20.0), "v4 not picked up"
         spin_until(executor, lambda: False, 0.5)
+        # the swap from v1 to v4 (a checkpoint load off the control thread) costs no tick:
+        # status stamps (the planner's clock at publish time) stay one period apart
+        assert not statuses[-1][2], "the planner is not planning toward the goal"
+        stamps = np.array([status[0] for status in statuses[swap - 5:]])
+        assert np.diff(stamps).max() < 2.5 / RATE_HZ, np.diff(stamps).max()
     finally:
         planner.send_signal(signal.SIGINT)
         planner.wait(timeout=30)
         executor.shutdown()
         probe.destroy_node()
-    # the planner kept publishing through the swaps (its tick rate is not asserted here: in
-    # this harness the received status stream shows gaps of 1-2 s on a loaded machine that a
-    # standalone probe of the same node does not see; measured by bench/graph_latency.py)
     assert len(statuses) > 2 * RATE_HZ

@@ -232,3 +232,31 @@ def test_joints_and_limits_come_from_the_urdf_unless_given(ros_context):
     with pytest.raises(ValueError, match="not actuated joints"):
         gate_node.SafetyGateNode(context=ros_context, parameter_overrides=[
             Parameter("urdf", value=str(ARM7_URDF)), Parameter("joints", value=["nope"])])
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_commands_are_forwarded_as_they_arrive(ros_context, forward):
+    """With forward_on_command each planner command (20 Hz here) goes out when it arrives, not
+    at the gate's next tick (2 Hz here); without it only the timer publishes."""
+    gate = gate_node.SafetyGateNode(context=ros_context, parameter_overrides=[
+        Parameter("joints", value=JOINTS), Parameter("control_rate_hz", value=2.0),
+        Parameter("watchdog_timeout_s", value=1.0), Parameter("effort_limit", value=[5.0]),
+        Parameter("forward_on_command", value=forward)])
+    fake = FakeRobotAndPlanner(ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(gate)
+    executor.add_node(fake)
+    try:
+        assert spin_until(executor, lambda: any(np.allclose(o, GOOD_COMMAND)
+                                                for o in fake.outputs), TIMEOUT_S)
+        start = len(fake.outputs)
+        spin_until(executor, lambda: False, 2.0)
+        passed = [o for o in fake.outputs[start:] if np.allclose(o, GOOD_COMMAND)]
+        if forward:
+            assert len(passed) >= 0.5 * 20 * 2.0, len(passed)  # about one per planner command
+        else:
+            assert len(fake.outputs) - start <= 2.0 * 2.0 + 1  # one per gate tick
+    finally:
+        executor.shutdown()
+        gate.destroy_node()
+        fake.destroy_node()

@@ -138,3 +138,16 @@ def test_exploration_box_and_planner_limits():
     assert len(limits["state_low"]) == StandLayout(JOINTS).state_dim
     assert limits["action_low"] == tuple(lower)
     assert limits["state_high"][JOINTS] == 1.5 and limits["state_high"][-1] == np.inf
+
+
+def test_posture_warm_start_ramps_to_the_standing_posture_within_speed():
+    from mbrl_ros.robots.stand_task import PostureWarmStart
+    posture = np.array([0.0, 0.8, -1.6])
+    seed = PostureWarmStart(posture, np.array([10.0, 10.0, 10.0]), 0.04, speed_fraction=0.5)
+    crouch = np.array([0.0, 1.4, -2.5])
+    path = seed(crouch, None, 8)
+    assert path.shape == (8, 3)
+    assert np.all(np.abs(np.diff(np.vstack([crouch, path]), axis=0)) <= 0.2 + 1e-12)
+    np.testing.assert_allclose(path[-1], posture)
+    with pytest.raises(ValueError, match="posture needs 3"):
+        PostureWarmStart(posture[:2], np.ones(3), 0.04)
