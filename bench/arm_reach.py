@@ -159,6 +159,9 @@ def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
     """Closed-loop reaching; returns one dict per goal."""
     sim, controller = setup.simulator(), setup.controller(model, not args.no_offset_free)
     periods = int(round(setup.period / sim.config.control_period))
+    delay = int(round(args.command_delay / sim.config.control_period))
+    if not 0 <= delay < periods:
+        raise ValueError(f"--command-delay must be in [0, {setup.period}) s")
     results = []
     for goal in tqdm(goals, desc="goals", leave=False):
         sim.reset()
@@ -177,8 +180,9 @@ def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
             step = controller.step(q, qd, stamp=sim.time)
             if step.plan is not None:
                 planning.append(step.plan.planning_time * 1e3)
+            sim.step(delay)  # the previous command is held while the plan is computed
             sim.set_command(step.command)
-            sim.step(periods)
+            sim.step(periods - delay)
         results.append(dict(goal=goal.tolist(), reached=reached_at is not None,
                             time_s=reached_at, final_distance_m=distance,
                             closest_m=closest, planning_ms_p50=float(np.median(planning))))
@@ -198,6 +202,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", nargs="+", default=["residual", "ensemble"],
                         choices=["residual", "ensemble", "nominal"],
                         help="nominal: the URDF / servo model alone, no learning")
+    parser.add_argument("--command-delay", type=float, default=0.0,
+                        help="seconds (simulated) between a state and its command taking effect")
     parser.add_argument("--no-offset-free", action="store_true",
                         help="plan without the disturbance estimate (offset-free MPC)")
     parser.add_argument("--seed", type=int, default=0)

@@ -53,6 +53,11 @@ class EnsembleConfig:
     """Weight of the penalty that pulls the learned log-variance bounds together."""
     angle_wrap: Tuple[int, ...] = ()
     """State indices that are wrapping angles in [-pi, pi): sin/cos inputs, wrapped deltas."""
+    relative_action: Tuple[int, ...] = ()
+    """One state index per action dim, subtracted from that action in the network input:
+    joint position targets become target errors ``u - q``, which a servo's response depends on
+    (in smooth exploration data ``u`` and ``q`` are nearly collinear, and a network fed both
+    separates their effects poorly). Empty: actions as they are."""
     use_elites: bool = False
     """Default for ``predict``: elites only (True) or all members (False)."""
     normalizer_min_std: float = 1e-6
@@ -86,6 +91,9 @@ class EnsembleConfig:
                                                                     default=0) < 0:
             raise ValueError(f"angle_wrap must be distinct non-negative indices, "
                              f"got {self.angle_wrap}")
+        if min(self.relative_action, default=0) < 0:
+            raise ValueError(f"relative_action must be state indices >= 0, "
+                             f"got {self.relative_action}")
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-friendly dict."""
@@ -103,7 +111,7 @@ class EnsembleConfig:
 
 
 ARCHITECTURE_FIELDS = ("num_members", "num_elites", "hidden_sizes", "activation", "angle_wrap",
-                       "min_logvar_init", "max_logvar_init")
+                       "relative_action", "min_logvar_init", "max_logvar_init")
 """Config fields that define the network; they cannot change once a model is built."""
 
 
@@ -127,8 +135,15 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
         if any(i >= state_dim for i in config.angle_wrap):
             raise ValueError(f"angle_wrap {config.angle_wrap} out of range for "
                              f"state_dim {state_dim}")
+        if config.relative_action and (len(config.relative_action) != action_dim
+                                       or max(config.relative_action) >= state_dim):
+            raise ValueError(f"relative_action needs {action_dim} state indices below "
+                             f"{state_dim}, got {config.relative_action}")
         self.config = config
         self._state_dim, self._action_dim = state_dim, action_dim
+        self.register_buffer("relative_index", torch.tensor(
+            list(config.relative_action), dtype=torch.long, device=torch.device(device)),
+            persistent=False)  # the config carries it
         self._device = torch.device(device)
         self.use_elites = config.use_elites
         angle = sorted(config.angle_wrap)
@@ -184,6 +199,8 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
     # ------------------------------------------------------------------------ encodings
     def encode_inputs(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Raw network inputs ``[..., input_dim]`` from ``state [..., S]``, ``action [..., A]``."""
+        if len(self.relative_index):
+            action = action - state.index_select(-1, self.relative_index)
         if len(self.angle_index) == 0:
             return torch.cat([state, action], dim=-1)
         angles = state.index_select(-1, self.angle_index)

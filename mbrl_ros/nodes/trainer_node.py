@@ -11,7 +11,7 @@ import os
 import threading
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
@@ -139,7 +139,10 @@ class TrainerNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(TrainerNode, lambda: MultiThreadedExecutor(num_threads=2), args)
+    # training runs on its own thread; one executor thread serves topics and services (a
+    # service waits for the current training round). rclpy's multi-threaded executor would
+    # spin a core meanwhile (py-spy).
+    run_node(TrainerNode, SingleThreadedExecutor, args)
 
 
 if __name__ == "__main__":

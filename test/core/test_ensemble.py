@@ -166,3 +166,21 @@ def test_config_validation(kwargs, message):
         EnsembleConfig(**kwargs).validate()
     with pytest.raises(ValueError, match="angle_wrap"):
         ProbabilisticEnsemble(2, 1, EnsembleConfig(angle_wrap=(2,)))
+
+
+def test_relative_action_feeds_target_errors_and_survives_a_checkpoint(tmp_path):
+    config = EnsembleConfig(num_members=2, num_elites=2, hidden_sizes=(8,),
+                            relative_action=(0, 1))
+    model = ProbabilisticEnsemble(4, 2, config)
+    state, action = torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[1.5, 1.0]])
+    np.testing.assert_allclose(model.encode_inputs(state, action).numpy(),
+                               [[1.0, 2.0, 3.0, 4.0, 0.5, -1.0]])
+    path = str(tmp_path / "model.mbrl")
+    model.save(path)
+    loaded = ProbabilisticEnsemble.load(path)
+    assert loaded.config.relative_action == (0, 1)
+    torch.testing.assert_close(loaded.predict(state, action)[0], model.predict(state, action)[0])
+    with pytest.raises(ValueError, match="relative_action needs 2"):
+        ProbabilisticEnsemble(4, 2, EnsembleConfig(relative_action=(0,)))
+    with pytest.raises(ValueError, match="relative_action needs 2"):
+        ProbabilisticEnsemble(4, 2, EnsembleConfig(relative_action=(0, 4)))
