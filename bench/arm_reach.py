@@ -82,9 +82,10 @@ class ArmSetup:
         config = config_from(ExplorationConfig, self.planner_params.get("exploration"))
         return reach_explorer(config, self.robot, self.mode, self.period, self.compensated)
 
-    def controller(self, model, offset_free: bool = True) -> ModelPredictiveController:
+    def controller(self, model, offset_free: bool = True,
+                   goal_seed: bool = True) -> ModelPredictiveController:
         """The planner node's controller for ``model`` (``offset_free``: with the config's
-        disturbance estimate)."""
+        disturbance estimate; ``goal_seed``: with the IK seed on each goal)."""
         p = self.planner_params
         values = reach_limits(self.robot, self.mode, p.get("velocity_limit_fraction", 1.5))
         values.update({k: tuple(v) if isinstance(v, list) else v
@@ -94,7 +95,7 @@ class ArmSetup:
                                 torch.device("cpu"))
         seed_speed = p.get("goal_seed_speed_fraction", 0.5)
         warm_start = (ReachWarmStart(self.robot, self.model_period, seed_speed)
-                      if self.mode == "position" and seed_speed > 0 else None)
+                      if goal_seed and self.mode == "position" and seed_speed > 0 else None)
         disturbance = (config_from(DisturbanceConfig, p.get("disturbance")) if offset_free
                        else DisturbanceConfig())
         controller = ModelPredictiveController(PlannerConfig(**values), cost, self.explorer(),
@@ -157,7 +158,8 @@ def train(setup: ArmSetup, kind: str, data: TransitionBatch):
 
 def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
     """Closed-loop reaching; returns one dict per goal."""
-    sim, controller = setup.simulator(), setup.controller(model, not args.no_offset_free)
+    sim, controller = setup.simulator(), setup.controller(model, not args.no_offset_free,
+                                                          not args.no_goal_seed)
     periods = int(round(setup.period / sim.config.control_period))
     delay = int(round(args.command_delay / sim.config.control_period))
     if not 0 <= delay < periods:
@@ -204,6 +206,8 @@ def main(argv=None) -> int:
                         help="nominal: the URDF / servo model alone, no learning")
     parser.add_argument("--command-delay", type=float, default=0.0,
                         help="seconds (simulated) between a state and its command taking effect")
+    parser.add_argument("--no-goal-seed", action="store_true",
+                        help="plan without the IK seed on each new goal")
     parser.add_argument("--no-offset-free", action="store_true",
                         help="plan without the disturbance estimate (offset-free MPC)")
     parser.add_argument("--seed", type=int, default=0)
@@ -217,7 +221,8 @@ def main(argv=None) -> int:
     start = time.monotonic()
     data = collect(setup, args.data_seconds)
     summary = dict(data_seconds=args.data_seconds, transitions=len(data),
-                   offset_free=not args.no_offset_free, kinds={})
+                   offset_free=not args.no_offset_free, goal_seed=not args.no_goal_seed,
+                   command_delay_s=args.command_delay, kinds={})
     for kind in args.kinds:
         model = train(setup, kind, data)
         results = reach(setup, model, goals, args)

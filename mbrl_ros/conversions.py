@@ -91,9 +91,10 @@ def stamp_to_seconds(stamp: Time) -> float:
 
 
 def seconds_to_stamp(seconds: float) -> Time:
-    """Seconds -> builtin_interfaces/Time."""
-    sec = int(np.floor(seconds))
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    """Seconds -> builtin_interfaces/Time (rounded to the nearest nanosecond: 4.9999999999 s is
+    5 s, never 4 s with the nanoseconds wrapped away)."""
+    sec, nanosec = divmod(int(round(float(seconds) * 1e9)), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def to_float64_multi_array(values: np.ndarray, label: str = "joints") -> Float64MultiArray:

@@ -9,6 +9,7 @@ both in the model's joint order.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -47,7 +48,9 @@ class ModelPredictiveController:
     """Explores (collecting data) until it has a model (:meth:`set_model`) and, for tasks that
     need one (``needs_goal``), a goal (:meth:`set_goal`), then runs the planner every tick.
 
-    Optional: ``warm_start`` seeds the planner after a reset and on every new goal;
+    Optional: ``warm_start`` seeds the planner after a reset and on every new goal; a joint
+    moving more than ``jump_threshold`` between two ticks (the robot was reset or moved by
+    hand) counts as a reset: the warm start (a plan for where the robot was) is dropped;
     ``disturbance`` (with ``model_period_s``) makes it offset-free (see
     :mod:`mbrl_ros.core.disturbance`): pass a time stamp to :meth:`step` for it to learn."""
 
@@ -56,14 +59,18 @@ class ModelPredictiveController:
                  policy: Optional[Callable] = None, needs_goal: bool = True,
                  warm_start: Optional[WarmStartFn] = None,
                  disturbance: DisturbanceConfig = DisturbanceConfig(),
-                 model_period_s: float = 0.0):
+                 model_period_s: float = 0.0, jump_threshold: float = math.inf):
         self.planner_config = planner_config.validate()
         self.disturbance = disturbance.validate()
         if self.disturbance.enabled and not model_period_s > 0.0:
             raise ValueError("the disturbance estimate needs model_period_s > 0")
         self.model_period_s = float(model_period_s)
         self.warm_start = warm_start
+        if not jump_threshold > 0.0:
+            raise ValueError(f"jump_threshold must be > 0, got {jump_threshold}")
+        self.jump_threshold = float(jump_threshold)
         self._needs_seed = True
+        self._last_position: Optional[np.ndarray] = None
         self.needs_goal = bool(needs_goal)
         self.cost = cost
         self.explorer = explorer
@@ -129,6 +136,13 @@ class ModelPredictiveController:
         state is ``[position, velocity, extra_state]`` (``extra_state``: task-specific, e.g.
         the base odometry [13] of a legged robot). ``stamp``: time of the state [s], for the
         disturbance estimate (None: no update this tick)."""
+        last, self._last_position = self._last_position, np.array(position, dtype=np.float64)
+        jumped = (last is not None and last.shape == self._last_position.shape
+                  and float(np.max(np.abs(self._last_position - last), initial=0.0))
+                  > self.jump_threshold)
+        if jumped:
+            logger.info("the robot jumped (reset or moved by hand): planning afresh")
+            self.reset()
         if self.exploring:
             return ControlStep(self.explorer(position, velocity), exploring=True)
         parts = [position, velocity] + ([] if extra_state is None else [extra_state])

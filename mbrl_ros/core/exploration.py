@@ -41,6 +41,10 @@ class ExplorationConfig:
     """Amplitude of the correlated noise otherwise, as a fraction of each command limit."""
     max_speed_fraction: float = 0.3
     """The tracked target moves at most this fraction of each joint's velocity limit."""
+    max_position_lead: float = 0.3
+    """Position mode: the tracked target stays within this distance of the measured position
+    [rad or m], so a robot that is held back (by the safety gate, a contact) is never sent
+    ever-further targets."""
     noise_correlation_s: float = 0.2
     """Correlation time of the noise (AR(1) time constant)."""
     seed: int = 0
@@ -61,6 +65,9 @@ class ExplorationConfig:
         if not 0.0 < self.bandwidth_fraction <= 0.25:
             raise ValueError("ExplorationConfig.bandwidth_fraction must be in (0, 0.25], "
                              f"got {self.bandwidth_fraction}")
+        if not self.max_position_lead > 0.0:
+            raise ValueError("ExplorationConfig.max_position_lead must be > 0, "
+                             f"got {self.max_position_lead}")
         for name in ("kp", "kd", "noise_fraction", "noise_acceleration"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(
@@ -129,6 +136,8 @@ class SmoothExplorer:
         self._noise = (self._noise_keep * self._noise
                        + np.sqrt(1.0 - self._noise_keep ** 2) * innovation)
         if self.mode == "position":
+            lead = self.config.max_position_lead
+            self._tracked = np.clip(self._tracked, position - lead, position + lead)
             span = self.config.noise_fraction * (self.upper - self.lower)
             return np.clip(self._tracked + span * self._noise, self.lower, self.upper)
         if self.mode == "effort" and self.dynamics_terms is not None:

@@ -50,6 +50,9 @@ class PlannerNodeConfig:
     """Integration substeps of the analytical (residual) model per model period."""
     gravity_compensated: bool = False
     """The robot's driver compensates gravity (commands are torques on top of it)."""
+    state_jump_threshold: float = 0.3
+    """A joint moving more than this between two ticks [rad or m] means the robot was reset
+    or moved by hand: the planner drops its warm start and plans afresh."""
     state_timeout_s: float = 0.1
     """A joint state older than this is stale: no command is sent (the gate falls back)."""
     device: str = "cpu"
@@ -83,6 +86,7 @@ class PlannerNodeConfig:
             raise ValueError("velocity_limit_fraction must be > 0, "
                              f"got {self.velocity_limit_fraction}")
         for name in ("control_rate_hz", "model_period_s", "state_timeout_s",
+                     "state_jump_threshold",
                      "disagreement_colour_scale"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

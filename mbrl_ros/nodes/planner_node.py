@@ -72,7 +72,8 @@ class PlannerNode(Node):
             planner_config, cost, explorer, self.device, needs_goal=not self.stand,
             warm_start=warm_start,
             disturbance=declare_config(self, DisturbanceConfig, "disturbance."),
-            model_period_s=self.config.model_period_s)
+            model_period_s=self.config.model_period_s,
+            jump_threshold=self.config.state_jump_threshold)
         self.latest_odom = None
         self.state_map = JointNameMap(self.robot.joint_names)
         command_joints = self.config.joints or self.robot.joint_names

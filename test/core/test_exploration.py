@@ -60,3 +60,14 @@ def test_inertia_aware_law_compensates_gravity_and_caps_target_speed():
     w = explorer.bandwidth
     expected = gravity + inertia * (w * w * (explorer._tracked - position))
     assert np.allclose(command, np.clip(expected, -LIMIT, LIMIT))
+
+
+def test_position_targets_stay_near_a_robot_that_is_held_back():
+    config = ExplorationConfig(target_period_s=0.5, target_range_fraction=1.0,
+                               noise_fraction=0.0, max_position_lead=0.2)
+    explorer = SmoothExplorer(config, "position", np.array([-3.0, -3.0]), np.array([3.0, 3.0]),
+                              np.array([3.0, 3.0]), 0.04)
+    held = np.array([0.5, -0.5])
+    for _ in range(200):  # the robot never moves (e.g. the gate holds it)
+        command = explorer(held, np.zeros(2))
+        assert np.all(np.abs(command - held) <= 0.2 + 1e-12)

@@ -1,0 +1,73 @@
+"""ModelPredictiveController: goal seeds, jumps (resets) and the offset-free estimate."""
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.controller import ModelPredictiveController
+from mbrl_ros.core.costs import EndEffectorCost, TaskCost
+from mbrl_ros.core.disturbance import DisturbanceConfig
+from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
+from mbrl_ros.core.planning import PlannerConfig
+
+DT = 0.1
+
+
+class JointIntegrator:
+    """One joint: state [q, qd], action = position target reached in one step (q+ = u)."""
+
+    num_members, state_dim, action_dim = 1, 2, 1
+    device = torch.device("cpu")
+
+    def predict(self, state, action):
+        shape = torch.broadcast_shapes(state[..., :1].shape, action.shape)
+        position, action = state[..., :1].expand(shape), action.expand(shape)
+        mean = torch.cat([action, (action - position) / DT], -1)
+        mean = mean if mean.dim() == 3 else mean.unsqueeze(0)
+        return mean, torch.zeros_like(mean)
+
+
+def make_controller(seeds: list, gain: float = 0.0) -> ModelPredictiveController:
+    cost = TaskCost([EndEffectorCost(lambda q: torch.cat([q, torch.zeros_like(q),
+                                                          torch.zeros_like(q)], -1),
+                                     [0], [0.0, 0.0, 0.0], 10.0, 2)])
+    explorer = SmoothExplorer(ExplorationConfig(), "position", np.array([-2.0]),
+                              np.array([2.0]), np.array([2.0]), DT)
+
+    def warm_start(position, goal, horizon):
+        seeds.append((position.copy(), None if goal is None else goal.copy()))
+        return np.repeat(position[None], horizon, 0)
+    controller = ModelPredictiveController(
+        PlannerConfig(horizon=4, num_samples=64, num_iterations=2, init_std=0.2,
+                      num_policy_trajectories=0, action_low=(-2.0,), action_high=(2.0,)),
+        cost, explorer, torch.device("cpu"), warm_start=warm_start,
+        disturbance=DisturbanceConfig(gain=gain, max_offset=(0.5,), jump_threshold=1.0),
+        model_period_s=DT, jump_threshold=0.5)
+    controller.set_model(JointIntegrator(), 1)
+    return controller
+
+
+def test_seed_on_goal_and_after_a_jump_only():
+    seeds = []
+    controller = make_controller(seeds)
+    controller.set_goal(np.array([1.0, 0.0, 0.0]))
+    controller.step(np.array([0.0]), np.array([0.0]))
+    controller.step(np.array([0.1]), np.array([0.0]))
+    assert len(seeds) == 1 and seeds[0][1][0] == 1.0
+    controller.step(np.array([1.5]), np.array([0.0]))  # reset elsewhere: plan afresh
+    assert len(seeds) == 2 and seeds[1][0][0] == 1.5
+    controller.set_goal(np.array([-1.0, 0.0, 0.0]))
+    controller.step(np.array([1.4]), np.array([0.0]))
+    assert len(seeds) == 3 and seeds[2][1][0] == -1.0
+
+
+def test_offset_learns_from_stamped_steps_and_restarts_on_a_new_goal():
+    controller = make_controller([], gain=0.5)
+    controller.set_goal(np.array([0.5, 0.0, 0.0]))
+    position = np.array([0.0])
+    for tick in range(10):  # the real joint stops 0.1 short of every target
+        step = controller.step(position, np.array([0.0]), stamp=tick * DT)
+        position = step.command - 0.1 * np.sign(step.command - position)
+    assert controller.offset is not None and abs(controller.offset[0]) > 0.02
+    controller.step(position, np.array([0.0]))  # no stamp: no update, no harm
+    controller.set_goal(np.array([0.2, 0.0, 0.0]))
+    assert np.all(controller.offset == 0.0)
