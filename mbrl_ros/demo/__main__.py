@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--goals", type=int, default=DemoConfig.num_goals)
     parser.add_argument("--data-seconds", type=float, default=DemoConfig.data_phase_s)
     parser.add_argument("--goal-timeout", type=float, default=DemoConfig.goal_timeout_s)
-    parser.add_argument("--real-time-factor", type=float, default=0.2,
+    parser.add_argument("--real-time-factor", type=float, default=0.3,
                         help="simulated seconds per wall second (planning runs on sim time)")
     parser.add_argument("--model-kind", choices=("residual", "ensemble"), default="residual")
     parser.add_argument("--max-minutes", type=float, default=14.0,

@@ -28,7 +28,7 @@ class DemoConfig:
 
     data_phase_s: float = 60.0
     """Simulated seconds of exploration data before the first goal."""
-    num_goals: int = 6
+    num_goals: int = 10
     """Random reachable goals to reach, one after the other."""
     goal_timeout_s: float = 8.0
     """Simulated seconds allowed per goal."""
