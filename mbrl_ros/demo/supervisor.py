@@ -30,7 +30,7 @@ class DemoConfig:
     """Simulated seconds of exploration data before the first goal."""
     num_goals: int = 10
     """Random reachable goals to reach, one after the other."""
-    goal_timeout_s: float = 8.0
+    goal_timeout_s: float = 10.0
     """Simulated seconds allowed per goal."""
     success_radius_m: float = 0.02
     """A goal is reached when the end effector stays this close for ``dwell_s``."""
