@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
-from bench.params import config_from, node_section
+from bench.params import config_from, graph_params
 from mbrl_ros.core.controller import ModelPredictiveController
 from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
@@ -48,10 +47,7 @@ class StandSetup:
     """Robot, simulator and controller settings read from config/quadruped12.yaml."""
 
     def __init__(self, config_path: Path, urdf: Path, seed: int):
-        params = yaml.safe_load(config_path.read_text())
-        self.sim_params = node_section(params, "sim")
-        self.planner_params = node_section(params, "planner")
-        self.trainer_params = node_section(params, "trainer")
+        self.sim_params, self.planner_params, self.trainer_params = graph_params(config_path)
         self.urdf, self.seed = str(urdf), seed
         self.robot = load_robot(self.urdf, "")
         self.period = 1.0 / self.planner_params.get("control_rate_hz", 25.0)
