@@ -90,16 +90,20 @@ class ModelPredictiveController:
         self.goal = np.asarray(position, dtype=np.float64).copy()
         self.cost.term("end_effector").set_target(self.goal.tolist())
         self._needs_seed = True
-        if self.planner is not None and isinstance(self.planner.dynamics, OffsetDynamics):
-            self.planner.dynamics.reset()  # the bias near the old goal says little of the new
+        if self._offset_model is not None:
+            self._offset_model.reset()  # the bias near the old goal says little of the new
+
+    @property
+    def _offset_model(self) -> Optional[OffsetDynamics]:
+        """The planner's model when it carries a disturbance estimate, else None."""
+        dynamics = None if self.planner is None else self.planner.dynamics
+        return dynamics if isinstance(dynamics, OffsetDynamics) else None
 
     @property
     def offset(self) -> Optional[np.ndarray]:
         """[S] current disturbance estimate (None when the estimate is off or no model)."""
-        dynamics = None if self.planner is None else self.planner.dynamics
-        if not isinstance(dynamics, OffsetDynamics):
-            return None
-        return dynamics.offset.detach().cpu().numpy().copy()
+        model = self._offset_model
+        return None if model is None else model.offset.detach().cpu().numpy().copy()
 
     def set_model(self, model, version: int) -> None:
         """Swap in a new dynamics model (between ticks); the warm start is kept, the
@@ -126,8 +130,8 @@ class ModelPredictiveController:
         self._needs_seed = True
         if self.planner is not None:
             self.planner.reset()
-            if isinstance(self.planner.dynamics, OffsetDynamics):
-                self.planner.dynamics.reset()
+        if self._offset_model is not None:
+            self._offset_model.reset()
 
     def step(self, position: np.ndarray, velocity: np.ndarray,
              extra_state: Optional[np.ndarray] = None,
@@ -147,8 +151,7 @@ class ModelPredictiveController:
             return ControlStep(self.explorer(position, velocity), exploring=True)
         parts = [position, velocity] + ([] if extra_state is None else [extra_state])
         state = np.concatenate(parts).astype(np.float32)
-        offset = self.planner.dynamics
-        offset = offset if isinstance(offset, OffsetDynamics) else None
+        offset = self._offset_model
         if offset is not None and stamp is not None:
             offset.update(torch.from_numpy(state), stamp, self.model_period_s)
         try:

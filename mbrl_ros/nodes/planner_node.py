@@ -67,7 +67,7 @@ class PlannerNode(Node):
         period = 1.0 / self.config.control_rate_hz
         cost, explorer, planner_config = (self._stand_task(period) if self.stand
                                           else self._reach_task(period))
-        warm_start = self._warm_start(cost)
+        warm_start = self._warm_start()
         self.controller = ModelPredictiveController(
             planner_config, cost, explorer, self.device, needs_goal=not self.stand,
             warm_start=warm_start,
@@ -125,7 +125,7 @@ class PlannerNode(Node):
                                   self.robot, cfg.command_mode, period, cfg.gravity_compensated)
         return cost, explorer, planner_config
 
-    def _warm_start(self, cost):
+    def _warm_start(self):
         """The planner's seed on a new goal / after a reset (position targets only): a joint
         path to the goal's IK solution (reach) or to the standing posture (stand)."""
         speed, period = self.config.goal_seed_speed_fraction, self.config.model_period_s
