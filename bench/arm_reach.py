@@ -32,9 +32,9 @@ from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.demo.goals import GoalSampler
 from mbrl_ros.robots.mismatch import MismatchConfig
 from mbrl_ros.robots.mujoco_builder import BuildOptions
-from mbrl_ros.robots.reach_task import (ReachCostConfig, ReachWarmStart, build_reach_cost,
+from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost,
                                         load_robot, nominal_dynamics, reach_explorer,
-                                        reach_limits)
+                                        reach_limits, reach_warm_start)
 from mbrl_ros.robots.servo_model import servo_config
 from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
 
@@ -62,8 +62,8 @@ class ArmSetup:
         p = self.sim_params
         home = tuple(zip(self.robot.joint_names, p.get("home_positions", ())))
         build = BuildOptions(control_mode=p.get("control_mode", "effort"),
-                             position_kp=tuple(np.atleast_1d(p.get("position_kp", 100.0))),
-                             position_kv=tuple(np.atleast_1d(p.get("position_kv", 5.0))),
+                             position_kp=p.get("position_kp", (100.0,)),
+                             position_kv=p.get("position_kv", (5.0,)),
                              gravity_compensation=bool(p.get("gravity_compensation", False)),
                              home_positions=home, timestep=p.get("physics_timestep", 0.002))
         mismatch = MismatchConfig(friction_scale=p.get("friction_scale", 1.0),
@@ -89,9 +89,8 @@ class ArmSetup:
         cost_config = config_from(ReachCostConfig, p.get("cost"))
         cost = build_reach_cost(self.robot, self.nominal.ee_position_batch, cost_config, None,
                                 torch.device("cpu"))
-        seed_speed = p.get("goal_seed_speed_fraction", 0.5)
-        warm_start = (ReachWarmStart(self.robot, self.model_period, seed_speed)
-                      if goal_seed and self.mode == "position" and seed_speed > 0 else None)
+        warm_start = reach_warm_start(self.robot, self.mode, self.model_period,
+                                      p.get("goal_seed_speed_fraction", 0.5) if goal_seed else 0)
         disturbance = (config_from(DisturbanceConfig, p.get("disturbance")) if offset_free
                        else DisturbanceConfig())
         controller = ModelPredictiveController(PlannerConfig(**values), cost, self.explorer(),

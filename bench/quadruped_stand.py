@@ -36,9 +36,9 @@ from mbrl_ros.robots.mismatch import MismatchConfig
 from mbrl_ros.robots.mujoco_builder import BuildOptions
 from mbrl_ros.robots.reach_task import load_robot
 from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
-from mbrl_ros.robots.stand_task import (PostureWarmStart, StandCostConfig, StandTaskConfig,
+from mbrl_ros.robots.stand_task import (StandCostConfig, StandTaskConfig,
                                         build_stand_cost, odom_vector, stand_explorer,
-                                        stand_state, tilt_angle)
+                                        stand_state, stand_warm_start, tilt_angle)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,10 +81,9 @@ class StandSetup:
                   for k, v in (self.planner_params.get("planner") or {}).items()}
         cost = build_stand_cost(self.robot.num_joints, self.cost_config, torch.device("cpu"))
         p = self.planner_params
-        speed = p.get("goal_seed_speed_fraction", 0.5)
-        warm_start = (PostureWarmStart(self.cost_config.posture, self.robot.velocity_limits,
-                                       p.get("model_period_s", self.period), speed)
-                      if speed > 0 else None)
+        warm_start = stand_warm_start(self.cost_config.posture, self.robot.velocity_limits,
+                                      p.get("model_period_s", self.period),
+                                      p.get("goal_seed_speed_fraction", 0.5))
         controller = ModelPredictiveController(
             PlannerConfig(**values), cost, self.explorer(), torch.device("cpu"),
             needs_goal=False, warm_start=warm_start,

@@ -37,13 +37,13 @@ from mbrl_ros.nodes.parameters import declare_config, read_config
 from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.nodes.plan_visualization import plan_markers, plan_path
 from mbrl_ros.nodes.planner_config import PlannerNodeConfig
-from mbrl_ros.robots.reach_task import (ReachCostConfig, ReachWarmStart, build_reach_cost,
-                                        load_robot, nominal_dynamics, reach_explorer,
-                                        reach_limits)
+from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost, load_robot,
+                                        nominal_dynamics, reach_explorer, reach_limits,
+                                        reach_warm_start)
 from mbrl_ros.robots.servo_model import servo_config
-from mbrl_ros.robots.stand_task import (PostureWarmStart, StandCostConfig, StandLayout,
-                                        StandTaskConfig, build_stand_cost, odom_vector,
-                                        stand_explorer, stand_planner_limits)
+from mbrl_ros.robots.stand_task import (StandCostConfig, StandLayout, StandTaskConfig,
+                                        build_stand_cost, odom_vector, stand_explorer,
+                                        stand_planner_limits, stand_warm_start)
 
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 STATUS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # a slow reader loses none
@@ -129,14 +129,9 @@ class PlannerNode(Node):
         """The planner's seed on a new goal / after a reset (position targets only): a joint
         path to the goal's IK solution (reach) or to the standing posture (stand)."""
         speed, period = self.config.goal_seed_speed_fraction, self.config.model_period_s
-        if speed <= 0:
-            return None
         if self.stand:
-            return PostureWarmStart(self.stand_posture, self.robot.velocity_limits, period,
-                                    speed)
-        if self.config.command_mode == "position":
-            return ReachWarmStart(self.robot, period, speed)
-        return None
+            return stand_warm_start(self.stand_posture, self.robot.velocity_limits, period, speed)
+        return reach_warm_start(self.robot, self.config.command_mode, period, speed)
 
     def _stand_task(self, period: float):
         """Cost, explorer and planner settings of standing (position targets, network model)."""

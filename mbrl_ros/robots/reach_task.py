@@ -125,6 +125,14 @@ def reach_explorer(config: ExplorationConfig, robot: RobotModel, command_mode: s
                           robot.velocity_limits)
 
 
+def reach_warm_start(robot: RobotModel, command_mode: str, period_s: float,
+                     speed_fraction: float) -> Optional["ReachWarmStart"]:
+    """The reach task's goal seed: position targets only, ``speed_fraction`` 0 disables it."""
+    if command_mode != "position" or speed_fraction <= 0:
+        return None
+    return ReachWarmStart(robot, period_s, speed_fraction)
+
+
 class ReachWarmStart:
     """Position mode: seeds the planner with a joint path to the goal's inverse kinematics.
 

@@ -20,7 +20,7 @@ summary ``[height, g_b (3), v (3), w (3)]`` of a state for logging and benchmark
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -320,6 +320,14 @@ class PostureWarmStart:
     def __call__(self, position: np.ndarray, goal, horizon: int) -> np.ndarray:
         """[horizon, J] position targets (``goal`` is unused: the posture is the goal)."""
         return joint_path(position, self.posture, horizon, self.max_step)
+
+
+def stand_warm_start(posture: Sequence[float], velocity_limits: np.ndarray, period_s: float,
+                     speed_fraction: float) -> Optional[PostureWarmStart]:
+    """The stand task's seed (a path to ``posture``); ``speed_fraction`` 0 disables it."""
+    if speed_fraction <= 0:
+        return None
+    return PostureWarmStart(posture, velocity_limits, period_s, speed_fraction)
 
 
 def stand_planner_limits(position_lower: np.ndarray, position_upper: np.ndarray,
