@@ -3,24 +3,76 @@
 Modelled on nav2 MPPI's ``OptimalTrajectoryValidator`` (SUCCESS / SOFT_RESET / FAILURE): every
 control tick the gate judges the latest planner command and either passes it (PASS), passes it
 clamped to the limits (CLAMPED), or replaces it with a fallback command (FALLBACK, ESTOP).
-Transient faults (stale command, stale state, high disagreement, limits) recover by themselves
-like a soft reset; faults named in ``GateConfig.latching_faults`` and the e-stop latch like a
-failure until :meth:`SafetyGate.reset` succeeds. :meth:`SafetyGate.tick` never raises.
+Transient faults (stale command, stale state, high disagreement, a failed plan, limits) recover
+by themselves like a soft reset; faults named in ``GateConfig.latching_faults`` and the e-stop
+latch like a failure until :meth:`SafetyGate.reset` succeeds. :meth:`SafetyGate.tick` never
+raises.
+
+Each command is judged by its own fields (:class:`GateCommand`, the ROS-free form of
+``mbrl_ros/msg/PlannedCommand``): its age from the stamp of the joint state the plan started
+from, its status (a failed or infeasible plan asks for a hold; exploration gets tighter limits),
+and the disagreement of the plan point it forwards. A plan of several timed points is sampled
+at the current time (linear interpolation, never past its last point).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mbrl_ros.core.command_limits import rate_limited
 from mbrl_ros.core.safety_gate_config import (  # noqa: F401 - re-exported API
-    CONTROL_MODES, FALLBACK_POLICIES, Fault, GateConfig, GateState)
+    CONTROL_MODES, FALLBACK_POLICIES, HOLD_REQUESTS, CommandStatus, Fault, GateConfig, GateState)
 
 logger = logging.getLogger(__name__)
+
+RATE_LIMIT_MAX_PERIODS = 2.0
+"""The rate limit lets a target move for at most this many control periods between two outputs
+(a gap in the output stream never releases a jump)."""
+GravityFn = Callable[[np.ndarray], np.ndarray]
+"""``gravity(positions [J]) -> [J]`` joint efforts that hold the robot still (gate order)."""
+
+
+@dataclass(frozen=True)
+class GateCommand:
+    """One planner command: timed points of a plan, in the gate's joint order."""
+
+    points: np.ndarray
+    """[P, num_joints] commands; the first applies at ``times[0]`` after ``source_stamp``."""
+    times: np.ndarray
+    """[P] seconds after ``source_stamp``, non-decreasing."""
+    disagreement: np.ndarray
+    """[P] the plan's ensemble disagreement from each point on (message units)."""
+    status: int
+    """A :class:`CommandStatus` value."""
+    source_stamp: float
+    """Header stamp of the joint state the plan started from [s, gate clock]."""
+    sequence: int = 0
+    model_version: int = 0
+    reason: str = ""
+    """Why, for FAILED / INFEASIBLE."""
+
+    @classmethod
+    def single(cls, command: Any, source_stamp: float, disagreement: float = 0.0,
+               status: int = CommandStatus.PLANNED, **kwargs: Any) -> "GateCommand":
+        """A one-point command (``command: [num_joints]``); garbage is kept for the gate to
+        judge."""
+        try:
+            points = np.array(command, dtype=np.float64)
+            points = points.reshape(1, -1) if points.ndim == 1 else points.reshape(-1, 0) \
+                if points.size == 0 else points
+        except Exception:  # noqa: BLE001 - judged (and refused) by the gate
+            points = np.full((1, 0), np.nan)
+        try:
+            spread = float(disagreement)
+        except Exception:  # noqa: BLE001 - unreadable disagreement is untrusted
+            spread = math.inf
+        return cls(points=points, times=np.zeros(1), disagreement=np.array([spread]),
+                   status=status, source_stamp=source_stamp, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -36,13 +88,17 @@ class GateOutput:
     fault: Optional[Fault]
     """Why the planner command was not passed; None for PASS/CLAMPED and ESTOP."""
     disagreement: float
-    """Latest gated disagreement (inf when untrusted or unreadable)."""
+    """Disagreement of the judged plan point (inf when untrusted or unreadable)."""
     command_age_s: float
-    """Age of the latest planner command (inf when none)."""
+    """Age of the latest planner command from its source state's stamp (inf when none)."""
     interventions: int
     commands_passed: int
     latched: bool
     """True while a latched fault or the e-stop needs a reset."""
+    status: Optional[int] = None
+    """Status of the latest planner command (None when none)."""
+    sequence: int = 0
+    """Sequence number of the latest planner command."""
 
 
 @dataclass(frozen=True)
@@ -53,15 +109,28 @@ class _Verdict:
     command: Optional[np.ndarray] = None
 
 
+@dataclass
+class _Sample:
+    """The latest command sampled at one instant."""
+
+    command: Optional[np.ndarray] = None
+    disagreement: float = math.inf
+    age: float = math.inf
+    error: str = ""
+    fault: Optional[Fault] = None
+    extra: dict = field(default_factory=dict)
+
+
 class SafetyGate:
     """Judges planner commands against freshness, validity, disagreement and joint limits.
 
-    Feed it with :meth:`set_command`, :meth:`set_joint_state`, :meth:`set_disagreement`,
-    :meth:`estop`; call :meth:`tick` at the control rate. Times are seconds on one clock
-    (the node's, so simulation time works). Not thread-safe: the caller serialises calls.
+    Feed it with :meth:`set_command`, :meth:`set_joint_state`, :meth:`estop`; call :meth:`tick`
+    at the control rate. Times are seconds on one clock (the node's, so simulation time works);
+    stamps are the messages' header stamps. Not thread-safe: the caller serialises calls.
+    ``gravity`` (effort mode) adds gravity compensation to the hold when the driver does not.
     """
 
-    def __init__(self, config: GateConfig) -> None:
+    def __init__(self, config: GateConfig, gravity: Optional[GravityFn] = None) -> None:
         config.validate()
         self.config = config
         n = config.num_joints
@@ -70,15 +139,17 @@ class SafetyGate:
             config.per_joint("position_upper")
         self._velocity_limit = config.per_joint("velocity_limit")
         self._effort_limit = config.per_joint("effort_limit")
-        self._max_step = config.per_joint("max_position_step")
+        self._max_step = config.position_step()
+        self._rate = config.command_rate()
         self._kp, self._kd = config.per_joint("hold_kp"), config.per_joint("hold_kd")
-        self._command: Optional[np.ndarray] = None
+        self._gravity = None if config.driver_gravity_compensation else gravity
+        self._period = 1.0 / config.control_rate_hz
+        self._command: Optional[GateCommand] = None
         self._command_error = ""
         self._command_received = False
-        self._command_stamp = -math.inf
         self._positions, self._velocities = np.zeros(n), np.zeros(n)
         self._state_stamps = np.full(n, -math.inf)
-        self._disagreement = 0.0
+        self._disagreement = math.inf
         self._disagreement_tripped = False
         self._ticks_below_resume = 0
         self._estop = False
@@ -86,26 +157,35 @@ class SafetyGate:
         self._state, self._fault = GateState.FALLBACK, Fault.NO_COMMAND
         self._hold: Optional[np.ndarray] = None
         self._last_output: Optional[np.ndarray] = None
+        self._last_output_time = -math.inf
+        self._ramp_from: Optional[np.ndarray] = None
+        self._ramp_start = -math.inf
         self.interventions = 0
         self.commands_passed = 0
 
     # ----------------------------------------------------------------------------- inputs
-    def set_command(self, values: Any, stamp: float) -> None:
-        """Store the latest planner command ``values: [num_joints]`` received at ``stamp``.
+    def set_command(self, command: Any, stamp: Optional[float] = None,
+                    disagreement: float = 0.0,
+                    status: int = CommandStatus.PLANNED) -> None:
+        """Store the latest planner command: a :class:`GateCommand`, or the values of a one-point
+        command ``[num_joints]`` whose source state was stamped ``stamp``.
 
         Anything is accepted; unreadable, non-finite or wrong-size commands are judged by tick.
         """
         self._command_received = True
-        self._command_stamp = _as_time(stamp)
-        try:
-            self._command = np.array(values, dtype=np.float64).ravel()
-            self._command_error = ""
-        except Exception as exc:  # noqa: BLE001 - garbage input must not escape
-            self._command, self._command_error = None, f"unreadable command: {exc}"
+        if not isinstance(command, GateCommand):
+            command = GateCommand.single(command, _as_time(stamp), disagreement, status)
+        self._command, self._command_error = command, ""
+
+    def set_invalid_command(self, reason: str) -> None:
+        """A command arrived that could not be read (e.g. unknown joint names)."""
+        self._command_received = True
+        self._command, self._command_error = None, reason
 
     def set_joint_state(self, names: Sequence[str], positions: Any, velocities: Any,
                         stamp: float) -> None:
-        """Update joints by name from a JointState; unknown names are ignored.
+        """Update joints by name from a JointState stamped ``stamp`` (its header stamp); unknown
+        names are ignored.
 
         A joint whose position or velocity is missing or non-finite becomes unavailable
         until a good reading arrives. Never raises.
@@ -127,16 +207,6 @@ class SafetyGate:
         except Exception as exc:  # noqa: BLE001 - garbage input must not escape
             logger.warning("ignoring unreadable joint state: %s", exc)
 
-    def set_disagreement(self, mean_disagreement: Any, max_disagreement: Any) -> None:
-        """Store the plan's ensemble disagreement; non-finite or negative counts as infinite."""
-        value = max_disagreement if self.config.disagreement_signal == "max" \
-            else mean_disagreement
-        try:
-            value = float(value)
-        except Exception:  # noqa: BLE001
-            value = math.inf
-        self._disagreement = value if math.isfinite(value) and value >= 0 else math.inf
-
     def estop(self) -> None:
         """Latch the e-stop: fallback output until :meth:`reset` succeeds."""
         self._estop = True
@@ -144,7 +214,8 @@ class SafetyGate:
     def reset(self, now: float) -> Tuple[bool, str]:
         """Clear the e-stop and latched faults, only if the inputs would pass right now."""
         try:
-            verdict = self._evaluate(_as_time(now), honour_latches=False)
+            now = _as_time(now)
+            verdict = self._evaluate(now, self._sample(now), honour_latches=False)
         except Exception as exc:  # noqa: BLE001
             return False, f"reset refused: internal error {exc!r}"
         if verdict.state not in (GateState.PASS, GateState.CLAMPED):
@@ -166,34 +237,65 @@ class SafetyGate:
             self._enter(GateState.FALLBACK, Fault.INTERNAL_ERROR)
             return self._output(self._emergency_command(), reason, math.inf)
 
+    def final_command(self, now: float) -> Optional[np.ndarray]:
+        """The command to leave the robot with when the gate stops: hold where it is (position
+        mode), gravity compensation only (effort mode), zero velocity. Never raises."""
+        try:
+            cfg, n = self.config, self.config.num_joints
+            state_ok = not self._stale_joints(_as_time(now))
+            if cfg.control_mode == "velocity":
+                command = np.zeros(n)
+            elif cfg.control_mode == "effort":
+                command = self._gravity_effort() if state_ok else np.zeros(n)
+            elif self._state in (GateState.FALLBACK, GateState.ESTOP) and self._hold is not None:
+                command = self._hold
+            elif state_ok:
+                command = np.clip(self._positions, self._lower, self._upper)
+            else:
+                command = self._last_output
+            return self._bounded(command)
+        except Exception:  # noqa: BLE001
+            logger.exception("final command failed; using the emergency command")
+            return self._emergency_command()
+
     def _tick(self, now: float) -> GateOutput:
-        self._update_disagreement_hysteresis()
-        verdict = self._evaluate(now, honour_latches=True)
+        sample = self._sample(now)
+        if sample.command is not None:  # only a usable command says anything of the model
+            self._disagreement = sample.disagreement
+            self._update_disagreement_hysteresis()
+        verdict = self._evaluate(now, sample, honour_latches=True)
         if verdict.fault is not None and verdict.fault.value in self.config.latching_faults:
             self._latched_reason = verdict.reason
-        self._enter(verdict.state, verdict.fault)
-        if verdict.state in (GateState.PASS, GateState.CLAMPED):
+        was_passing = self._state in (GateState.PASS, GateState.CLAMPED)
+        state, reason = verdict.state, verdict.reason
+        if state in (GateState.PASS, GateState.CLAMPED):
+            command = self._resume_ramp(verdict.command, now, was_passing)
+            ramping = command is not verdict.command
+            if ramping:
+                state, reason = GateState.CLAMPED, f"resuming after a fallback ({reason})"
+            self._enter(state, verdict.fault, count=not ramping)
             self._hold = None
             self.commands_passed += 1
-            command = verdict.command
         else:
+            self._enter(state, verdict.fault)
             command = self._fallback_command(now)
-        return self._output(self._bounded(command), verdict.reason, now - self._command_stamp)
+        output = self._output(self._bounded(command), reason, sample.age)
+        self._last_output_time = now
+        return output
 
     def _output(self, command: Optional[np.ndarray], reason: str, age: float) -> GateOutput:
         self._last_output = None if command is None else command.copy()
+        latest = self._command
         return GateOutput(command=command, state=self._state, reason=reason, fault=self._fault,
                           disagreement=self._disagreement, command_age_s=age,
                           interventions=self.interventions, commands_passed=self.commands_passed,
-                          latched=self._estop or self._latched_reason is not None)
+                          latched=self._estop or self._latched_reason is not None,
+                          status=None if latest is None else _status_value(latest.status),
+                          sequence=0 if latest is None else int(latest.sequence))
 
-    def _enter(self, state: GateState, fault: Optional[Fault]) -> None:
-        if state != self._state and state != GateState.PASS:
+    def _enter(self, state: GateState, fault: Optional[Fault], count: bool = True) -> None:
+        if count and state != self._state and state != GateState.PASS:
             self.interventions += 1
-        if state != self._state or fault != self._fault:
-            log = logger.info if state == GateState.PASS else logger.warning
-            log("safety gate: %s -> %s (%s)", self._state.name, state.name,
-                fault.value if fault else "ok")
         self._state, self._fault = state, fault
 
     def _update_disagreement_hysteresis(self) -> None:
@@ -207,37 +309,64 @@ class SafetyGate:
         else:
             self._ticks_below_resume = 0
 
-    def _evaluate(self, now: float, honour_latches: bool) -> _Verdict:
-        """Judge the inputs at ``now`` without changing any state."""
+    # ----------------------------------------------------------------------------- judging
+    def _sample(self, now: float) -> _Sample:
+        """The latest command at ``now``: checked, and interpolated along its plan."""
+        cfg, command = self.config, self._command
+        if not self._command_received:
+            return _Sample(error="no planner command yet", fault=Fault.NO_COMMAND)
+        if command is None:
+            return _Sample(error=self._command_error, fault=Fault.INVALID_COMMAND)
+        error = _malformed(command, cfg.num_joints)
+        if error:
+            return _Sample(error=error, fault=Fault.INVALID_COMMAND)
+        age = now - float(command.source_stamp)
+        status = CommandStatus(int(command.status))
+        if status in HOLD_REQUESTS:
+            return _Sample(age=age, fault=Fault.PLANNER_FAILED,
+                           error=f"planner reports {status.name.lower()}: "
+                                 f"{command.reason or 'no reason given'}")
+        if age < -cfg.max_clock_offset_s:
+            return _Sample(age=age, fault=Fault.STALE_COMMAND,
+                           error=f"command stamped {-age:.3f} s in the future (clock offset "
+                                 f"tolerance {cfg.max_clock_offset_s} s)")
+        if age > cfg.watchdog_timeout_s:
+            return _Sample(age=age, fault=Fault.STALE_COMMAND,
+                           error=f"command is {age:.3f} s older than its source state "
+                                 f"(watchdog {cfg.watchdog_timeout_s} s)")
+        times = np.asarray(command.times, dtype=np.float64)
+        elapsed = min(max(age, float(times[0])), float(times[-1]))
+        after = int(np.searchsorted(times, elapsed, side="right"))
+        before, after = max(after - 1, 0), min(after, len(times) - 1)
+        span = times[after] - times[before]
+        weight = 0.0 if span <= 0.0 else (elapsed - times[before]) / span
+        points = np.asarray(command.points, dtype=np.float64)
+        values = (1.0 - weight) * points[before] + weight * points[after]
+        spread = np.asarray(command.disagreement, dtype=np.float64)[[before, after]]
+        disagreement = float(spread.max()) if np.all(np.isfinite(spread)) \
+            and np.all(spread >= 0.0) else math.inf
+        return _Sample(command=values, disagreement=disagreement, age=age)
+
+    def _evaluate(self, now: float, sample: _Sample, honour_latches: bool) -> _Verdict:
+        """Judge the sampled command at ``now`` without changing any state."""
         cfg, fallback = self.config, GateState.FALLBACK
         if honour_latches and self._estop:
             return _Verdict(GateState.ESTOP, None, "e-stop latched; call reset")
         if honour_latches and self._latched_reason is not None:
             return _Verdict(fallback, None, f"latched: {self._latched_reason}; call reset")
-        if not self._command_received:
-            return _Verdict(fallback, Fault.NO_COMMAND, "no planner command yet")
-        command = self._command
-        if command is None:
-            return _Verdict(fallback, Fault.INVALID_COMMAND, self._command_error)
-        if command.shape != (cfg.num_joints,):
-            return _Verdict(fallback, Fault.INVALID_COMMAND,
-                            f"command has {command.size} values, expected {cfg.num_joints}")
-        if not np.isfinite(command).all():
-            bad = [cfg.joints[i] for i in np.flatnonzero(~np.isfinite(command))]
-            return _Verdict(fallback, Fault.INVALID_COMMAND, f"non-finite command for {bad}")
-        age = now - self._command_stamp
-        if not 0.0 <= age <= cfg.watchdog_timeout_s:
-            return _Verdict(fallback, Fault.STALE_COMMAND,
-                            f"command age {age:.3f} s outside [0, {cfg.watchdog_timeout_s}] s")
+        if sample.command is None:
+            return _Verdict(fallback, sample.fault, sample.error)
         stale = self._stale_joints(now)
         if stale:
-            return _Verdict(fallback, Fault.STATE_UNAVAILABLE, f"no fresh joint state for {stale}")
+            return _Verdict(fallback, Fault.STATE_UNAVAILABLE, self._state_reason(now, stale))
         if self._disagreement_tripped:
             return _Verdict(fallback, Fault.DISAGREEMENT,
                             f"disagreement {self._disagreement:.3g} (enter > "
                             f"{cfg.disagreement_threshold}, resume < {cfg.disagreement_resume} "
                             f"for {cfg.resume_ticks} ticks)")
-        clamped, excess = self._clamp(command)
+        exploring = int(self._command.status) == CommandStatus.EXPLORING
+        command = sample.command
+        clamped, excess = self._clamp(command, now, exploring)
         if excess > cfg.clamp_margin and cfg.out_of_limits == "fallback":
             return _Verdict(fallback, Fault.OUT_OF_LIMITS,
                             f"command beyond limits by {excess:.3g} (margin {cfg.clamp_margin})")
@@ -250,22 +379,38 @@ class SafetyGate:
 
     def _stale_joints(self, now: float) -> list:
         age = now - self._state_stamps
-        fresh = (age >= 0.0) & (age <= self.config.state_timeout_s)
+        fresh = (age >= -self.config.max_clock_offset_s) & (age <= self.config.state_timeout_s)
         return [self.config.joints[i] for i in np.flatnonzero(~fresh)]
 
-    def _clamp(self, command: np.ndarray) -> Tuple[np.ndarray, float]:
+    def _state_reason(self, now: float, stale: list) -> str:
+        ages = now - self._state_stamps[[self._index[j] for j in stale]]
+        if np.all(np.isinf(ages)):
+            return f"no joint state for {stale}"
+        finite = ages[np.isfinite(ages)]
+        if finite.min() < -self.config.max_clock_offset_s:
+            return (f"joint state for {stale} stamped {-finite.min():.3f} s in the future "
+                    f"(tolerance {self.config.max_clock_offset_s} s)")
+        return (f"joint state for {stale} is {finite.max():.3f} s old "
+                f"(state_timeout_s {self.config.state_timeout_s})")
+
+    def _clamp(self, command: np.ndarray, now: float,
+               exploring: bool) -> Tuple[np.ndarray, float]:
         """Clamp ``command: [num_joints]`` to the mode's limits; returns it and the max excess."""
         mode = self.config.control_mode
         if mode in ("effort", "velocity"):
             limit = self._effort_limit if mode == "effort" else self._velocity_limit
             excess = (np.abs(command) - limit) / limit
             return np.clip(command, -limit, limit), float(max(excess.max(), 0.0))
-        position = self._positions
+        scale = self.config.exploration_limit_fraction if exploring else 1.0
+        position, step = self._positions, self._max_step * scale
         range_excess = np.maximum(command - self._upper, self._lower - command) \
             / (self._upper - self._lower)
-        step_excess = (np.abs(command - position) - self._max_step) / self._max_step
+        step_excess = (np.abs(command - position) - step) / step
         clamped = np.clip(command, self._lower, self._upper)
-        clamped = np.clip(clamped, position - self._max_step, position + self._max_step)
+        if self._last_output is not None:
+            dt = min(now - self._last_output_time, RATE_LIMIT_MAX_PERIODS * self._period)
+            clamped = rate_limited(clamped, self._last_output, self._rate * scale, dt)
+        clamped = np.clip(clamped, position - step, position + step)  # the torque bound wins
         clamped = np.clip(clamped, self._lower, self._upper)
         excess = max(range_excess.max(), step_excess.max(), 0.0)
         return clamped, float(excess)
@@ -288,6 +433,22 @@ class SafetyGate:
                            f"{[cfg.joints[i] for i in np.flatnonzero(velocity_out)]}")
         return "; ".join(reasons)
 
+    def _resume_ramp(self, command: np.ndarray, now: float, was_passing: bool) -> np.ndarray:
+        """Effort/velocity mode: blend from the last fallback output to the planner command over
+        ``resume_ramp_s`` after a fallback (position mode is bumpless through the rate limit)."""
+        cfg = self.config
+        if cfg.control_mode == "position" or cfg.resume_ramp_s <= 0.0:
+            return command
+        if not was_passing:
+            self._ramp_from, self._ramp_start = self._last_output, now
+        if self._ramp_from is None or self._ramp_from.shape != command.shape:
+            return command
+        alpha = (now - self._ramp_start) / cfg.resume_ramp_s
+        if alpha >= 1.0:
+            self._ramp_from = None
+            return command
+        return (1.0 - alpha) * self._ramp_from + alpha * command
+
     # ----------------------------------------------------------------------------- fallback
     def _fallback_command(self, now: float) -> Optional[np.ndarray]:
         """Fallback command ``[num_joints]`` for the control mode and policy."""
@@ -305,7 +466,22 @@ class SafetyGate:
             effort = -self._kd * self._velocities
         else:
             effort = self._kp * (self._hold - self._positions) - self._kd * self._velocities
-        return np.clip(effort, -self._effort_limit, self._effort_limit)
+        return np.clip(effort + self._gravity_effort(), -self._effort_limit, self._effort_limit)
+
+    def _gravity_effort(self) -> np.ndarray:
+        """[num_joints] efforts that hold the robot against gravity (zeros when the driver
+        compensates or no model is known; a failing or non-finite model gives zeros too)."""
+        n = self.config.num_joints
+        if self._gravity is None:
+            return np.zeros(n)
+        try:
+            effort = np.asarray(self._gravity(self._positions.copy()), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - the hold must not depend on the model
+            logger.error("gravity model failed: %r", exc)
+            return np.zeros(n)
+        if effort.shape != (n,) or not np.isfinite(effort).all():
+            return np.zeros(n)
+        return effort
 
     def _emergency_command(self) -> Optional[np.ndarray]:
         """Simplest safe command after an internal error: zero effort / zero velocity / hold."""
@@ -343,3 +519,43 @@ def _as_time(stamp: Any, strict: bool = False) -> float:
     if strict:
         raise ValueError(f"non-finite time {stamp!r}")
     return -math.inf
+
+
+def _status_value(status: Any) -> Optional[int]:
+    try:
+        return int(status)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _malformed(command: GateCommand, num_joints: int) -> str:
+    """Why ``command`` cannot be used at all ("" when it can)."""
+    try:
+        status = int(command.status)
+        CommandStatus(status)
+    except (TypeError, ValueError):
+        return f"unknown command status {command.status!r}"
+    if status in HOLD_REQUESTS:
+        return ""  # a hold request needs no points
+    try:
+        points = np.asarray(command.points, dtype=np.float64)
+        times = np.asarray(command.times, dtype=np.float64)
+        spread = np.asarray(command.disagreement, dtype=np.float64)
+        stamp = float(command.source_stamp)
+    except (TypeError, ValueError) as exc:
+        return f"unreadable command: {exc}"
+    if points.ndim != 2 or points.shape[0] == 0:
+        return f"command has no points (shape {points.shape})"
+    if points.shape[1] != num_joints:
+        return f"command has {points.shape[1]} values, expected {num_joints}"
+    if times.shape != (points.shape[0],) or spread.shape != (points.shape[0],):
+        return (f"{points.shape[0]} points need as many times and disagreements, got "
+                f"{times.shape} and {spread.shape}")
+    if not np.isfinite(points).all():
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(points))[:, 1]})
+        return f"non-finite command for joints {bad}"
+    if not (np.isfinite(times).all() and np.all(np.diff(times) >= 0.0) and times[0] >= 0.0):
+        return f"point times must be finite, >= 0 and non-decreasing, got {times.tolist()}"
+    if not math.isfinite(stamp):
+        return f"non-finite source stamp {stamp!r}"
+    return ""

@@ -9,16 +9,18 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mbrl_ros.core.command_limits import command_rate_bound, position_step_bound
+
 
 CONTROL_MODES = ("effort", "position", "velocity")
 FALLBACK_POLICIES = ("hold", "zero_effort", "damping")
 OUT_OF_LIMITS_POLICIES = ("clamp", "fallback")
-DISAGREEMENT_SIGNALS = ("max", "mean")
 LIMIT_FIELDS = ("position_lower", "position_upper", "velocity_limit", "effort_limit",
                 "max_position_step")
-PER_JOINT_FIELDS = ("hold_kp", "hold_kd") + LIMIT_FIELDS
+PER_JOINT_FIELDS = ("hold_kp", "hold_kd", "servo_kp", "max_command_rate") + LIMIT_FIELDS
 SCALAR_FIELDS = ("control_rate_hz", "watchdog_timeout_s", "state_timeout_s",
-                 "disagreement_threshold", "disagreement_resume", "resume_ticks", "clamp_margin",
+                 "max_clock_offset_s", "disagreement_threshold", "disagreement_resume",
+                 "resume_ticks", "clamp_margin", "exploration_limit_fraction", "resume_ramp_s",
                  "limit_lookahead_s", "guard_velocity_deadband", "velocity_guard_fraction")
 URDF_LIMIT_KEYS = {"lower": "position_lower", "upper": "position_upper",
                    "velocity": "velocity_limit", "effort": "effort_limit",
@@ -34,12 +36,29 @@ class GateState(IntEnum):
     ESTOP = 3
 
 
+class CommandStatus(IntEnum):
+    """What a planner command is; values match the STATUS_* constants of
+    mbrl_ros/msg/PlannedCommand."""
+
+    PLANNED = 0
+    EXPLORING = 1
+    RECOVERING = 2
+    POLICY = 3
+    FAILED = 4
+    INFEASIBLE = 5
+
+
+HOLD_REQUESTS = (CommandStatus.FAILED, CommandStatus.INFEASIBLE)
+"""Statuses that ask the gate to hold instead of passing a command."""
+
+
 class Fault(str, Enum):
     """Why the gate is not passing the planner command; values are used in ``latching_faults``."""
 
     NO_COMMAND = "no_command"
     INVALID_COMMAND = "invalid_command"
     STALE_COMMAND = "stale_command"
+    PLANNER_FAILED = "planner_failed"
     STATE_UNAVAILABLE = "state_unavailable"
     DISAGREEMENT = "disagreement"
     OUT_OF_LIMITS = "out_of_limits"
@@ -58,13 +77,16 @@ class GateConfig:
     control_mode: str = "effort"
     """Command interface of the downstream controller: effort, position or velocity."""
     watchdog_timeout_s: float = field(default=0.1, metadata={"range": (1e-4, 60.0)})
-    """A planner command older than this is stale (fallback)."""
+    """A planner command whose source joint state (its header stamp) is older than this is
+    stale (fallback)."""
     state_timeout_s: float = field(default=0.1, metadata={"range": (1e-4, 60.0)})
-    """A joint state older than this is stale (fallback)."""
-    disagreement_signal: str = "max"
-    """Which PlanStatus field is gated: max (max_disagreement) or mean (mean_disagreement)."""
+    """A joint state whose header stamp is older than this is stale (fallback)."""
+    max_clock_offset_s: float = field(default=0.05, metadata={"range": (0.0, 10.0)})
+    """Stamps up to this far in the future are accepted (clock offset between hosts); later
+    ones are rejected as from the future."""
     disagreement_threshold: float = 1.0
-    """Fall back when the plan disagreement exceeds this (inf disables the check)."""
+    """Fall back when the disagreement of the forwarded plan point (the message's units) exceeds
+    this (inf disables the check)."""
     disagreement_resume: float = 0.5
     """After a disagreement fallback, resume only once disagreement stays below this..."""
     resume_ticks: int = field(default=10, metadata={"range": (1, 1_000_000)})
@@ -84,7 +106,23 @@ class GateConfig:
     effort_limit: Tuple[float, ...] = (math.inf,)
     """Absolute effort limit per joint; finite values required in effort mode."""
     max_position_step: Tuple[float, ...] = (math.inf,)
-    """Position mode: largest allowed |command - current position|; finite required there."""
+    """Position mode: largest allowed |command - measured position|. The bound used is the
+    smaller of this and effort_limit / servo_kp (core.command_limits); one of them must be
+    finite in position mode."""
+    servo_kp: Tuple[float, ...] = (0.0,)
+    """Position mode: the driver's servo stiffness per joint [effort / rad] (0: unknown); with
+    effort_limit it bounds |command - measured position| by effort_limit / servo_kp."""
+    max_command_rate: Tuple[float, ...] = (math.inf,)
+    """Position mode: largest speed of the target itself [rad/s]; the bound used is the smaller
+    of this and velocity_limit. Successive outputs move at most that times the time between
+    them (which also makes the return from a fallback bumpless)."""
+    exploration_limit_fraction: float = field(default=0.5, metadata={"range": (1e-3, 1.0)})
+    """Exploration commands get this fraction of the position step and rate bounds."""
+    resume_ramp_s: float = field(default=0.2, metadata={"range": (0.0, 10.0)})
+    """Effort/velocity mode: on leaving a fallback the output blends from the fallback to the
+    planner command over this time (bumpless transfer)."""
+    driver_gravity_compensation: bool = False
+    """Effort mode: the driver already compensates gravity; the gate's hold adds none."""
     clamp_margin: float = field(default=0.1, metadata={"range": (0.0, 10.0)})
     """Commands beyond a limit by at most this fraction of it (of the range for positions) are
     clamped; further out they follow ``out_of_limits``."""
@@ -140,8 +178,7 @@ class GateConfig:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         for name, allowed in (("control_mode", CONTROL_MODES), ("fallback", FALLBACK_POLICIES),
-                              ("out_of_limits", OUT_OF_LIMITS_POLICIES),
-                              ("disagreement_signal", DISAGREEMENT_SIGNALS)):
+                              ("out_of_limits", OUT_OF_LIMITS_POLICIES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.control_mode != "effort" and self.fallback != "hold":
@@ -153,9 +190,16 @@ class GateConfig:
         if isinstance(self.resume_ticks, bool) or not isinstance(self.resume_ticks, int) \
                 or self.resume_ticks < 1:
             raise ValueError(f"resume_ticks must be an integer >= 1, got {self.resume_ticks!r}")
-        for name in ("clamp_margin", "limit_lookahead_s", "guard_velocity_deadband"):
+        for name in ("clamp_margin", "limit_lookahead_s", "guard_velocity_deadband",
+                     "max_clock_offset_s", "resume_ramp_s"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.exploration_limit_fraction <= 1.0:
+            raise ValueError(f"exploration_limit_fraction must be in (0, 1], got "
+                             f"{self.exploration_limit_fraction}")
+        if not isinstance(self.driver_gravity_compensation, (bool, np.bool_)):
+            raise ValueError("driver_gravity_compensation must be true or false, got "
+                             f"{self.driver_gravity_compensation!r}")
         if not (math.isfinite(self.velocity_guard_fraction) and self.velocity_guard_fraction > 0):
             raise ValueError(f"velocity_guard_fraction must be > 0, got "
                              f"{self.velocity_guard_fraction}")
@@ -173,11 +217,11 @@ class GateConfig:
                 raise ValueError(f"{name} has {len(values)} values; need 1 or {n} (one per joint)")
             if np.isnan(values).any():
                 raise ValueError(f"{name} contains NaN: {list(values)}")
-        for name in ("hold_kp", "hold_kd"):
+        for name in ("hold_kp", "hold_kd", "servo_kp"):
             values = self.per_joint(name)
             if not (np.isfinite(values).all() and (values >= 0).all()):
                 raise ValueError(f"{name} must be finite and >= 0, got {list(values)}")
-        for name in ("velocity_limit", "effort_limit", "max_position_step"):
+        for name in ("velocity_limit", "effort_limit", "max_position_step", "max_command_rate"):
             if not (self.per_joint(name) > 0).all():
                 raise ValueError(f"{name} must be > 0, got {list(self.per_joint(name))}")
         lower, upper = self.per_joint("position_lower"), self.per_joint("position_upper")
@@ -185,11 +229,26 @@ class GateConfig:
             raise ValueError(f"need position_lower < position_upper, got {list(lower)} and "
                              f"{list(upper)}")
         required = {"effort": ("effort_limit",), "velocity": ("velocity_limit",),
-                    "position": ("position_lower", "position_upper", "max_position_step")}
+                    "position": ("position_lower", "position_upper")}
         for name in required[self.control_mode]:
             if not np.isfinite(self.per_joint(name)).all():
                 raise ValueError(f"{name} must be finite in {self.control_mode} mode (set it from "
                                  f"the robot config), got {list(self.per_joint(name))}")
+        if self.control_mode == "position" and not np.isfinite(self.position_step()).all():
+            raise ValueError("position mode needs a bound on |command - measured position| per "
+                             "joint: servo_kp (with effort_limit, from the URDF) or "
+                             f"max_position_step; got servo_kp {list(self.per_joint('servo_kp'))}"
+                             f", max_position_step {list(self.per_joint('max_position_step'))}")
+
+    def position_step(self) -> np.ndarray:
+        """[num_joints] bound on |command - measured position| (core.command_limits rule)."""
+        return position_step_bound(self.per_joint("effort_limit"), self.per_joint("servo_kp"),
+                                   self.per_joint("max_position_step"))
+
+    def command_rate(self) -> np.ndarray:
+        """[num_joints] bound on the speed of position targets (core.command_limits rule)."""
+        return command_rate_bound(self.per_joint("velocity_limit"),
+                                  self.per_joint("max_command_rate"))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any],

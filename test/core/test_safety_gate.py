@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from mbrl_ros.core.safety_gate import Fault, GateConfig, GateState, SafetyGate
+from mbrl_ros.core.safety_gate import (CommandStatus, Fault, GateCommand, GateConfig, GateState,
+                                     SafetyGate)
 
 JOINTS = ("shoulder", "elbow")
 RATE_HZ = 100.0
@@ -20,7 +21,7 @@ def make_config(**overrides) -> GateConfig:
                     position_upper=(2.0, 1.0), velocity_limit=(4.0, 4.0),
                     max_position_step=(0.2, 0.2), disagreement_threshold=1.0,
                     disagreement_resume=0.5, resume_ticks=3, hold_kp=(10.0, 20.0), hold_kd=2.0,
-                    clamp_margin=0.1)
+                    clamp_margin=0.1, resume_ramp_s=0.0)
     settings.update(overrides)
     return GateConfig.from_dict(settings)
 
@@ -29,9 +30,8 @@ def feed(gate: SafetyGate, now: float, command=(1.0, -1.0), positions=(0.0, 0.0)
          velocities=(0.0, 0.0), disagreement=0.1):
     """Give the gate fresh inputs at ``now`` and tick it."""
     gate.set_joint_state(JOINTS, positions, velocities, now)
-    gate.set_disagreement(disagreement, disagreement)
     if command is not None:
-        gate.set_command(command, now)
+        gate.set_command(command, now, disagreement)
     return gate.tick(now)
 
 
@@ -184,7 +184,7 @@ def test_clamp_policy_clamps_far_out_commands():
 
 
 def test_position_mode_limits_step_and_hold():
-    gate = SafetyGate(make_config(control_mode="position"))
+    gate = SafetyGate(make_config(control_mode="position", velocity_limit=(100.0, 100.0)))
     assert gate.tick(0.0).command is None  # no state, nothing passed: no safe position known
     out = feed(gate, 0.0, command=(0.5, 0.1), positions=(0.4, 0.0))
     assert out.state == GateState.PASS
@@ -267,15 +267,21 @@ def test_disagreement_hysteresis():
     assert gate.interventions == 1
 
 
-def test_disagreement_signal_mean_or_max_and_nan_is_untrusted():
-    gate = SafetyGate(make_config(disagreement_signal="mean"))
-    gate.set_disagreement(0.2, 9.0)  # only the mean is gated
-    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.0)
-    gate.set_command((0.0, 0.0), 0.0)
-    assert gate.tick(0.0).state == GateState.PASS
-    gate.set_disagreement(math.nan, 0.0)
-    out = gate.tick(0.0)
-    assert out.fault == Fault.DISAGREEMENT and math.isinf(out.disagreement)
+@pytest.mark.parametrize("forged", [math.nan, -1.0, math.inf, "junk"])
+def test_nan_negative_or_unreadable_disagreement_is_untrusted(forged):
+    gate = SafetyGate(make_config())
+    assert feed(gate, 0.0, disagreement=0.2).state == GateState.PASS
+    out = feed(gate, PERIOD_S, disagreement=forged)
+    assert out.fault in (Fault.DISAGREEMENT, Fault.INVALID_COMMAND)
+    assert out.state == GateState.FALLBACK
+
+
+def test_each_command_is_judged_by_its_own_disagreement():
+    """A trusted command after an untrusted one needs the resume ticks of its own values: the
+    gate never judges a command by another command's disagreement."""
+    gate = SafetyGate(make_config(resume_ticks=1))
+    assert feed(gate, 0.0, disagreement=5.0).fault == Fault.DISAGREEMENT
+    assert feed(gate, PERIOD_S, disagreement=0.1).state == GateState.PASS
 
 
 # ------------------------------------------------------------------------------ e-stop / fallback
@@ -373,7 +379,9 @@ def test_fuzz_outputs_are_always_finite_sized_and_within_limits(mode):
                          "velocity": rng.uniform(-1.05, 1.05, 2) * bound,
                          "position": positions + rng.uniform(-0.21, 0.21, 2)}[mode]
             last_sent = plausible if rng.random() < 0.9 else random_array(rng)
-            gate.set_command(last_sent, stamp)
+            disagreement = rng.choice(GARBAGE + [0.1] * 8) if rng.random() < 0.2 else 0.1
+            status = int(rng.choice([0, 0, 0, 1, 2, 3, 4, 5, 99]))
+            gate.set_command(last_sent, stamp, disagreement, status)
         if rng.random() < 0.8:
             names = list(JOINTS) if rng.random() < 0.9 else \
                 list(rng.permutation(list(JOINTS) + ["other"]))[:rng.integers(0, 4)]
@@ -381,8 +389,6 @@ def test_fuzz_outputs_are_always_finite_sized_and_within_limits(mode):
                 gate.set_joint_state(names, positions, velocities, stamp)
             else:
                 gate.set_joint_state(names, random_array(rng), random_array(rng), stamp)
-        if rng.random() < 0.2:
-            gate.set_disagreement(*rng.choice(GARBAGE + [0.1] * 8, size=2))
         if rng.random() < 0.01:
             gate.estop()
         if rng.random() < 0.2:
@@ -402,3 +408,129 @@ def test_fuzz_outputs_are_always_finite_sized_and_within_limits(mode):
             assert (np.abs(out.command) <= bound).all()
     # The fuzz must reach every state, or it tests nothing.
     assert all(states[state] > 0 for state in GateState), states
+
+
+# ------------------------------------------------------------------------------ command fields
+def plan(points, times, disagreement, stamp, status=CommandStatus.PLANNED):
+    return GateCommand(points=np.asarray(points, dtype=float), times=np.asarray(times, float),
+                       disagreement=np.asarray(disagreement, float), status=status,
+                       source_stamp=stamp)
+
+
+@pytest.mark.parametrize("status", [CommandStatus.FAILED, CommandStatus.INFEASIBLE])
+def test_failed_or_infeasible_plan_is_held_not_passed(status):
+    gate = SafetyGate(make_config(control_mode="position"))
+    feed(gate, 0.0, command=(0.1, 0.1), positions=(0.0, 0.0))
+    gate.set_command(plan(np.zeros((0, 2)), [], [], PERIOD_S, status))
+    gate.set_joint_state(JOINTS, (0.05, 0.05), (0.0, 0.0), PERIOD_S)
+    out = gate.tick(PERIOD_S)
+    assert out.state == GateState.FALLBACK and out.fault == Fault.PLANNER_FAILED
+    np.testing.assert_allclose(out.command, [0.05, 0.05])  # holds where the robot is
+    assert not out.latched
+
+
+def test_command_age_comes_from_its_source_state_stamp():
+    gate = SafetyGate(make_config())  # watchdog one period
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 1.0)
+    gate.set_command((1.0, -1.0), 1.0 - 2 * PERIOD_S)  # planned from a state 2 periods old
+    out = gate.tick(1.0)
+    assert out.fault == Fault.STALE_COMMAND and out.command_age_s == pytest.approx(2 * PERIOD_S)
+    gate.set_command((1.0, -1.0), 1.0 + 0.2)  # from the future beyond the clock tolerance
+    out = gate.tick(1.0)
+    assert out.fault == Fault.STALE_COMMAND and "future" in out.reason
+    gate.set_command((1.0, -1.0), 1.0 + 0.01)  # within the clock offset tolerance
+    assert gate.tick(1.0).state == GateState.PASS
+
+
+def test_joint_states_are_judged_by_their_header_stamps():
+    gate = SafetyGate(make_config())
+    gate.set_command((1.0, -1.0), 5.0)
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 5.0 - 0.3)  # replayed / delayed state
+    out = gate.tick(5.0)
+    assert out.fault == Fault.STATE_UNAVAILABLE and "old" in out.reason
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 5.0 + 1.0)  # from the future
+    out = gate.tick(5.0)
+    assert out.fault == Fault.STATE_UNAVAILABLE and "future" in out.reason
+
+
+def test_a_plan_is_sampled_at_the_current_time_and_never_past_its_end():
+    gate = SafetyGate(make_config(watchdog_timeout_s=1.0, disagreement_threshold=1.0))
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.0)
+    gate.set_command(plan([[0.0, 0.0], [1.0, -1.0], [2.0, -2.0]], [0.0, 0.1, 0.2],
+                          [0.1, 0.2, 0.3], 0.0))
+    np.testing.assert_allclose(gate.tick(0.05).command, [0.5, -0.5])
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.15)
+    out = gate.tick(0.15)
+    np.testing.assert_allclose(out.command, [1.5, -1.5])
+    assert out.disagreement == pytest.approx(0.3)  # the larger of the bracketing points
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.5)
+    np.testing.assert_allclose(gate.tick(0.5).command, [2.0, -2.0])  # held at the last point
+
+
+def test_position_target_bound_comes_from_servo_gain_and_effort_limit():
+    # effort limits (5, 3) / kp (50, 10) -> steps of 0.1 and 0.3 rad, tighter than 0.2 for one
+    gate = SafetyGate(make_config(control_mode="position", servo_kp=(50.0, 10.0),
+                                  velocity_limit=(100.0, 100.0)))
+    out = feed(gate, 0.0, command=(0.105, 0.21), positions=(0.0, 0.0))
+    assert out.state == GateState.CLAMPED
+    np.testing.assert_allclose(out.command, [0.1, 0.2])
+    assert feed(gate, PERIOD_S, command=(0.2, 0.0)).fault == Fault.OUT_OF_LIMITS  # explicit 0.2 is smaller for joint 2
+    with pytest.raises(ValueError, match="bound on"):
+        make_config(control_mode="position", max_position_step=math.inf)
+
+
+def test_successive_position_targets_are_rate_limited_and_resume_is_bumpless():
+    gate = SafetyGate(make_config(control_mode="position", velocity_limit=(1.0, 1.0),
+                                  max_position_step=1.0))
+    out = feed(gate, 0.0, command=(0.0, 0.0), positions=(0.0, 0.0))
+    assert out.state == GateState.PASS
+    out = feed(gate, PERIOD_S, command=(0.5, 0.0), positions=(0.0, 0.0))
+    assert out.state == GateState.CLAMPED
+    np.testing.assert_allclose(out.command, [1.0 * PERIOD_S, 0.0])  # 1 rad/s for one period
+    # after a fallback (hold at 0.3) the target walks from the hold, it never jumps
+    feed(gate, 2 * PERIOD_S, command=(0.5, 0.0), positions=(0.3, 0.0), disagreement=9.0)
+    outputs = [feed(gate, (3 + k) * PERIOD_S, command=(0.9, 0.0), positions=(0.3, 0.0))
+               for k in range(5)]
+    assert all(o.state != GateState.FALLBACK for o in outputs[3:])
+    steps = np.diff([0.3] + [o.command[0] for o in outputs])
+    assert np.all(steps <= 1.0 * PERIOD_S + 1e-12)
+
+
+def test_exploration_commands_get_tighter_limits():
+    gate = SafetyGate(make_config(control_mode="position", exploration_limit_fraction=0.5,
+                                  velocity_limit=(100.0, 100.0)))
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.0)
+    gate.set_command((0.15, 0.0), 0.0, 0.0, CommandStatus.EXPLORING)
+    out = gate.tick(0.0)  # 0.15 > 0.5 * 0.2 by 50 %: beyond the clamp margin
+    assert out.fault == Fault.OUT_OF_LIMITS
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), PERIOD_S)
+    gate.set_command((0.15, 0.0), PERIOD_S, 0.0, CommandStatus.PLANNED)
+    assert gate.tick(PERIOD_S).state == GateState.PASS
+
+
+def test_effort_hold_adds_gravity_unless_the_driver_compensates():
+    gravity = lambda q: np.array([1.0, 0.5])  # noqa: E731
+    gate = SafetyGate(make_config(), gravity=gravity)
+    feed(gate, 0.0, positions=(0.0, 0.0))
+    gate.estop()
+    out = feed(gate, PERIOD_S, positions=(0.0, 0.0))
+    np.testing.assert_allclose(out.command, [1.0, 0.5])
+    np.testing.assert_allclose(gate.final_command(PERIOD_S), [1.0, 0.5])
+    gate = SafetyGate(make_config(driver_gravity_compensation=True), gravity=gravity)
+    feed(gate, 0.0, positions=(0.0, 0.0))
+    gate.estop()
+    np.testing.assert_allclose(feed(gate, PERIOD_S, positions=(0.0, 0.0)).command, [0.0, 0.0])
+
+
+def test_effort_resume_after_fallback_ramps():
+    gate = SafetyGate(make_config(resume_ramp_s=4 * PERIOD_S, resume_ticks=1))
+    feed(gate, 0.0, command=(4.0, 0.0), disagreement=9.0, positions=(0.0, 0.0))
+    outs = [feed(gate, k * PERIOD_S, command=(4.0, 0.0)).command[0] for k in range(1, 7)]
+    assert outs[0] < 1.5 and outs[-1] == pytest.approx(4.0)
+    assert np.all(np.diff(outs) >= -1e-12)
+
+
+def test_final_command_holds_the_measured_position():
+    gate = SafetyGate(make_config(control_mode="position"))
+    feed(gate, 0.0, command=(0.1, 0.1), positions=(0.02, 0.03))
+    np.testing.assert_allclose(gate.final_command(0.0), [0.02, 0.03])
