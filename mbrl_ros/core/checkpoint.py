@@ -12,6 +12,10 @@ dims, normaliser statistics, training data size, metrics, ``metadata``) and ``te
 ``{name: {"dtype", "shape", "offset", "nbytes"}}`` with offsets into the data section, plus
 ``data_nbytes`` and ``data_sha256`` so truncation and corruption are always detected, even when the
 caller does not pass the whole-file hash.
+
+This module is the file format only and imports no model: the models import it to save and
+load themselves, and :func:`mbrl_ros.core.model_loading.load_model` rebuilds whichever model a
+file holds.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 import struct
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 
@@ -77,7 +81,8 @@ def save_checkpoint(path: str, model_class: str, tensors: Mapping[str, torch.Ten
 
     Args:
         path: destination file.
-        model_class: name :func:`load_model` dispatches on (e.g. ``"ProbabilisticEnsemble"``).
+        model_class: name :func:`~mbrl_ros.core.model_loading.load_model` dispatches on
+            (e.g. ``"ProbabilisticEnsemble"``).
         tensors: named tensors of any supported dtype (copied to CPU).
         header: JSON-serialisable fields stored next to the tensors.
 
@@ -182,32 +187,3 @@ def load_checkpoint(path: str, expected_sha256: Optional[str] = None) -> Checkpo
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} has a corrupt tensor table: {exc}") from exc
     return Checkpoint(header=header, tensors=tensors, sha256=sha)
-
-
-def load_model(path: str, expected_sha256: Optional[str] = None,
-               device: Optional[torch.device | str] = None, nominal: Any = None,
-               nominal_factory: Optional[Callable[[Any], Any]] = None):
-    """Rebuild the :class:`~mbrl_ros.core.dynamics_model.DynamicsModel` stored in ``path``.
-
-    Args:
-        path: checkpoint file.
-        expected_sha256: refuse the file unless its sha256 matches.
-        device: where to put the model (default CPU).
-        nominal: for residual checkpoints, the nominal model object to use.
-        nominal_factory: for residual checkpoints, ``factory(descriptor) -> nominal`` called with
-            the nominal descriptor stored in the header (used when ``nominal`` is None).
-
-    Raises:
-        CheckpointError: unreadable file, or a model class this function does not know.
-    """
-    from mbrl_ros.core.ensemble import ProbabilisticEnsemble
-    from mbrl_ros.core.residual import ResidualDynamics
-
-    checkpoint = load_checkpoint(path, expected_sha256)
-    model_class = checkpoint.header.get("model_class")
-    if model_class == "ProbabilisticEnsemble":
-        return ProbabilisticEnsemble.from_checkpoint(checkpoint, device=device)
-    if model_class == "ResidualDynamics":
-        return ResidualDynamics.from_checkpoint(checkpoint, device=device, nominal=nominal,
-                                                nominal_factory=nominal_factory)
-    raise CheckpointError(f"checkpoint {path} holds a {model_class!r}, not a dynamics model")

@@ -8,14 +8,11 @@ control step, so implementations evaluate all members in one batched forward pas
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TYPE_CHECKING
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 
 from mbrl_ros.core.types import TransitionBatch
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mbrl_ros.core.model_training import FitReport
 
 ProgressCallback = Callable[[int, Dict[str, float]], None]
 """``progress(epoch, metrics)``: called after every training epoch with that epoch's metrics."""
@@ -71,9 +68,11 @@ class DynamicsModel(abc.ABC):
 
     @abc.abstractmethod
     def fit(self, batch: TransitionBatch, seed: int = 0,
-            progress: Optional[ProgressCallback] = None) -> "FitReport":
+            progress: Optional[ProgressCallback] = None) -> Any:
         """Train on ``batch`` (warm-starting from the current weights); see
-        :func:`mbrl_ros.core.model_training.fit_dynamics`."""
+        :func:`mbrl_ros.core.model_training.fit_dynamics`, whose
+        :class:`~mbrl_ros.core.model_training.FitReport` it returns (not imported here: this
+        interface sits below the trainer)."""
 
     @abc.abstractmethod
     def save(self, path: str, metadata: Optional[Mapping[str, Any]] = None) -> str:

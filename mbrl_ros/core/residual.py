@@ -11,6 +11,7 @@ from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoin
 from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, as_model_input,
                                           broadcast_inputs)
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl_ros.core.model_training import FitReport, fit_dynamics
 from mbrl_ros.core.types import TransitionBatch
 
 
@@ -163,9 +164,8 @@ class ResidualDynamics(DynamicsModel):
 
     def fit(self, batch: TransitionBatch, seed: int = 0,
             progress: Optional[ProgressCallback] = None,
-            config: Optional[EnsembleConfig] = None):
+            config: Optional[EnsembleConfig] = None) -> FitReport:
         """Train the residual; see :func:`mbrl_ros.core.model_training.fit_dynamics`."""
-        from mbrl_ros.core.model_training import fit_dynamics
         return fit_dynamics(self, batch, config=config, seed=seed, progress=progress)
 
     # ----------------------------------------------------------------------- checkpoints

@@ -23,21 +23,24 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 import torch
 
-from mbrl_ros.core.checkpoint import load_checkpoint, load_model
+from mbrl_ros.core.checkpoint import load_checkpoint
+from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.data.alignment import AlignedDataset
 from mbrl_ros.training.config_file import TrainingSetup, build_nominal, load_training_setup
 from mbrl_ros.training.evaluation import delta_scale, predict_mean
+from mbrl_ros.training.evaluation_result import EvaluationResult, ModelErrors
 from mbrl_ros.training.offline import (CliError, add_common_arguments, bag_fingerprints,
                                        configure_logging, read_dataset, user_errors)
+from mbrl_ros.training.report import write_report
 
 MIN_CHANGE_POWER = 1e-18
 """State entries whose recorded change has a smaller mean square are not normalised."""
@@ -71,53 +74,6 @@ class EvaluationConfig:
         if not all(0.0 < p < 1.0 for p in self.coverage_levels):
             raise ValueError(f"coverage_levels must lie in (0, 1), got {self.coverage_levels}")
         return self
-
-
-@dataclass
-class ModelErrors:
-    """Open-loop errors of one model."""
-
-    rmse: List[List[float]]
-    """[max_horizon][state_dim] RMSE of each state entry after 1..max_horizon steps."""
-    normalised_mse: List[float]
-    """[max_horizon] MSE over all entries, each divided by the mean square of the recorded
-    change over the same horizon (1 = no better than predicting no motion; at 1 step close to
-    the trainer's held-out measure, which divides by the variance of the change)."""
-    diverged: List[int]
-    """[max_horizon] rollouts whose prediction was not finite (counted as infinite error)."""
-
-
-@dataclass
-class EvaluationResult:
-    """Everything ``mbrl-ros evaluate`` measured (``metrics.json`` holds ``asdict(self)``)."""
-
-    checkpoint: Dict[str, object]
-    """Path, sha256, model class and the checkpoint's metadata."""
-    joints: List[str]
-    state_names: List[str]
-    horizons: List[int]
-    model_period_s: float
-    num_transitions: int
-    num_episodes: int
-    alignment: str
-    windows: List[int]
-    """[max_horizon] rollouts long enough for each horizon."""
-    model: ModelErrors
-    baseline: ModelErrors
-    """The analytical URDF model alone."""
-    within_1_sigma: List[float]
-    """[state_dim] share of one-step errors inside 1 predicted sigma (ideal 0.683)."""
-    within_2_sigma: List[float]
-    """[state_dim] share inside 2 sigma (ideal 0.954)."""
-    coverage_levels: List[float]
-    coverage_observed: List[float]
-    """[levels] share of one-step errors inside the central interval of each level."""
-    disagreement_pearson: float
-    disagreement_spearman: float
-    """Rank correlation of disagreement with the normalised one-step error."""
-    disagreement_bin_error: List[float]
-    """Mean normalised one-step error per disagreement quantile bin (low to high)."""
-    warnings: List[str] = field(default_factory=list)
 
 
 def rollout_windows(dataset: AlignedDataset, period_ns: int) -> np.ndarray:
@@ -351,7 +307,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``mbrl-ros evaluate``; returns the exit status."""
-    from mbrl_ros.training.report import write_report
     configure_logging()
     status = [0]
     with user_errors(args.debug, status):

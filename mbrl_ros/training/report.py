@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mbrl_ros.training.evaluate import EvaluationResult
+from mbrl_ros.training.evaluation_result import EvaluationResult
 
 IDEAL_1_SIGMA = 0.6827
 """Share of a Gaussian within 1 sigma."""

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.core.checkpoint import (CheckpointError, file_sha256, load_checkpoint, load_model,
-                                      save_checkpoint)
+from mbrl_ros.core.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.types import TransitionBatch
 
 CONFIG = EnsembleConfig(hidden_sizes=(16, 16), max_epochs=3, num_elites=2, angle_wrap=(1,))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.core.checkpoint import CheckpointError, load_model
+from mbrl_ros.core.checkpoint import CheckpointError
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.residual import ResidualDynamics
 from mbrl_ros.core.types import TransitionBatch
 
