@@ -20,6 +20,8 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from mbrl_ros.core.config_values import coerce_value
+
 ConfigT = TypeVar("ConfigT")
 
 
@@ -56,7 +58,8 @@ def _descriptor(field: dataclasses.Field, default: Any, doc: str) -> ParameterDe
     elif bounds is not None and isinstance(default, int) and not isinstance(default, bool):
         descriptor.integer_range = [IntegerRange(
             from_value=int(bounds[0]), to_value=int(bounds[1]), step=1)]
-    # Floats accept integers too (``gain: 2`` in YAML); read_config() converts and checks.
+    # Floats accept integers too (``gain: 2`` in YAML), float lists a single number;
+    # read_config() converts and checks them (core.config_values, as the offline reader does).
     if default is None or isinstance(default, float) or (
             isinstance(default, (list, tuple)) and default and isinstance(default[0], float)):
         descriptor.dynamic_typing = True
@@ -110,21 +113,6 @@ def _empty_list_type(field: dataclasses.Field) -> Parameter.Type:
     return Parameter.Type.DOUBLE_ARRAY
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Convert a parameter value to the type of the field's default, or raise ValueError."""
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"parameter {name} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, tuple):
-        value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        if default and isinstance(default[0], float):
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise ValueError(f"parameter {name} must be a list of numbers, got {value!r}")
-            value = tuple(float(v) for v in value)
-    return value
-
-
 def _current(node: Node, name: str) -> Any:
     try:
         return node.get_parameter(name).value
@@ -148,7 +136,8 @@ def read_config(node: Node, config_cls: Type[ConfigT], prefix: str = "",
         name = prefix + field.name
         default = defaults[field.name] if field.name in defaults else _default(field)
         value = changes[name] if name in changes else _current(node, name)
-        values[field.name] = _coerce(name, default if value is None else value, default)
+        values[field.name] = coerce_value(name, default if value is None else value, default,
+                                          field.type)
     config = config_cls(**values)
     validate = getattr(config, "validate", None)
     if callable(validate):

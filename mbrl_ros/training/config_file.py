@@ -14,12 +14,15 @@ the models ``trainer_node`` trains, so they read the same parameters file (e.g.
 
 Nested dicts (``ensemble: {num_members: 5}``) and dotted keys (``ensemble.num_members: 5``)
 are both accepted. Unknown keys are an error (a typo must not silently train another model).
+Values are converted by :func:`mbrl_ros.core.config_values.coerce_value`, the function the
+nodes convert their parameters with (``servo_kp: 100`` is ``(100.0,)`` either way).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
@@ -27,8 +30,11 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 import torch
 import yaml
 
+from mbrl_ros.core.config_values import coerce_value
 from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
+from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
+from mbrl_ros.robots.servo_model import servo_config
 from mbrl_ros.training.online_trainer import TrainerConfig
 
 ConfigT = TypeVar("ConfigT")
@@ -42,6 +48,17 @@ SECTIONS = {"ensemble.": EnsembleConfig, "data.": RobotStreamsConfig,
 """Parameter prefix -> config class of the nested sections."""
 ROS_BUILTIN_PREFIXES = ("use_sim_time", "qos_overrides.", "start_type_description_service")
 """Parameters every ROS node has; ignored here."""
+
+
+class ParametersFileLoader(yaml.SafeLoader):
+    """YAML read as ROS 2 reads parameters files: ``1e-3`` is a number (as in YAML 1.2), where
+    PyYAML's YAML 1.1 rules would make it a string."""
+
+
+ParametersFileLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 @dataclass(frozen=True)
@@ -143,11 +160,12 @@ def read_node_parameters(path: str | Path, node_name: str = NODE_NAME) -> Dict[s
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not YAML, or no section for the node.
+        ValueError: not YAML, no section for the node, or a list that ROS 2 refuses (values
+            of different types, ``[2, 2.5]``).
     """
     path = Path(path)
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.load(path.read_text(), Loader=ParametersFileLoader)
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(document, Mapping):
@@ -162,37 +180,19 @@ def read_node_parameters(path: str | Path, node_name: str = NODE_NAME) -> Dict[s
         if not isinstance(parameters, Mapping):
             raise ValueError(f"{path}: ros__parameters of {node_name} must be a mapping")
         merged.update(_flatten(parameters))
+    for name, value in merged.items():
+        _check_list(path, name, value)
     return merged
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """``value`` converted to the type of ``default`` (as the ROS parameter layer does)."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"parameter {name} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"parameter {name} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"parameter {name} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ValueError(f"parameter {name} must be a string, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"parameter {name} must be a list, got {value!r}")
-        value = tuple(value)
-        if default and isinstance(default[0], float):
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise ValueError(f"parameter {name} must be a list of numbers, got {value!r}")
-            value = tuple(float(v) for v in value)
-        return value
-    return value
+def _check_list(path: Path, name: str, value: Any) -> None:
+    """ROS 2 refuses a parameters file with a list of mixed or non-scalar values."""
+    if not isinstance(value, list):
+        return
+    kinds = {type(v) for v in value}
+    if len(kinds) > 1 or not kinds <= {bool, int, float, str}:
+        raise ValueError(f"{path}: parameter {name} must be a list of values of one type "
+                         f"(ROS 2 refuses {value!r}; write 2.0, not 2, among floats)")
 
 
 def _default(field: dataclasses.Field, overrides: Mapping[str, Any]) -> Any:
@@ -208,7 +208,8 @@ def _default(field: dataclasses.Field, overrides: Mapping[str, Any]) -> Any:
 def build_config(config_cls: Type[ConfigT], parameters: Mapping[str, Any], prefix: str = "",
                  overrides: Optional[Mapping[str, Any]] = None) -> ConfigT:
     """``config_cls`` from ``parameters[prefix + field]``, defaults from ``overrides`` or the
-    dataclass; validated when the class has ``validate()``."""
+    dataclass; each value converted by :func:`~mbrl_ros.core.config_values.coerce_value`, as
+    the nodes convert their ROS parameters; validated when the class has ``validate()``."""
     overrides = overrides or {}
     values = {}
     for field in dataclasses.fields(config_cls):
@@ -217,7 +218,8 @@ def build_config(config_cls: Type[ConfigT], parameters: Mapping[str, Any], prefi
         default = _default(field, overrides)
         name = prefix + field.name
         value = parameters.get(name)
-        values[field.name] = default if value is None else _coerce(name, value, default)
+        values[field.name] = (default if value is None
+                              else coerce_value(name, value, default, field.type))
     config = config_cls(**values)
     validate = getattr(config, "validate", None)
     if callable(validate):
@@ -225,7 +227,8 @@ def build_config(config_cls: Type[ConfigT], parameters: Mapping[str, Any], prefi
     return config
 
 
-def _known_names() -> set:
+def known_parameters() -> set:
+    """Names of every parameter the trainer node reads (``ensemble.num_members``, ...)."""
     names = {f.name for cls in (TrainerNodeConfig, TrainerConfig) for f in dataclasses.fields(cls)}
     for prefix, cls in SECTIONS.items():
         names |= {prefix + f.name for f in dataclasses.fields(cls)}
@@ -234,7 +237,7 @@ def _known_names() -> set:
 
 def check_unknown(parameters: Mapping[str, Any], source: str) -> None:
     """Raise ValueError naming parameters that no trainer config has (typos)."""
-    known = _known_names()
+    known = known_parameters()
     unknown = sorted(k for k in parameters if k not in known
                      and not k.startswith(ROS_BUILTIN_PREFIXES))
     if unknown:
@@ -265,7 +268,6 @@ def load_training_setup(config_path: str | Path, urdf: Optional[str] = None,
     node = build_config(TrainerNodeConfig, parameters).validate()
     if not node.urdf.startswith("package://") and not Path(node.urdf).expanduser().exists():
         raise FileNotFoundError(f"URDF {node.urdf} does not exist")
-    from mbrl_ros.robots.reach_task import load_robot
     robot = load_robot(node.urdf, node.ee_frame)
     joints = tuple(robot.joint_names)
     streams = build_config(RobotStreamsConfig, parameters, "data.", overrides=dict(
@@ -295,8 +297,6 @@ def build_nominal(setup: TrainingSetup, device: torch.device):
 def node_nominal(robot, node: TrainerNodeConfig, device: torch.device):
     """The nominal model under the residual for the trainer's settings (``nominal_dynamics``:
     the URDF rigid-body model for torques, the joint servo model for position targets)."""
-    from mbrl_ros.robots.reach_task import nominal_dynamics
-    from mbrl_ros.robots.servo_model import servo_config
     return nominal_dynamics(robot, node.model_period_s, node.nominal_substeps, device,
                             node.gravity_compensated, node.command_mode,
                             servo_config(node.servo_kp, node.servo_kd))

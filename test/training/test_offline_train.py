@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,10 @@ import yaml
 from sim_bags import REPO, URDF, write_config, write_sim_bag
 
 from mbrl_ros.cli import main
-from mbrl_ros.core.checkpoint import load_checkpoint, load_model
+from mbrl_ros.core.checkpoint import load_checkpoint
+from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
-from mbrl_ros.training.config_file import TrainerNodeConfig, load_training_setup
+from mbrl_ros.training.config_file import load_training_setup
 
 SEED = 7
 
@@ -158,10 +158,3 @@ def test_bad_parameters_are_refused(tmp_path):
     (tmp_path / "e.yaml").write_text("/**/planner:\n  ros__parameters: {horizon: 3}\n")
     with pytest.raises(ValueError, match="no 'trainer' section"):
         load_training_setup(tmp_path / "e.yaml", URDF)
-
-
-def test_node_settings_match_the_trainer_node():
-    """config_file.TrainerNodeConfig mirrors trainer_node's (kept ROS-free here)."""
-    from mbrl_ros.nodes.trainer_node import TrainerNodeConfig as NodeConfig
-    ours = [(f.name, f.default) for f in dataclasses.fields(TrainerNodeConfig)]
-    assert ours == [(f.name, f.default) for f in dataclasses.fields(NodeConfig)]
