@@ -35,11 +35,11 @@ import torch
 from tqdm import tqdm
 
 from bench.dmc_env import DMCEnv, DMCEnvConfig, default_action_repeat
-from bench.dmc_reward import RewardHead, RewardHeadConfig
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.model_training import fit_dynamics
 from mbrl_ros.core.planning import Planner, PlannerConfig
 from mbrl_ros.core.replay_buffer import ReplayBuffer, ReplayBufferConfig
+from mbrl_ros.core.reward_model import RewardModel, RewardModelConfig
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.core.value_policy import ValuePolicy, ValuePolicyConfig
 
@@ -62,11 +62,11 @@ class LoopConfig:
     model_epochs: int = 40
     """Maximum epochs per dynamics refit (warm start, early stopping)."""
     train_every: int = 200
-    """Update reward head and value / policy every this many environment steps."""
+    """Update reward model and value / policy every this many environment steps."""
     updates_per_agent_step: float = 1.0
     """Value / policy TD updates per agent step (update-to-data ratio)."""
     reward_updates_per_agent_step: float = 1.0
-    """Reward-head gradient steps per agent step."""
+    """Reward-model gradient steps per agent step."""
     exploration_std: float = 0.3
     """Std of the Gaussian noise on planned actions while collecting (half-range units)."""
     eval_every: int = 2000
@@ -90,18 +90,27 @@ class LoopConfig:
         return self
 
 
+def benchmark_reward_config(**settings) -> RewardModelConfig:
+    """The reward model of this benchmark, ``settings`` on top: ``r(state, action)``, as the
+    planner scores the states it visits, regressed on the raw reward and trained by
+    :meth:`~mbrl_ros.core.reward_model.RewardModel.update` as the replay buffer grows (the
+    settings of the curves in docs/benchmarks.md)."""
+    return RewardModelConfig(**{"use_next_state": False, "normalize_reward": False, **settings})
+
+
 class Agent:
-    """Dynamics ensemble + reward head + value / policy + planner, trained from a replay buffer."""
+    """Dynamics ensemble + reward model + value / policy + planner, trained from a replay
+    buffer."""
 
     def __init__(self, env: DMCEnv, loop: LoopConfig, ensemble_config: EnsembleConfig,
                  planner_config: PlannerConfig, value_config: ValuePolicyConfig,
-                 reward_config: RewardHeadConfig, device: torch.device, seed: int) -> None:
+                 reward_config: RewardModelConfig, device: torch.device, seed: int) -> None:
         state_dim, action_dim = env.state_dim, env.action_dim
         self.loop, self.seed, self.device = loop, seed, device
         self.ensemble_config = ensemble_config
         self.dynamics = ProbabilisticEnsemble(state_dim, action_dim, ensemble_config, device,
                                               seed=seed)
-        self.reward = RewardHead(state_dim, action_dim, reward_config, device, seed=seed + 1)
+        self.reward = RewardModel(state_dim, action_dim, reward_config, device, seed=seed + 1)
         self.value_policy = ValuePolicy(state_dim, action_dim, env.action_low, env.action_high,
                                         value_config, device, seed=seed + 2)
         self.replay = ReplayBuffer(state_dim, action_dim,
@@ -117,7 +126,7 @@ class Agent:
         """Minus the discounted predicted reward: ``states [N, H+1, S]``, ``actions [N, H, A]``
         -> ``[N]``."""
         horizon = actions.shape[1]
-        rewards = self.reward.predict(states[:, :-1], actions)  # [N, H]
+        rewards = self.reward(states[:, :-1], actions, states[:, 1:])  # [N, H]
         discounts = self.discount ** torch.arange(horizon, device=rewards.device,
                                                   dtype=rewards.dtype)
         return -(rewards * discounts).sum(dim=1)
@@ -125,7 +134,7 @@ class Agent:
     def reward_fn(self, state: torch.Tensor, action: torch.Tensor,
                   next_state: torch.Tensor) -> torch.Tensor:
         """Learned reward for model rollouts: ``[N, S], [N, A], [N, S] -> [N]``."""
-        return self.reward.predict(state, action)
+        return self.reward(state, action, next_state)
 
     def act(self, state: np.ndarray) -> np.ndarray:
         """Planned action ``[A]`` (physical units) for ``state [S]``."""
@@ -147,10 +156,10 @@ class Agent:
             self.trained = True
 
     def train_heads(self, agent_steps: int) -> Tuple[float, float]:
-        """Reward-head and TD updates for ``agent_steps`` new agent steps; returns losses."""
+        """Reward-model and TD updates for ``agent_steps`` new agent steps; returns losses."""
         data = self.replay.all()
         reward_steps = max(1, round(agent_steps * self.loop.reward_updates_per_agent_step))
-        reward_loss = self.reward.fit(data, reward_steps, seed=self.seed + len(data))
+        reward_loss = self.reward.update(data, reward_steps, seed=self.seed + len(data))
         value_steps = max(1, round(agent_steps * self.loop.updates_per_agent_step))
         report = self.value_policy.fit(data, value_steps, model=self.dynamics,
                                        reward_fn=self.reward_fn, seed=self.seed + len(data))
@@ -176,7 +185,7 @@ def evaluate(agent: Optional[Agent], env: DMCEnv, episodes: int,
 
 def run(task: str, loop: LoopConfig, ensemble_config: EnsembleConfig,
         planner_config: PlannerConfig, value_config: ValuePolicyConfig,
-        reward_config: RewardHeadConfig, action_repeat: int, seed: int, device: torch.device,
+        reward_config: RewardModelConfig, action_repeat: int, seed: int, device: torch.device,
         csv_path: Path, progress: bool = True, episode_length: int = 1000
         ) -> List[Tuple[int, float]]:
     """Train on ``task`` for ``loop.total_steps`` environment steps; write and return the curve.
@@ -278,7 +287,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="state indices that are unbounded angles (e.g. 0 for reacher's "
                              "shoulder): sin/cos model inputs, wrapped deltas")
     parser.add_argument("--value-hidden", default="256,256", help="Q / policy hidden sizes")
-    parser.add_argument("--reward-hidden", default="128,128", help="reward head hidden sizes")
+    parser.add_argument("--reward-hidden", default="128,128", help="reward model hidden sizes")
     parser.add_argument("--horizon", type=int, default=10, help="planning horizon")
     parser.add_argument("--samples", type=int, default=256, help="planner samples")
     parser.add_argument("--iterations", type=int, default=4, help="planner iterations")
@@ -325,7 +334,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    propagation=args.propagation)
     value_config = ValuePolicyConfig(hidden_sizes=_sizes(args.value_hidden),
                                      rollout_horizon=args.dyna_horizon)
-    reward_config = RewardHeadConfig(hidden_sizes=_sizes(args.reward_hidden))
+    reward_config = benchmark_reward_config(hidden_sizes=_sizes(args.reward_hidden))
     try:
         for config in (ensemble_config, planner_config, value_config, reward_config):
             config.validate()

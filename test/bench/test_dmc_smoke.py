@@ -57,7 +57,6 @@ def test_loop_trains_and_plans(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dmc.Agent, "act", counting_act)
 
-    from bench.dmc_reward import RewardHeadConfig
     from mbrl_ros.core.ensemble import EnsembleConfig
     from mbrl_ros.core.planning import PlannerConfig
     from mbrl_ros.core.value_policy import ValuePolicyConfig
@@ -69,7 +68,7 @@ def test_loop_trains_and_plans(tmp_path, monkeypatch):
                     PlannerConfig(horizon=3, num_samples=16, num_iterations=1,
                                   num_policy_trajectories=2),
                     ValuePolicyConfig(hidden_sizes=(16,), batch_size=32),
-                    RewardHeadConfig(hidden_sizes=(8,), batch_size=32), action_repeat=4,
+                    dmc.benchmark_reward_config(hidden_sizes=(8,), batch_size=32), action_repeat=4,
                     seed=0, device=torch.device("cpu"), csv_path=tmp_path / "c.csv",
                     progress=False, episode_length=16)
     assert [step for step, _ in curve] == [0, 64]

@@ -127,3 +127,40 @@ def test_reward_model_learns_and_round_trips(tmp_path):
                        model(test.state, test.action, test.next_state))
     with pytest.raises(ValueError, match="rewards"):
         model.fit(static_batch(5, seed=0, with_reward=False))
+
+
+def test_reward_model_of_state_and_action_learns_by_updates(tmp_path):
+    """``r(state, action)`` on raw rewards, trained step by step as a replay buffer grows
+    (the dm_control benchmark's reward model)."""
+    config = RewardModelConfig(hidden_sizes=(32, 32), batch_size=64, learning_rate=3e-3,
+                               use_next_state=False, normalize_reward=False)
+    model = RewardModel(1, 1, config, seed=1)
+    first = model.update(static_batch(200, seed=0), num_steps=20, seed=0)
+    mean, std = model.input_normalizer.mean.clone(), model.input_normalizer.std.clone()
+    last = model.update(static_batch(1000, seed=2), num_steps=600, seed=1)
+    assert last < 0.05 * first
+    # the normalisers are fitted once, at the first update; the reward is not normalised
+    assert torch.equal(model.input_normalizer.mean, mean)
+    assert torch.equal(model.input_normalizer.std, std)
+    assert model.reward_normalizer.stats() == {"mean": [0.0], "std": [1.0]}
+    test = static_batch(200, seed=3)
+    state, action = torch.as_tensor(test.state), torch.as_tensor(test.action)
+    predicted = model(state, action)
+    assert float((predicted - torch.as_tensor(test.reward)).abs().mean()) < 0.05
+    assert torch.equal(model(state, action, state + 5.0), predicted)  # next_state unused
+    # any leading dims, as planners pass [N, H, S] sequences
+    grid = model(state.reshape(20, 10, 1), action.reshape(20, 10, 1))
+    assert grid.shape == (20, 10)
+    assert torch.allclose(grid.reshape(-1), predicted, atol=1e-6)
+    path = str(tmp_path / "reward.ckpt")
+    model.save(path)
+    loaded = RewardModel.load(path)
+    assert loaded.config == config and loaded.fitted
+    assert torch.equal(loaded(state, action), predicted)
+    loaded.update(static_batch(50, seed=4), num_steps=1)  # no refit of the normalisers
+    assert torch.equal(loaded.input_normalizer.mean, mean)
+    assert np.isnan(model.update(test, num_steps=0))
+    with pytest.raises(ValueError, match="rewards"):
+        model.update(static_batch(5, seed=0, with_reward=False), num_steps=1)
+    with pytest.raises(ValueError, match="needs next_state"):
+        RewardModel(1, 1)(state, action)
