@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from mbrl_ros.data.bag_types import STORAGE_SUFFIXES
 from mbrl_ros.data.bag_writer import PARTIAL_DIR
+from mbrl_ros.data.split_lock import is_locked
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
-STORAGE_SUFFIXES = (".mcap", ".db3")
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,10 @@ class DataDirectory:
     def abandoned_partials(self, older_than_s: float) -> list[Path]:
         """Splits left under ``.partial/`` by a recorder that died, untouched for a while.
 
-        They lack metadata.yaml; ``read_robot_streams`` can still salvage them.
+        A split whose recorder is alive (its session lock is held) is never listed. They lack
+        metadata.yaml; the logger turns them into finished splits when it starts
+        (``split_recovery.recover_abandoned_splits``), and ``read_robot_streams`` can read them
+        as they are.
         """
         folder = self.root / PARTIAL_DIR
         if not folder.is_dir():
@@ -113,6 +117,8 @@ class DataDirectory:
         now = time.time()
         out = []
         for path in sorted(folder.iterdir()):
+            if not path.is_dir() or is_locked(path):
+                continue
             try:
                 newest = max([p.stat().st_mtime for p in path.iterdir()]
                              + [path.stat().st_mtime])

@@ -13,10 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from mbrl_ros.data.bag_storage import UNKNOWN_TOPIC, RawBag, TopicInfo
+from rosbags.interfaces import MessageDefinitionFormat
+
+from mbrl_ros.data.bag_types import UNKNOWN_TOPIC, RawBag, TopicInfo, wants
 
 SQLITE_PAGE_SIZE_OFFSET, SQLITE_PAGE_COUNT_OFFSET, SQLITE_MAX_PAGE_SIZE = 16, 28, 65536
 SQLITE_MAX_ROWID = 2**62
+IDL_ENCODING = "ros2idl"
+"""``message_definitions.encoding`` of IDL definitions (anything else with text is ros2msg)."""
 
 
 def _repaired_copy(file: Path, folder: str) -> Path:
@@ -70,16 +74,20 @@ def _first_readable_id(conn: sqlite3.Connection, last_id: int) -> Optional[int]:
     return found if found >= 0 else None
 
 
-def salvage_db3(file: Path, wanted_topics: set[str], bag: RawBag) -> None:
-    """Read a sqlite3 storage file row by row, skipping unreadable pages where possible."""
+def salvage_db3(file: Path, wanted_topics: Optional[set[str]], bag: RawBag) -> None:
+    """Read a sqlite3 storage file row by row, skipping unreadable pages where possible.
+
+    ``wanted_topics`` None keeps the messages of every topic.
+    """
     with tempfile.TemporaryDirectory() as folder:
         try:
             copy = _repaired_copy(file, folder)
             conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
-            topic_rows = conn.execute("SELECT id, name, type FROM topics").fetchall()
+            topic_rows = _topic_rows(conn)
         except (sqlite3.Error, OSError, struct.error) as error:
             bag.damage.append(f"{file.name}: topics table unreadable ({error})")
             bag.lost_unknown = True
+            bag.unrecognized.append(file.name)
             return
         try:
             _read_db3_rows(conn, file, topic_rows, wanted_topics, bag)
@@ -87,13 +95,33 @@ def salvage_db3(file: Path, wanted_topics: set[str], bag: RawBag) -> None:
             conn.close()
 
 
+def _topic_rows(conn: sqlite3.Connection) -> list[tuple[int, str, TopicInfo]]:
+    """``(id, name, info)`` of every topic, with the stored QoS and definitions where present."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(topics)")}
+    qos_column = "offered_qos_profiles" if "offered_qos_profiles" in columns else "''"
+    rows = conn.execute(f"SELECT id, name, type, {qos_column} FROM topics").fetchall()
+    definitions: dict[str, tuple[MessageDefinitionFormat, str]] = {}
+    try:  # rosbag2 >= Iron stores definitions; older bags and damaged pages have none
+        for msgtype, encoding, text in conn.execute(
+                "SELECT topic_type, encoding, encoded_message_definition "
+                "FROM message_definitions"):
+            fmt = (MessageDefinitionFormat.IDL if encoding == IDL_ENCODING
+                   else MessageDefinitionFormat.MSG if text else MessageDefinitionFormat.NONE)
+            definitions[msgtype] = (fmt, text or "")
+    except sqlite3.Error:
+        pass
+    return [(topic_id, name, TopicInfo(msgtype, *definitions.get(
+        msgtype, (MessageDefinitionFormat.NONE, "")), 0, qos or ""))
+        for topic_id, name, msgtype, qos in rows]
+
+
 def _read_db3_rows(conn: sqlite3.Connection, file: Path, topic_rows: list,
-                   wanted_topics: set[str], bag: RawBag) -> None:
+                   wanted_topics: Optional[set[str]], bag: RawBag) -> None:
     names = {}
-    for topic_id, name, msgtype in topic_rows:
+    for topic_id, name, info in topic_rows:
         names[topic_id] = name
-        bag.topics.setdefault(name, TopicInfo(msgtype))
-        if name in wanted_topics:
+        bag.topics.setdefault(name, info)
+        if wants(wanted_topics, name):
             bag.messages.setdefault(name, [])
     skipped = {"ids": 0}
 
@@ -107,7 +135,7 @@ def _read_db3_rows(conn: sqlite3.Connection, file: Path, topic_rows: list,
             bag.lost[key] = bag.lost.get(key, 0) + 1
             return
         bag.topics[name].count += 1
-        if name in wanted_topics:
+        if wants(wanted_topics, name):
             bag.messages[name].append((int(timestamp), bytes(data)))
 
     query = "SELECT id, topic_id, timestamp, data FROM messages WHERE id > ? ORDER BY id"

@@ -1,6 +1,9 @@
-"""BagRecorder: finished splits readable by rosbags with the right types, raw CDR path."""
+"""BagRecorder: finished splits readable by rosbags with the right types, raw CDR path,
+flushes on its period, rotations that lose nothing."""
 
-import os
+import queue
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -8,8 +11,11 @@ from bag_factory import joint_state
 from rosbags.interfaces import QosDurability, QosReliability
 from rosbags.rosbag2 import Reader
 
+from mbrl_ros.data.background_recorder import BackgroundRecorder
+from mbrl_ros.data.bag_storage import read_raw
 from mbrl_ros.data.bag_writer import PARTIAL_DIR, BagRecorder, BagRecorderConfig, QosSpec
 from mbrl_ros.data.message_types import build_typestore, deserialize
+from mbrl_ros.data.split_lock import is_locked
 
 TS = build_typestore()
 JS = "sensor_msgs/msg/JointState"
@@ -115,19 +121,139 @@ def test_custom_message_and_bad_input(tmp_path):
         QosSpec(reliability="sometimes").validate()
 
 
-def test_crashed_recorder_leaves_partial_that_reader_salvages(tmp_path):
-    from mbrl_ros.data.bag_storage import read_raw
+class FakeClock:
+    """Monotonic seconds that only move when the test says so."""
 
-    recorder = BagRecorder(BagRecorderConfig(output_dir=str(tmp_path)))
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _on_disk(split):
+    """Messages per topic that a reader finds in the split's files right now."""
+    raw = read_raw(split, None)
+    return {topic: len(msgs) for topic, msgs in raw.messages.items()}
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_writer_flushes_on_its_period(tmp_path, storage):
+    clock = FakeClock()
+    config = BagRecorderConfig(output_dir=str(tmp_path), storage=storage, flush_period_s=0.5)
+    recorder = BagRecorder(config, typestore=TS, clock=clock)
+    recorder.add_topic("/cmd", "std_msgs/msg/Float64MultiArray")
     data = bytes(TS.serialize_cdr(joint_state(TS, 0, ["a"], [1.0], [2.0]), JS))
-    for i in range(3):
+    for i in range(20):  # 0.4 s: still within the period, still in memory
+        clock.now = 0.02 * i
         recorder.write("/js", JS, data, i)
-    recorder._writer.storage.close_chunk()  # flushed to disk, then the process "dies"
-    recorder._writer.storage.bio.flush()
+    split = recorder.current_split
+    assert _on_disk(split).get("/js", 0) == 0 and recorder.flushes == 0
+    clock.now = 0.5
+    recorder.write("/js", JS, data, 20)  # the period is over: this write flushes
+    assert recorder.flushes == 1
+    assert _on_disk(split) == {"/js": 21, "/cmd": 0}  # a readable chunk, before any close
+    clock.now = 0.7
+    recorder.write("/js", JS, data, 21)
+    clock.now = 1.0
+    assert recorder.seconds_until_flush() == 0.0
+    assert recorder.flush_if_due()  # no message needed: a timer (or thread) flushes
+    assert _on_disk(split) == {"/js": 22, "/cmd": 0}
+    assert not (split / "metadata.yaml").exists()
+    recorder.close()
+
+
+def test_background_recorder_flushes_while_idle_and_closes_everything(tmp_path):
+    config = BagRecorderConfig(output_dir=str(tmp_path), flush_period_s=0.05)
+    background = BackgroundRecorder(BagRecorder(config, typestore=TS))
+    data = bytes(TS.serialize_cdr(joint_state(TS, 0, ["a"], [1.0], [2.0]), JS))
+    for i in range(5):
+        assert background.submit("/js", JS, data, i)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and background.recorder.current_split is None:
+        time.sleep(0.01)
+    split = background.recorder.current_split
+    while time.monotonic() < deadline and _on_disk(split).get("/js", 0) < 5:
+        time.sleep(0.01)
+    assert _on_disk(split) == {"/js": 5}  # flushed with no further write
+    assert background.submit("/js", JS, data, 5)
+    assert background.close() and background.close()  # idempotent
+    assert not background.submit("/js", JS, data, 6) and background.dropped == 1
+    _, msgs = _read_all(background.last_split)
+    assert len(msgs) == 6 and background.errors == 0
+    assert not list((tmp_path / PARTIAL_DIR).iterdir())  # no split, no session lock left
+
+
+def _sequence(msg):
+    return int(msg.position[0])
+
+
+@pytest.mark.parametrize("mode", ["direct", "queued", "duration"])
+def test_ten_rotations_drop_nothing(tmp_path, mode):
+    """Ten rotations while another thread writes: every message is in exactly one split.
+
+    direct: ``BagRecorder.write`` from a thread, ``start_new_split`` from another; queued: the
+    same through ``BackgroundRecorder``; duration: ``max_split_duration_s`` closes the splits.
+    """
+    num_messages, rotations = 1100, 10
+    every = num_messages // (rotations + 1)
+    config = BagRecorderConfig(output_dir=str(tmp_path),
+                               max_split_duration_s=every * 1e-3 if mode == "duration" else 1e6)
+    recorder = BagRecorder(config, typestore=TS)
+    background = BackgroundRecorder(recorder) if mode != "direct" else None
+    write = recorder.write if background is None else background.submit
+    rotate = recorder.start_new_split if background is None else background.start_new_split
+    requests, done = queue.Queue(), queue.Queue()
+
+    def produce():
+        for i in range(num_messages):
+            message = TS.serialize_cdr(joint_state(TS, 0, ["a"], [float(i)], [0.0]), JS)
+            write("/js", JS, message, i * 1_000_000)  # 1 kHz of message time
+            if mode != "duration" and i % every == every - 1 and i < num_messages - 1:
+                requests.put(i)  # the other thread rotates while this one keeps writing
+                done.get(timeout=5.0)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    if mode != "duration":
+        for _ in range(rotations):
+            requests.get(timeout=5.0)
+            done.put(True)
+            rotate()
+    producer.join()
+    if background is not None:
+        assert background.close() and background.errors == 0 and background.dropped == 0
+    else:
+        recorder.close()
+    splits = recorder.finished_splits
+    assert len(splits) == rotations + 1
+    seen = [_sequence(m) for split in splits for _, _, m in _read_all(split)[1]]
+    assert sorted(seen) == list(range(num_messages))  # none lost, none twice
+    assert seen == sorted(seen)  # and in order across the splits
+
+
+def test_every_split_lists_every_declared_topic(tmp_path):
+    recorder = BagRecorder(BagRecorderConfig(output_dir=str(tmp_path)), typestore=TS)
+    recorder.add_topic("/cmd", "std_msgs/msg/Float64MultiArray")
+    recorder.add_topic("/planned", "mbrl_ros/msg/PlannedCommand")
+    recorder.write("/js", JS, joint_state(TS, 0, ["a"], [1.0], [2.0]), 1)
+    recorder.start_new_split()
+    recorder.write("/js", JS, joint_state(TS, 0, ["a"], [1.0], [2.0]), 2)
+    recorder.close()
+    for split in recorder.finished_splits:
+        types, _ = _read_all(split)
+        assert set(types) == {"/js", "/cmd", "/planned"}
+        assert types["/planned"][1] == TS.hash_rihs01("mbrl_ros/msg/PlannedCommand")
+
+
+def test_close_is_idempotent_and_releases_the_session_lock(tmp_path):
+    recorder = BagRecorder(BagRecorderConfig(output_dir=str(tmp_path)), typestore=TS)
+    recorder.write("/js", JS, joint_state(TS, 0, ["a"], [1.0], [2.0]), 1)
+    assert is_locked(recorder.current_split)
     partial = recorder.current_split
-    assert not (partial / "metadata.yaml").exists() and os.listdir(partial)
-    raw = read_raw(partial, {"/js"})
-    assert len(raw.messages["/js"]) == 3
+    first = recorder.close()
+    assert first == tmp_path / partial.name and recorder.close() is None
+    assert recorder.closed and not list((tmp_path / PARTIAL_DIR).iterdir())
 
 
 def test_rclpy_recording_reads_back_as_transitions(tmp_path):

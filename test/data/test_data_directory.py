@@ -64,5 +64,7 @@ def test_abandoned_partials_are_listed(tmp_path):
     recorder.write("/js", JS, joint_state(TS, 0, ["a"], [1.0], [0.0]), 0)
     directory = DataDirectory(tmp_path)
     assert directory.finished_splits() == []
+    assert directory.abandoned_partials(older_than_s=-1) == []  # its recorder is alive
+    recorder._session_lock.release(remove=False)  # what the kernel does when the process dies
     assert directory.abandoned_partials(older_than_s=3600) == []
     assert directory.abandoned_partials(older_than_s=-1) == [recorder.current_split]
