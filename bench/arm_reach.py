@@ -165,7 +165,7 @@ def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
         controller.reset()
         controller.set_goal(goal)
         inside, reached_at, closest = 0.0, None, np.inf
-        planning = []
+        planning, holds = [], 0
         for tick in range(int(args.goal_timeout / setup.period)):
             q, qd, _ = sim.joint_state()
             distance = float(np.linalg.norm(setup.robot.ee_pose(q)[0] - goal))
@@ -178,11 +178,16 @@ def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
             if step.plan is not None:
                 planning.append(step.plan.planning_time * 1e3)
             sim.step(delay)  # the previous command is held while the plan is computed
-            sim.set_command(step.command)
+            if step.failed:  # the safety gate would hold the arm where it is
+                holds += 1
+                sim.set_command(q if setup.mode == "position" else np.zeros_like(q))
+            else:
+                sim.set_command(step.command)
             sim.step(periods - delay)
         results.append(dict(goal=goal.tolist(), reached=reached_at is not None,
                             time_s=reached_at, final_distance_m=distance,
-                            closest_m=closest, planning_ms_p50=float(np.median(planning))))
+                            closest_m=closest, planning_ms_p50=float(np.median(planning)),
+                            failed_plans=holds))
     return results
 
 

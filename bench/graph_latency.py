@@ -33,7 +33,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from mbrl_ros.msg import ModelUpdate
+from mbrl_ros.msg import ModelUpdate, PlannedCommand
+from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
 
 REPO = Path(__file__).resolve().parents[1]
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -68,8 +69,9 @@ class Probe:
         self.model_version = 0
         node.create_subscription(JointState, "/joint_states",
                                  lambda m: self.joint_states.append(time.monotonic()), 100)
-        node.create_subscription(Float64MultiArray, "/mbrl/planned_command",
-                                 lambda m: self.planned.append(time.monotonic()), 100)
+        node.create_subscription(PlannedCommand, "/mbrl/planned_command",
+                                 lambda m: self.planned.append(time.monotonic()),
+                                 PLANNED_COMMAND_QOS)
         node.create_subscription(Float64MultiArray, command_topic,
                                  lambda m: self.gated.append(time.monotonic()), 100)
         node.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model, LATCHED)

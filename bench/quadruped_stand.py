@@ -165,7 +165,8 @@ def mpc_policy(setup: StandSetup, model):
 
     def policy(q, qd, odom, now):
         step = controller.step(q, qd, odom, stamp=now)
-        return step.command, (None if step.plan is None else step.plan.planning_time * 1e3)
+        command = q.copy() if step.failed else step.command  # a failed plan is held (the gate)
+        return command, (None if step.plan is None else step.plan.planning_time * 1e3)
     return policy
 
 

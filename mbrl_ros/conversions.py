@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from builtin_interfaces.msg import Time
+from builtin_interfaces.msg import Duration, Time
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+from mbrl_ros.msg import PlannedCommand, PlannedCommandPoint
 
 
 @dataclass(frozen=True)
@@ -117,3 +119,57 @@ def from_float64_multi_array(msg, expected_size: int) -> Tuple[Optional[np.ndarr
     if not np.all(np.isfinite(values)):
         return None, "non-finite values"
     return values, ""
+
+
+def duration_to_seconds(duration) -> float:
+    """builtin_interfaces/Duration -> seconds."""
+    return float(duration.sec) + 1e-9 * float(duration.nanosec)
+
+
+def seconds_to_duration(seconds: float) -> Duration:
+    """Seconds (>= 0) -> builtin_interfaces/Duration, rounded to the nanosecond."""
+    sec, nanosec = divmod(int(round(max(float(seconds), 0.0) * 1e9)), 1_000_000_000)
+    return Duration(sec=sec, nanosec=nanosec)
+
+
+def planned_command_message(joint_names: Sequence[str], commands: np.ndarray,
+                            times_s: Sequence[float], disagreement: Sequence[float],
+                            source_stamp: Time, sequence: int, model_version: int, status: int,
+                            reason: str = "", frame_id: str = "") -> PlannedCommand:
+    """A PlannedCommand from ``commands: [P, J]`` (order ``joint_names``), ``times_s: [P]``
+    after the source state and ``disagreement: [P]`` (see msg/PlannedCommandPoint.msg)."""
+    commands = np.asarray(commands, dtype=np.float64).reshape(len(times_s), len(joint_names))
+    msg = PlannedCommand(sequence=int(sequence), model_version=int(model_version),
+                         status=int(status), reason=str(reason),
+                         joint_names=list(joint_names))
+    msg.header.stamp, msg.header.frame_id = source_stamp, frame_id
+    msg.points = [PlannedCommandPoint(time_from_start=seconds_to_duration(t),
+                                      command=row.tolist(), disagreement=float(d))
+                  for row, t, d in zip(commands, times_s, disagreement)]
+    return msg
+
+
+def planned_command_arrays(msg, joints: Sequence[str]):
+    """A PlannedCommand in the order ``joints`` -> ``(points [P, J], times [P],
+    disagreement [P], "")``, or ``(None, None, None, reason)`` when it cannot be mapped: a joint
+    missing or unknown, a duplicate name, or a point of the wrong length. Values are not
+    judged here (non-finite values are the gate's to refuse)."""
+    names = list(msg.joint_names)
+    index = {name: i for i, name in enumerate(names)}
+    if len(index) != len(names):
+        return None, None, None, f"duplicate joint names in {names}"
+    missing = [j for j in joints if j not in index]
+    unknown = sorted(set(names) - set(joints))
+    if missing or unknown:
+        return None, None, None, f"command joints {names}: missing {missing}, unknown {unknown}"
+    order = np.array([index[j] for j in joints], dtype=np.intp)
+    rows = []
+    for k, point in enumerate(msg.points):
+        if len(point.command) != len(names):
+            return None, None, None, (f"point {k} has {len(point.command)} values for "
+                                      f"{len(names)} joints")
+        rows.append(np.asarray(point.command, dtype=np.float64)[order])
+    points = np.array(rows).reshape(len(rows), len(joints))
+    times = np.array([duration_to_seconds(p.time_from_start) for p in msg.points])
+    disagreement = np.array([p.disagreement for p in msg.points], dtype=np.float64)
+    return points, times, disagreement, ""

@@ -17,6 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
+EXPLORATION_LIMIT_FRACTION = 0.5
+"""Exploration commands get this fraction of the step and rate bounds (the gate's default)."""
+EXPLORER_HEADROOM = 0.9
+"""An explorer keeps its targets within this fraction of the gate's exploration bound, so the
+joint moving between the planner's tick and the gate's check does not push a command out."""
+
 
 def position_step_bound(effort_limit, servo_kp, explicit=np.inf) -> np.ndarray:
     """Per joint, the largest allowed ``|target - measured position|``.
@@ -46,3 +52,10 @@ def rate_limited(target: np.ndarray, previous: np.ndarray, rate: np.ndarray,
     """``target`` moved at most ``rate * dt`` away from ``previous`` (element-wise)."""
     step = np.asarray(rate, dtype=np.float64) * max(float(dt), 0.0)
     return np.clip(target, previous - step, previous + step)
+
+
+def exploration_lead(effort_limit, servo_kp, explicit=np.inf,
+                     fraction: float = EXPLORATION_LIMIT_FRACTION) -> np.ndarray:
+    """Per joint, how far an explorer's position target may lead the measured position so that
+    the safety gate passes it: ``EXPLORER_HEADROOM * fraction * position_step_bound``."""
+    return EXPLORER_HEADROOM * fraction * position_step_bound(effort_limit, servo_kp, explicit)

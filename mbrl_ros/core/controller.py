@@ -29,14 +29,22 @@ logger = logging.getLogger(__name__)
 class ControlStep:
     """What the controller decided on one tick."""
 
-    command: np.ndarray
-    """[A] command to send (model joint order)."""
+    command: Optional[np.ndarray]
+    """[A] command to send (model joint order); None when the planner failed: the robot
+    must be held, never sent an exploration command instead."""
     exploring: bool
     """True while no model exists (smooth random exploration)."""
     plan: Optional[PlanResult] = None
     """The plan behind ``command`` (None while exploring or after a planner error)."""
     error: str = ""
-    """Why the planner could not be used on this tick (the explorer's command is sent then)."""
+    """Why the planner failed on this tick (empty otherwise)."""
+    infeasible: bool = False
+    """The failure is that no plan satisfies the constraints."""
+
+    @property
+    def failed(self) -> bool:
+        """True when there is no command: the caller holds the robot."""
+        return self.command is None
 
 
 WarmStartFn = Callable[[np.ndarray, Optional[np.ndarray], int], Optional[np.ndarray]]
@@ -158,13 +166,17 @@ class ModelPredictiveController:
             self._seed_planner(position)
             plan = self.planner.plan(state)
         except (ValueError, RuntimeError) as error:
-            logger.warning("planner failed, exploring this tick: %s", error)
-            return ControlStep(self.explorer(position, velocity), exploring=False,
-                               error=str(error))
+            logger.warning("planner failed, asking for a hold this tick: %s", error)
+            return ControlStep(None, exploring=False, error=f"planner error: {error}")
         command = plan.action.detach().cpu().numpy().astype(np.float64)
-        if not np.all(np.isfinite(command)):
-            return ControlStep(self.explorer(position, velocity), exploring=False, plan=plan,
-                               error="planner returned a non-finite action")
+        if not (np.all(np.isfinite(command)) and math.isfinite(plan.cost)):
+            logger.warning("planner returned a non-finite action or cost; asking for a hold")
+            return ControlStep(None, exploring=False, plan=plan,
+                               error="planner returned a non-finite action or cost")
+        if not plan.feasible:
+            logger.warning("no plan satisfies the state limits; asking for a hold")
+            return ControlStep(None, exploring=False, plan=plan, infeasible=True,
+                               error="no plan satisfies the state limits")
         if offset is not None and stamp is not None:
             offset.expect(plan.states[1], stamp)
         return ControlStep(command, exploring=False, plan=plan)

@@ -82,7 +82,8 @@ class SmoothExplorer:
                  position_upper: np.ndarray, command_limit: np.ndarray, control_period_s: float,
                  dynamics_terms: Optional[Callable[[np.ndarray], Tuple[np.ndarray,
                                                                        np.ndarray]]] = None,
-                 velocity_limit: Optional[np.ndarray] = None):
+                 velocity_limit: Optional[np.ndarray] = None,
+                 position_lead: Optional[np.ndarray] = None):
         """
         Args:
             dynamics_terms: effort mode: ``q -> (gravity torque [J], effective inertia [J])``
@@ -94,6 +95,9 @@ class SmoothExplorer:
             command_limit: [J] symmetric bound of the command (effort or velocity limit; for
                 position mode the position limits apply instead).
             control_period_s: seconds per tick.
+            position_lead: position mode: [J] bound on |command - measured position| (e.g.
+                ``command_limits.exploration_lead``, what the safety gate passes for
+                exploration); the smaller of it and ``max_position_lead`` applies.
         """
         if control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode must be one of {CONTROL_MODES}, got {control_mode!r}")
@@ -104,6 +108,8 @@ class SmoothExplorer:
         self.limit = np.abs(np.asarray(command_limit, dtype=np.float64))
         self.dt = float(control_period_s)
         self.dynamics_terms = dynamics_terms
+        lead = np.inf if position_lead is None else np.asarray(position_lead, np.float64)
+        self.lead = np.minimum(config.max_position_lead, lead)
         self.max_target_step = (np.inf if velocity_limit is None else
                                 config.max_speed_fraction * np.abs(velocity_limit) * self.dt)
         self.bandwidth = config.bandwidth_fraction * 2.0 * np.pi / self.dt
@@ -136,10 +142,12 @@ class SmoothExplorer:
         self._noise = (self._noise_keep * self._noise
                        + np.sqrt(1.0 - self._noise_keep ** 2) * innovation)
         if self.mode == "position":
-            lead = self.config.max_position_lead
+            lead = self.lead
             self._tracked = np.clip(self._tracked, position - lead, position + lead)
             span = self.config.noise_fraction * (self.upper - self.lower)
-            return np.clip(self._tracked + span * self._noise, self.lower, self.upper)
+            command = np.clip(self._tracked + span * self._noise, position - lead,
+                              position + lead)
+            return np.clip(command, self.lower, self.upper)
         if self.mode == "effort" and self.dynamics_terms is not None:
             gravity, inertia = self.dynamics_terms(position)
             w = self.bandwidth

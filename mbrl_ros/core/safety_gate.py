@@ -156,6 +156,7 @@ class SafetyGate:
         self._latched_reason: Optional[str] = None
         self._state, self._fault = GateState.FALLBACK, Fault.NO_COMMAND
         self._hold: Optional[np.ndarray] = None
+        self._hold_since, self._hold_settled = -math.inf, True
         self._last_output: Optional[np.ndarray] = None
         self._last_output_time = -math.inf
         self._ramp_from: Optional[np.ndarray] = None
@@ -456,6 +457,12 @@ class SafetyGate:
         state_ok = not self._stale_joints(now)
         if state_ok and self._hold is None:
             self._hold = np.clip(self._positions, self._lower, self._upper)
+            self._hold_since, self._hold_settled = now, False
+        if state_ok and cfg.control_mode == "position" and not self._hold_settled \
+                and now - self._hold_since >= cfg.hold_settle_s \
+                and np.all(np.abs(self._velocities) < cfg.guard_velocity_deadband):
+            self._hold = np.clip(self._positions, self._lower, self._upper)  # where it rests
+            self._hold_settled = True
         if cfg.control_mode == "velocity":
             return np.zeros(n)
         if cfg.control_mode == "position":

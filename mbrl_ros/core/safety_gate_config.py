@@ -9,7 +9,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mbrl_ros.core.command_limits import command_rate_bound, position_step_bound
+from mbrl_ros.core.command_limits import (EXPLORATION_LIMIT_FRACTION, command_rate_bound,
+                                          position_step_bound)
 
 
 CONTROL_MODES = ("effort", "position", "velocity")
@@ -21,6 +22,7 @@ PER_JOINT_FIELDS = ("hold_kp", "hold_kd", "servo_kp", "max_command_rate") + LIMI
 SCALAR_FIELDS = ("control_rate_hz", "watchdog_timeout_s", "state_timeout_s",
                  "max_clock_offset_s", "disagreement_threshold", "disagreement_resume",
                  "resume_ticks", "clamp_margin", "exploration_limit_fraction", "resume_ramp_s",
+                 "hold_settle_s",
                  "limit_lookahead_s", "guard_velocity_deadband", "velocity_guard_fraction")
 URDF_LIMIT_KEYS = {"lower": "position_lower", "upper": "position_upper",
                    "velocity": "velocity_limit", "effort": "effort_limit",
@@ -116,8 +118,13 @@ class GateConfig:
     """Position mode: largest speed of the target itself [rad/s]; the bound used is the smaller
     of this and velocity_limit. Successive outputs move at most that times the time between
     them (which also makes the return from a fallback bumpless)."""
-    exploration_limit_fraction: float = field(default=0.5, metadata={"range": (1e-3, 1.0)})
+    exploration_limit_fraction: float = field(default=EXPLORATION_LIMIT_FRACTION,
+                                              metadata={"range": (1e-3, 1.0)})
     """Exploration commands get this fraction of the position step and rate bounds."""
+    hold_settle_s: float = field(default=0.3, metadata={"range": (0.0, 60.0)})
+    """Position mode: once the robot has come to rest this long after a hold began (every
+    joint slower than guard_velocity_deadband), the hold target moves once to where it
+    rests, so a joint stopped short by friction is not left pushing against it."""
     resume_ramp_s: float = field(default=0.2, metadata={"range": (0.0, 10.0)})
     """Effort/velocity mode: on leaving a fallback the output blends from the fallback to the
     planner command over this time (bumpless transfer)."""
@@ -191,7 +198,7 @@ class GateConfig:
                 or self.resume_ticks < 1:
             raise ValueError(f"resume_ticks must be an integer >= 1, got {self.resume_ticks!r}")
         for name in ("clamp_margin", "limit_lookahead_s", "guard_velocity_deadband",
-                     "max_clock_offset_s", "resume_ramp_s"):
+                     "max_clock_offset_s", "resume_ramp_s", "hold_settle_s"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
         if not 0.0 < self.exploration_limit_fraction <= 1.0:

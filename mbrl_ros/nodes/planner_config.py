@@ -16,6 +16,9 @@ class PlannerNodeConfig:
 
     urdf: str = ""
     """Robot URDF: a file path or package:// URI."""
+    model_dir: str = "~/.ros/mbrl/models"
+    """The trainer's checkpoint folder: announced checkpoints are loaded only from inside it
+    (real paths; a link leading out of it is refused), whoever announces them."""
     task: str = "reach"
     """"reach": end-effector goals (state [q, qd]); "stand": a legged robot holds base
     height and orientation (state [q, qd, odometry], position targets; see
@@ -72,6 +75,8 @@ class PlannerNodeConfig:
         """Raise ValueError on a bad setting; return self."""
         if not self.urdf:
             raise ValueError("parameter urdf (robot URDF path) is required")
+        if not self.model_dir:
+            raise ValueError("parameter model_dir (the trainer's checkpoint folder) is required")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.command_mode not in COMMAND_MODES:

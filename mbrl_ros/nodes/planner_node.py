@@ -2,16 +2,22 @@
 
 Task ``reach`` (arm: end-effector goals, torques) or ``stand`` (legged robot: base height and
 orientation from /odom, joint position targets). Explores with smooth random commands until
-the trainer announces a model, then plans with it. New models are loaded (hash checked, tensors
-only) off the control thread and swapped in between ticks; a corrupt checkpoint is refused and
-the current model kept.
+the trainer announces a model, then plans with it. New models are loaded (only from the
+configured ``model_dir``, hash checked, tensors only) off the control thread and swapped in
+between ticks; a corrupt or foreign checkpoint is refused and the current model kept.
+
+Each tick publishes one ``mbrl_ros/PlannedCommand``: stamped with the joint state the plan
+started from, numbered, with the model version, a status (planned / exploring / failed) and the
+plan's disagreement. A failed plan asks the gate for a hold, never for exploration.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+import pathlib
 from typing import Optional
 
 import numpy as np
@@ -23,17 +29,21 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, Header
+from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from mbrl_ros.conversions import JointNameMap, to_float64_multi_array
-from mbrl_ros.core.checkpoint import CheckpointError, load_model
-from mbrl_ros.core.controller import ModelPredictiveController
+from mbrl_ros.conversions import JointNameMap, planned_command_message
+from mbrl_ros.core.checkpoint import CheckpointError
+from mbrl_ros.core.command_limits import exploration_lead
+from mbrl_ros.core.controller import ControlStep, ModelPredictiveController
 from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.exploration import ExplorationConfig
+from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.planning.config import PlannerConfig
-from mbrl_ros.msg import ModelUpdate, PlanStatus
+from mbrl_ros.core.safety_gate_config import CommandStatus
+from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
 from mbrl_ros.nodes.parameters import declare_config, read_config
+from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
 from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.nodes.plan_visualization import plan_markers, plan_path
 from mbrl_ros.nodes.planner_config import PlannerNodeConfig
@@ -81,6 +91,9 @@ class PlannerNode(Node):
             raise ValueError(f"joints {list(command_joints)} must be the URDF joints "
                              f"{list(self.robot.joint_names)} in the controller's order")
         self.command_order = np.array([self.robot.joint_names.index(j) for j in command_joints])
+        self.command_joints = tuple(command_joints)
+        self.model_dir = pathlib.Path(os.path.realpath(os.path.expanduser(self.config.model_dir)))
+        self.sequence = 0
         self.latest_state = None
         self.tick = 0
         self.pending_model = None
@@ -91,8 +104,8 @@ class PlannerNode(Node):
         # order; checkpoints load on a worker thread. (rclpy's multi-threaded executor spins a
         # core while a callback group is busy: ~50 % of a core measured with py-spy.)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model_loader")
-        self.command_pub = self.create_publisher(Float64MultiArray, "/mbrl/planned_command",
-                                                 RELIABLE)
+        self.command_pub = self.create_publisher(PlannedCommand, "/mbrl/planned_command",
+                                                 PLANNED_COMMAND_QOS)
         self.status_pub = self.create_publisher(PlanStatus, "/mbrl/plan/status", STATUS)
         self.markers_pub = self.create_publisher(MarkerArray, "/mbrl/plan/markers", VISUAL)
         self.path_pub = self.create_publisher(Path, "/mbrl/plan/path", VISUAL)
@@ -122,7 +135,8 @@ class PlannerNode(Node):
         cost = build_reach_cost(self.robot, self.nominal.ee_position_batch,
                                 declare_config(self, ReachCostConfig, "cost."), None, self.device)
         explorer = reach_explorer(declare_config(self, ExplorationConfig, "exploration."),
-                                  self.robot, cfg.command_mode, period, cfg.gravity_compensated)
+                                  self.robot, cfg.command_mode, period, cfg.gravity_compensated,
+                                  cfg.servo_kp)
         return cost, explorer, planner_config
 
     def _warm_start(self):
@@ -145,7 +159,8 @@ class PlannerNode(Node):
         explorer = stand_explorer(declare_config(self, ExplorationConfig, "exploration."),
                                   declare_config(self, StandTaskConfig, "stand."),
                                   cost_config.posture, robot.position_lower, robot.position_upper,
-                                  period, robot.velocity_limits)
+                                  period, robot.velocity_limits,
+                                  exploration_lead(robot.effort_limits, self.config.servo_kp))
         return build_stand_cost(robot.num_joints, cost_config, self.device), explorer, \
             planner_config
 
@@ -196,10 +211,19 @@ class PlannerNode(Node):
         if msg.version > self.controller.model_version:
             self._loader.submit(self._load_model, msg)
 
+    def _trusted_checkpoint(self, path: str) -> pathlib.Path:
+        """The real path of ``path`` if it lies inside ``model_dir``; CheckpointError if not."""
+        real = pathlib.Path(os.path.realpath(path))
+        if not real.is_relative_to(self.model_dir):
+            raise CheckpointError(f"{path} (real path {real}) is outside the model directory "
+                                  f"{self.model_dir}")
+        return real
+
     def _load_model(self, msg: ModelUpdate) -> None:
         """Load and check a checkpoint (worker thread); never raises."""
         try:
-            model = load_model(msg.checkpoint_path, expected_sha256=msg.sha256,
+            path = self._trusted_checkpoint(msg.checkpoint_path)
+            model = load_model(str(path), expected_sha256=msg.sha256,
                                device=self.device, nominal=self.nominal)
             if (model.state_dim, model.action_dim) != (self.state_dim, self.robot.num_joints):
                 raise CheckpointError(f"model sizes {model.state_dim}/{model.action_dim} do not "
@@ -208,6 +232,7 @@ class PlannerNode(Node):
             self.get_logger().error(f"refusing model v{msg.version}: {error}; keeping "
                                     f"v{self.controller.model_version}")
             return
+        self.get_logger().info(f"accepted model v{msg.version} from {path}")
         with self._model_lock:
             self.pending_model = (model, msg.version)
 
@@ -247,13 +272,36 @@ class PlannerNode(Node):
                                    throttle_duration_sec=2.0)
             return
         start = time.perf_counter()
-        step = self.controller.step(arrays.position, arrays.velocity, odom, stamp=received)
-        self.command_pub.publish(to_float64_multi_array(step.command[self.command_order]))
+        try:
+            step = self.controller.step(arrays.position, arrays.velocity, odom, stamp=received)
+        except Exception as error:  # noqa: BLE001 - a failed tick asks for a hold, never dies
+            self.get_logger().error(f"control step failed: {error!r}", throttle_duration_sec=2.0)
+            step = ControlStep(None, exploring=False, error=f"control step failed: {error!r}")
+        self._publish_command(step, header)
         self.tick += 1
         self._publish_status(step, (time.perf_counter() - start) * 1e3)
         every = self.config.visualize_every
         if step.plan is not None and every and self.tick % every == 0:
             self._publish_plan(step.plan)
+
+    def _publish_command(self, step: ControlStep, source: Header) -> None:
+        """One PlannedCommand: the first action, stamped with its source joint state."""
+        self.sequence += 1
+        if step.failed:
+            status = CommandStatus.INFEASIBLE if step.infeasible else CommandStatus.FAILED
+            reason = step.error or "planner failed"
+            commands = np.zeros((0, len(self.command_order)))
+            times, disagreement = [], []
+        else:
+            status = CommandStatus.EXPLORING if step.exploring else CommandStatus.PLANNED
+            commands, reason = step.command[self.command_order][None, :], ""
+            times = [0.0]
+            disagreement = [0.0 if step.plan is None
+                            else float(step.plan.disagreement.max().item())
+                            if step.plan.disagreement.numel() else 0.0]
+        self.command_pub.publish(planned_command_message(
+            self.command_joints, commands, times, disagreement, source.stamp, self.sequence,
+            self.controller.model_version, int(status), reason, self.config.base_frame))
 
     def _publish_status(self, step, elapsed_ms: float) -> None:
         cfg = self.controller.planner_config

@@ -2,6 +2,9 @@
 
 Every control tick (node clock, so ``use_sim_time`` works) the gate publishes either the planner
 command or a fallback, because ros2_control forward controllers hold the last command forever.
+Planner commands are ``mbrl_ros/PlannedCommand`` messages, mapped onto the gate's joints by
+name and judged by their own stamp, status and disagreement; joint states by their header
+stamps. On SIGINT/SIGTERM the gate publishes a final hold before it exits.
 Run: ``python -m mbrl_ros.nodes.safety_gate_node --ros-args --params-file <robot.yaml>``;
 remap the output with ``-r /effort_controller/commands:=/<controller>/commands``.
 """
@@ -9,40 +12,51 @@ remap the output with ``-r /effort_controller/commands:=/<controller>/commands``
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
-import rclpy
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
-from mbrl_ros.core.safety_gate import GateConfig, GateOutput, GateState, SafetyGate
+from mbrl_ros.conversions import planned_command_arrays, stamp_to_seconds
+from mbrl_ros.core.safety_gate import (GateCommand, GateConfig, GateOutput, GateState,
+                                       GravityFn, SafetyGate)
 from mbrl_ros.core.safety_gate_config import PER_JOINT_FIELDS
+from mbrl_ros.msg import GateStatus, PlannedCommand
 from mbrl_ros.nodes.parameters import field_docstrings
+from mbrl_ros.nodes.qos import (CONTROLLER_COMMAND_QOS, JOINT_STATE_QOS, LATCHED_STATUS_QOS,
+                                PLANNED_COMMAND_QOS)
+from mbrl_ros.nodes.spin import run_node
+from mbrl_ros.robots.robot_model import RobotModel
 from mbrl_ros.robots.urdf_resolver import resolve_urdf
-from mbrl_ros.msg import GateStatus, PlanStatus
 
 PLANNED_COMMAND_TOPIC = "/mbrl/planned_command"
 COMMAND_TOPIC = "/effort_controller/commands"
 JOINT_STATES_TOPIC = "/joint_states"
-PLAN_STATUS_TOPIC = "/mbrl/plan/status"
 GATE_STATUS_TOPIC = "/mbrl/gate/status"
-COMMAND_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
-                         depth=1)
-STATE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
-                       depth=5)
-STATUS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
-                        depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+COMMAND_QOS = PLANNED_COMMAND_QOS
+"""QoS of the planner's commands (liveliness: a dead planner is reported)."""
+OUTPUT_QOS = CONTROLLER_COMMAND_QOS
+STATE_QOS = JOINT_STATE_QOS
+STATUS_QOS = LATCHED_STATUS_QOS
+FINAL_HOLD_ACK_S = 0.5
+"""How long the stopping gate waits for the controller to acknowledge its final hold."""
+TICK_DUE_FRACTION = 0.99
+"""A joint state arriving this fraction of a period after the last output triggers the next
+one (timers fire late under load, or once for several periods when simulated time jumps)."""
 DIAGNOSTICS_PERIOD_S = 1.0
 """Default period of the /diagnostics message (parameter ``diagnostics_period_s``)."""
 DIAGNOSTICS_PERIOD_RANGE_S = (0.01, 60.0)
@@ -88,33 +102,38 @@ def _guarded(callback):
 
 
 class SafetyGateNode(Node):
-    """Subscribes planner command, joint states and plan status; publishes the gated command."""
+    """Subscribes planner commands and joint states; publishes the gated command."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("safety_gate", **kwargs)
-        self.config = self._read_config()
-        self.gate = SafetyGate(self.config)
+        self.config, gravity = self._read_config()
+        self.gate = SafetyGate(self.config, gravity)
         self._lock = threading.Lock()
         self._last: Optional[GateOutput] = None
         self._last_publish = -math.inf
         self._period = 1.0 / self.config.control_rate_hz
-        self._command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC, COMMAND_QOS)
+        self._planner_alive = 0
+        self._stopped = False
+        self._command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC, OUTPUT_QOS)
         self._status_pub = self.create_publisher(GateStatus, GATE_STATUS_TOPIC, STATUS_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Float64MultiArray, PLANNED_COMMAND_TOPIC, self._on_command,
-                                 COMMAND_QOS)
+        self.create_subscription(
+            PlannedCommand, PLANNED_COMMAND_TOPIC, self._on_command, COMMAND_QOS,
+            event_callbacks=SubscriptionEventCallbacks(liveliness=self._on_planner_liveliness))
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, STATE_QOS)
-        self.create_subscription(PlanStatus, PLAN_STATUS_TOPIC, self._on_plan_status, COMMAND_QOS)
         self.create_service(SetBool, "~/estop", self._on_estop)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(1.0 / self.config.control_rate_hz, self._on_tick,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(self.get_parameter("diagnostics_period_s").value, self._on_diagnostics)
+        self._raise_priority()
         self.get_logger().info(
             f"safety gate: {self.config.control_mode} mode, joints {list(self.config.joints)}, "
-            f"{self.config.control_rate_hz} Hz, watchdog {self.config.watchdog_timeout_s} s")
+            f"{self.config.control_rate_hz} Hz, watchdog {self.config.watchdog_timeout_s} s"
+            + (", hold with gravity compensation" if gravity is not None
+               and not self.config.driver_gravity_compensation else ""))
 
-    def _read_config(self) -> GateConfig:
+    def _read_config(self) -> Tuple[GateConfig, Optional[GravityFn]]:
         for config_field in fields(GateConfig):
             name, default = config_field.name, getattr(DEFAULTS, config_field.name)
             if name in PER_JOINT_FIELDS and len(default) == 1:
@@ -131,6 +150,14 @@ class SafetyGateNode(Node):
                 "latency); the control-rate timer then publishes only when nothing went out "
                 "for half a period (fallback, heartbeat). false: the timer alone publishes",
                 read_only=True)).value
+        self._realtime_priority = self.declare_parameter(
+            "realtime_priority", 0, ParameterDescriptor(
+                description="SCHED_FIFO priority (1-99) for every thread of the gate, as "
+                "ros2_control's thread_priority: the gate keeps its rate when the planner or the "
+                "trainer load the CPU. Needs CAP_SYS_NICE or an rtprio limit; without it the "
+                "gate logs a warning and runs at normal priority. 0: normal priority",
+                read_only=True, integer_range=[IntegerRange(from_value=0, to_value=99,
+                                                            step=1)])).value
         self.declare_parameter("diagnostics_period_s", DIAGNOSTICS_PERIOD_S, ParameterDescriptor(
             description="period of /diagnostics [s]", read_only=True,
             floating_point_range=[FloatingPointRange(from_value=DIAGNOSTICS_PERIOD_RANGE_S[0],
@@ -144,27 +171,61 @@ class SafetyGateNode(Node):
             joints = ()
         values = {f.name: self.get_parameter(f.name).value for f in fields(GateConfig)[1:]}
         urdf_limits = resolve_urdf(urdf).joint_limits if urdf else None
-        return gate_config_from_parameters(dict(values, joints=joints), urdf_limits)
+        config = gate_config_from_parameters(dict(values, joints=joints), urdf_limits)
+        gravity = None
+        if urdf and config.control_mode == "effort" and not config.driver_gravity_compensation:
+            gravity = gravity_model(urdf, config.joints)
+        return config, gravity
+
+    def _raise_priority(self) -> None:
+        """Real-time scheduling for every thread of this process (DDS threads included)."""
+        priority = self._realtime_priority
+        if priority <= 0:
+            return
+        param = os.sched_param(priority)
+        try:
+            for thread in os.listdir("/proc/self/task"):
+                os.sched_setscheduler(int(thread), os.SCHED_FIFO, param)
+        except (PermissionError, OSError, AttributeError) as error:
+            self.get_logger().warning(f"could not run at real-time priority {priority} "
+                                      f"({error}); running at normal priority")
+            return
+        self.get_logger().info(f"running at real-time priority {priority} (SCHED_FIFO)")
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     @_guarded
-    def _on_command(self, msg: Float64MultiArray) -> None:
+    def _on_command(self, msg: PlannedCommand) -> None:
+        points, times, disagreement, error = planned_command_arrays(msg, self.config.joints)
         with self._lock:
-            self.gate.set_command(msg.data, self._now())
+            if error:
+                self.gate.set_invalid_command(error)
+            else:
+                self.gate.set_command(GateCommand(
+                    points=points, times=times, disagreement=disagreement, status=msg.status,
+                    source_stamp=stamp_to_seconds(msg.header.stamp), sequence=msg.sequence,
+                    model_version=msg.model_version, reason=msg.reason))
         if self._forward_on_command:
             self._decide_and_publish()
 
     @_guarded
     def _on_joint_state(self, msg: JointState) -> None:
         with self._lock:
-            self.gate.set_joint_state(msg.name, msg.position, msg.velocity, self._now())
+            self.gate.set_joint_state(msg.name, msg.position, msg.velocity,
+                                      stamp_to_seconds(msg.header.stamp))
+            due = self._now() - self._last_publish >= self._period * TICK_DUE_FRACTION
+        if due:  # the robot's own rate keeps the stream going when the timer runs late
+            self._decide_and_publish()
 
-    @_guarded
-    def _on_plan_status(self, msg: PlanStatus) -> None:
-        with self._lock:
-            self.gate.set_disagreement(msg.mean_disagreement, msg.max_disagreement)
+    def _on_planner_liveliness(self, info) -> None:
+        alive = int(info.alive_count)
+        if alive < self._planner_alive:
+            self.get_logger().error("a planner stopped asserting liveliness (process dead or "
+                                    "stalled); the watchdog holds the robot")
+        elif alive > self._planner_alive:
+            self.get_logger().info("planner alive")
+        self._planner_alive = alive
 
     @_guarded
     def _on_estop(self, request: SetBool.Request, response: SetBool.Response):
@@ -195,12 +256,19 @@ class SafetyGateNode(Node):
         """One gate decision, published with its status."""
         stamp = self.get_clock().now()
         with self._lock:
+            if self._stopped:
+                return
+            previous = self._last
             out = self.gate.tick(stamp.nanoseconds * 1e-9)
             self._last = out
             self._last_publish = stamp.nanoseconds * 1e-9
         if out.command is not None:
             self._command_pub.publish(Float64MultiArray(data=out.command.tolist()))
-        status = GateStatus(state=int(out.state), reason=out.reason,
+        self._log_transition(previous, out)
+        self._publish_status(out, out.reason, stamp)
+
+    def _publish_status(self, out: GateOutput, reason: str, stamp) -> None:
+        status = GateStatus(state=int(out.state), reason=reason,
                             disagreement=float(out.disagreement),
                             disagreement_threshold=self.config.disagreement_threshold,
                             disagreement_resume=self.config.disagreement_resume,
@@ -209,6 +277,40 @@ class SafetyGateNode(Node):
                             interventions=out.interventions, commands_passed=out.commands_passed)
         status.header.stamp = stamp.to_msg()
         self._status_pub.publish(status)
+
+    def _log_transition(self, previous: Optional[GateOutput], out: GateOutput) -> None:
+        """Every change of state or fault, both ways, through the node's logger."""
+        passing = (GateState.PASS, GateState.CLAMPED)
+        if previous is not None and (previous.state, previous.fault) == (out.state, out.fault):
+            return
+        was = "START" if previous is None else previous.state.name
+        message = f"gate {was} -> {out.state.name}: {out.reason}"
+        if out.state in passing and (previous is None or previous.state in passing):
+            self.get_logger().debug(message)  # clamping comes and goes with every plan
+        elif out.state in passing:
+            self.get_logger().info(message)
+        else:
+            self.get_logger().warning(message)
+
+    def on_shutdown(self) -> None:
+        """Final hold before the process exits (SIGINT/SIGTERM): the controller must not keep
+        applying a moving planner target."""
+        stamp = self.get_clock().now()
+        with self._lock:
+            self._stopped = True
+            command = self.gate.final_command(stamp.nanoseconds * 1e-9)
+            last = self._last
+        if command is not None:
+            self._command_pub.publish(Float64MultiArray(data=command.tolist()))
+            # reliable delivery before the writer goes away with the process
+            if not self._command_pub.wait_for_all_acked(Duration(seconds=FINAL_HOLD_ACK_S)):
+                self.get_logger().warning("final hold not acknowledged by every subscriber")
+        if last is not None:
+            self._publish_status(last, "gate stopped: final hold sent", stamp)
+        self.get_logger().info(
+            "gate stopping: final hold "
+            + ("not sent (no safe command known)" if command is None
+               else f"{np.round(command, 4).tolist()}"))
 
     @_guarded
     def _on_diagnostics(self) -> None:
@@ -230,25 +332,26 @@ class SafetyGateNode(Node):
         self._diagnostics_pub.publish(array)
 
 
+def gravity_model(urdf: str, joints: Sequence[str]) -> Optional[GravityFn]:
+    """Gravity efforts of a fixed-base robot in the order ``joints`` (None for a floating base,
+    whose joint gravity efforts depend on the contacts)."""
+    robot = RobotModel.from_urdf(urdf, ee_frame=None)
+    if robot.floating_base or sorted(joints) != sorted(robot.joint_names):
+        return None
+    order = np.array([robot.joint_names.index(j) for j in joints])
+    gate_to_model = np.argsort(order)
+
+    def gravity(positions: np.ndarray) -> np.ndarray:
+        return robot.gravity_and_inertia(positions[gate_to_model])[0][order]
+
+    return gravity
+
+
 def main(args: Optional[list] = None) -> None:
-    """Entry point: spin the safety gate until shutdown."""
-    try:
-        with rclpy.init(args=args):
-            node = SafetyGateNode()
-            # one thread: every callback is short (rclpy's multi-threaded executor spins a
-            # core while a callback group is busy)
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:  # join the executor's threads here, not at interpreter exit
-                executor.shutdown()
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, OSError) as exc:  # bad configuration: say why, without a traceback
-        rclpy.logging.get_logger("safety_gate").fatal(f"bad configuration: {exc}")
-        raise SystemExit(2) from None
+    """Entry point: spin the safety gate until shutdown; a final hold on the way out."""
+    # one thread: every callback is short (rclpy's multi-threaded executor spins a core while
+    # a callback group is busy)
+    run_node(SafetyGateNode, SingleThreadedExecutor, args, name="safety_gate")
 
 
 if __name__ == "__main__":

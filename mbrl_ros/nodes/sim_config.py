@@ -83,6 +83,10 @@ class SimConfig:
     """Frame id of /odom poses."""
     warn_period: float = 1.0
     """Minimum time between repeated warnings (bad commands) [s]."""
+    command_timeout_s: float = field(default=0.5, metadata={"range": (0.0, 3600.0)})
+    """Driver-side command timeout, as robot drivers have: with no valid command for this long
+    (simulated time) the sim holds the measured joint positions (position mode) or commands
+    zero effort / zero velocity, instead of applying the last command forever; 0 disables."""
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent parameters."""

@@ -7,8 +7,8 @@ import time
 from typing import Optional
 
 import numpy as np
-import rclpy
 from nav_msgs.msg import Odometry
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
@@ -18,10 +18,13 @@ from trajectory_msgs.msg import JointTrajectory
 
 from mbrl_ros.conversions import from_float64_multi_array, seconds_to_stamp
 from mbrl_ros.nodes.sim_config import SimConfig, read_sim_config
+from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.robots.simulator import Simulator
 from mbrl_ros.robots.trajectory import JointTrajectory as SampledTrajectory
 from mbrl_ros.robots.urdf_resolver import resolve_urdf
 
+HOLD_DESCRIPTION = {"position": "measured positions", "effort": "zero effort",
+                    "velocity": "zero velocity"}
 _TRAJECTORY_FIELD = {"effort": "effort", "position": "positions", "velocity": "velocities"}
 
 
@@ -38,6 +41,8 @@ class SimNode(Node):
         info = self.sim.info
         self.command_indices = self.sim.joint_indices(cfg.joints or self.sim.joint_names)
         self.paused = False
+        self.last_command_time = self.sim.time
+        self.timed_out = False
         self._anchor()
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
@@ -74,8 +79,28 @@ class SimNode(Node):
                 periods = cfg.max_periods_per_tick
                 self._anchor()  # cannot keep up: run as fast as possible from here
         for _ in range(max(periods, 0)):
+            self._check_command_timeout()
             self.sim.step()
             self._publish_state()
+
+    def _check_command_timeout(self) -> None:
+        """Emulate a driver's command timeout: hold instead of applying a stale command."""
+        timeout = self.config.command_timeout_s
+        if timeout <= 0 or self.timed_out or self.sim.time - self.last_command_time <= timeout:
+            return
+        self.timed_out = True
+        positions = self.sim.joint_state()[0][self.command_indices]
+        hold = positions if self.config.control_mode == "position" else np.zeros_like(positions)
+        self.sim.set_command(hold, self.command_indices)
+        self.get_logger().warning(
+            f"no command for {self.sim.time - self.last_command_time:.2f} s (command_timeout_s "
+            f"{timeout}): holding ({HOLD_DESCRIPTION[self.config.control_mode]})")
+
+    def _command_arrived(self) -> None:
+        self.last_command_time = self.sim.time
+        if self.timed_out:
+            self.timed_out = False
+            self.get_logger().info("commands are back: driver timeout cleared")
 
     def _publish_state(self) -> None:
         stamp = seconds_to_stamp(self.sim.time)
@@ -112,6 +137,7 @@ class SimNode(Node):
             self._warn(f"dropped command ({reason}); holding the last valid command")
             return
         self.sim.set_command(values, self.command_indices)
+        self._command_arrived()
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         field = _TRAJECTORY_FIELD[self.config.control_mode]
@@ -121,11 +147,13 @@ class SimNode(Node):
             times = np.array([p.time_from_start.sec + 1e-9 * p.time_from_start.nanosec
                               for p in msg.points])
             self.sim.set_trajectory(SampledTrajectory(self.sim.time, times, values), indices)
+            self._command_arrived()
         except ValueError as error:
             self._warn(f"dropped trajectory ({error}); needs '{field}' for every point")
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
         self.sim.reset()
+        self.last_command_time, self.timed_out = self.sim.time, False
         self._anchor()
         self._publish_state()
         response.success, response.message = True, f"reset to '{self.config.reset_keyframe}'"
@@ -157,16 +185,7 @@ def _set_quat(target, wxyz: np.ndarray) -> None:
 
 def main(args: Optional[list] = None) -> None:
     """Run the simulator node until shut down."""
-    rclpy.init(args=args)
-    node = SimNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(SimNode, SingleThreadedExecutor, args, name="sim")
 
 
 if __name__ == "__main__":

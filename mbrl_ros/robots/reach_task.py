@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from mbrl_ros.core.command_limits import exploration_lead
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
 from mbrl_ros.core.costs import (EffortCost, EndEffectorCost, JointLimitCost,
                                  JointPositionCost, SmoothnessCost, TaskCost, VelocityCost)
@@ -109,12 +110,15 @@ def reach_limits(robot: RobotModel, command_mode: str, velocity_limit_fraction: 
 
 
 def reach_explorer(config: ExplorationConfig, robot: RobotModel, command_mode: str,
-                   period_s: float, gravity_compensated: bool = False) -> SmoothExplorer:
-    """Smooth random exploration in the task's command mode (effort: inertia-aware)."""
+                   period_s: float, gravity_compensated: bool = False,
+                   servo_kp=0.0) -> SmoothExplorer:
+    """Smooth random exploration in the task's command mode (effort: inertia-aware; position:
+    targets within what the safety gate passes for exploration, from ``servo_kp``)."""
     if command_mode == "position":
         return SmoothExplorer(config, "position", robot.position_lower, robot.position_upper,
                               robot.position_upper, period_s,
-                              velocity_limit=robot.velocity_limits)
+                              velocity_limit=robot.velocity_limits,
+                              position_lead=exploration_lead(robot.effort_limits, servo_kp))
 
     def gravity_and_inertia(positions: np.ndarray):
         gravity, inertia = robot.gravity_and_inertia(positions)

@@ -276,14 +276,16 @@ class StandTaskConfig:
 
 def stand_explorer(config: ExplorationConfig, task: StandTaskConfig, posture: Sequence[float],
                    lower: np.ndarray, upper: np.ndarray, period_s: float,
-                   velocity_limits: np.ndarray) -> SmoothExplorer:
-    """Smooth random joint position targets between the crouch and ``posture`` (standing)."""
+                   velocity_limits: np.ndarray,
+                   position_lead: Optional[np.ndarray] = None) -> SmoothExplorer:
+    """Smooth random joint position targets between the crouch and ``posture`` (standing);
+    ``position_lead``: what the safety gate passes for exploration (see SmoothExplorer)."""
     task.validate()
     margin = task.limit_margin
     box_low, box_high = exploration_box(task.crouch, posture, task.exploration_margin,
                                         np.asarray(lower) + margin, np.asarray(upper) - margin)
     return SmoothExplorer(config, "position", box_low, box_high, box_high - box_low, period_s,
-                          None, velocity_limits)
+                          None, velocity_limits, position_lead)
 
 
 def exploration_box(crouch: Sequence[float], stand: Sequence[float], margin: float,

@@ -71,3 +71,28 @@ def test_offset_learns_from_stamped_steps_and_restarts_on_a_new_goal():
     controller.step(position, np.array([0.0]))  # no stamp: no update, no harm
     controller.set_goal(np.array([0.2, 0.0, 0.0]))
     assert np.all(controller.offset == 0.0)
+
+
+class NonFiniteModel(JointIntegrator):
+    """Predicts NaN: every plan's action is non-finite."""
+
+    def predict(self, state, action):
+        mean, var = super().predict(state, action)
+        return mean * float("nan"), var
+
+
+def test_a_failed_plan_asks_for_a_hold_never_for_exploration(monkeypatch):
+    controller = make_controller([])
+    controller.set_goal(np.array([1.0, 0.0, 0.0]))
+    assert not controller.step(np.array([0.0]), np.array([0.0])).failed
+
+    def broken(state):
+        raise RuntimeError("solver blew up")
+    monkeypatch.setattr(controller.planner, "plan", broken)
+    step = controller.step(np.array([0.0]), np.array([0.0]))
+    assert step.failed and step.command is None and not step.exploring
+    assert "solver blew up" in step.error
+    monkeypatch.undo()
+    controller.set_model(NonFiniteModel(), 2)
+    step = controller.step(np.array([0.0]), np.array([0.0]))
+    assert step.failed and "non-finite" in step.error and not step.infeasible

@@ -71,3 +71,17 @@ def test_position_targets_stay_near_a_robot_that_is_held_back():
     for _ in range(200):  # the robot never moves (e.g. the gate holds it)
         command = explorer(held, np.zeros(2))
         assert np.all(np.abs(command - held) <= 0.2 + 1e-12)
+
+
+def test_position_targets_stay_within_the_gates_exploration_bound():
+    """A robot held still (by the gate, a contact) never gets targets beyond the bound the
+    safety gate passes for exploration: effort_limit / servo_kp, scaled down."""
+    from mbrl_ros.core.command_limits import exploration_lead
+    lead = exploration_lead(np.array([87.0, 12.0]), np.array([400.0, 20.0]))
+    explorer = SmoothExplorer(ExplorationConfig(max_position_lead=1.0, seed=3), "position",
+                              np.array([-2.0, -2.0]), np.array([2.0, 2.0]),
+                              np.array([2.0, 2.0]), 0.04, position_lead=lead)
+    held = np.array([0.3, -0.2])
+    for _ in range(500):
+        command = explorer(held, np.zeros(2))
+        assert np.all(np.abs(command - held) <= lead + 1e-12)

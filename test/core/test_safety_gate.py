@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from mbrl_ros.core.safety_gate import (CommandStatus, Fault, GateCommand, GateConfig, GateState,
-                                     SafetyGate)
+from mbrl_ros.core.safety_gate import (
+    CommandStatus, Fault, GateCommand, GateConfig, GateState, SafetyGate)
 
 JOINTS = ("shoulder", "elbow")
 RATE_HZ = 100.0
@@ -474,7 +474,7 @@ def test_position_target_bound_comes_from_servo_gain_and_effort_limit():
     out = feed(gate, 0.0, command=(0.105, 0.21), positions=(0.0, 0.0))
     assert out.state == GateState.CLAMPED
     np.testing.assert_allclose(out.command, [0.1, 0.2])
-    assert feed(gate, PERIOD_S, command=(0.2, 0.0)).fault == Fault.OUT_OF_LIMITS  # explicit 0.2 is smaller for joint 2
+    assert feed(gate, PERIOD_S, command=(0.2, 0.0)).fault == Fault.OUT_OF_LIMITS
     with pytest.raises(ValueError, match="bound on"):
         make_config(control_mode="position", max_position_step=math.inf)
 
@@ -534,3 +534,20 @@ def test_final_command_holds_the_measured_position():
     gate = SafetyGate(make_config(control_mode="position"))
     feed(gate, 0.0, command=(0.1, 0.1), positions=(0.02, 0.03))
     np.testing.assert_allclose(gate.final_command(0.0), [0.02, 0.03])
+
+
+def test_position_hold_moves_once_to_where_the_robot_comes_to_rest():
+    """A joint stopped short of the hold by friction gets its hold moved there once it rests;
+    a robot still moving keeps the hold captured at the fault."""
+    gate = SafetyGate(make_config(control_mode="position", velocity_limit=(100.0, 100.0),
+                                  hold_settle_s=0.1))
+    feed(gate, 0.0, command=(0.1, 0.0), positions=(0.0, 0.0))
+    out = feed(gate, PERIOD_S, command=(0.1, 0.0), positions=(0.02, 0.0), velocities=(0.5, 0.0),
+               disagreement=9.0)
+    np.testing.assert_allclose(out.command, [0.02, 0.0])
+    out = feed(gate, 0.05, command=None, positions=(0.05, 0.0), velocities=(0.2, 0.0))
+    np.testing.assert_allclose(out.command, [0.02, 0.0])  # still moving: the first hold
+    out = feed(gate, 0.2, command=None, positions=(0.035, 0.0), velocities=(0.0, 0.0))
+    np.testing.assert_allclose(out.command, [0.035, 0.0])  # at rest: held where it rests
+    out = feed(gate, 0.3, command=None, positions=(0.03, 0.0), velocities=(0.0, 0.0))
+    np.testing.assert_allclose(out.command, [0.035, 0.0])  # once only: no creeping hold

@@ -1,9 +1,11 @@
-"""planner_node on real topics: hot-swaps models between ticks, refuses corrupt checkpoints."""
+"""planner_node on real topics: hot-swaps models between ticks, refuses corrupt and foreign
+checkpoints, stamps each command with its source joint state, stops promptly."""
 
 import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import rclpy
@@ -16,7 +18,9 @@ from std_msgs.msg import Header
 
 from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.core.residual import ResidualDynamics
-from mbrl_ros.msg import ModelUpdate, PlanStatus
+from mbrl_ros.core.safety_gate_config import CommandStatus
+from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
+from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
 from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
 from mbrl_ros.robots.servo_model import ServoConfig
 from ros_helpers import spin_until
@@ -24,6 +28,7 @@ from ros_helpers import spin_until
 REPO = pathlib.Path(__file__).resolve().parents[2]
 URDF = str(REPO / "urdf" / "arm7.urdf")
 RATE_HZ = 25.0
+HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]  # inside every joint range
 KP, KD = (400.0, 500.0, 350.0, 250.0, 60.0, 40.0, 20.0), (40.0,)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -41,10 +46,14 @@ def _checkpoint(path: pathlib.Path, seed: int) -> str:
 
 def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     torch.set_num_threads(1)
+    model_dir, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    model_dir.mkdir()
+    elsewhere.mkdir()
     # the planner runs as in production, in its own process
     planner = subprocess.Popen([
         sys.executable, "-m", "mbrl_ros.nodes.planner_node", "--ros-args",
         "-p", f"urdf:={URDF}", "-p", f"control_rate_hz:={RATE_HZ}",
+        "-p", f"model_dir:={model_dir}",
         "-p", f"model_period_s:={1.0 / RATE_HZ}", "-p", "command_mode:=position",
         "-p", f"servo_kp:={list(KP)}", "-p", f"servo_kd:={list(KD)}",
         "-p", "state_timeout_s:=1.0", "-p", "disturbance.gain:=0.2",
@@ -59,6 +68,9 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         PlanStatus, "/mbrl/plan/status",
         lambda m: statuses.append((m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec,
                                    m.model_version, m.exploring)), 100)
+    commands, state_stamps = [], set()
+    probe.create_subscription(PlannedCommand, "/mbrl/planned_command", commands.append,
+                              PLANNED_COMMAND_QOS)
     joint_pub = probe.create_publisher(JointState, "/joint_states", 10)
     update_pub = probe.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)
     goal_pub = probe.create_publisher(PoseStamped, "/mbrl/goal", 10)
@@ -66,8 +78,9 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     names = list(reversed(robot.joint_names))  # order must not matter
 
     def publish_state():
-        msg = JointState(name=names, position=np.zeros(7).tolist(), velocity=[0.0] * 7)
+        msg = JointState(name=names, position=HOME[::-1], velocity=[0.0] * 7)
         msg.header.stamp = probe.get_clock().now().to_msg()
+        state_stamps.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
         joint_pub.publish(msg)
     probe.create_timer(0.01, publish_state)
 
@@ -75,9 +88,13 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         update_pub.publish(ModelUpdate(version=version, checkpoint_path=str(path), sha256=sha,
                                        model_kind="residual"))
     # checkpoints are written before spinning, so every gap measured is the planner's own
-    good, corrupt, wrong_hash, good4 = (tmp_path / f"model_00000{v}.mbrl" for v in range(1, 5))
+    good, corrupt, wrong_hash, good4 = (model_dir / f"model_00000{v}.mbrl" for v in range(1, 5))
     good_sha, corrupt_sha, good4_sha = (_checkpoint(good, 0), _checkpoint(corrupt, 1),
                                         _checkpoint(good4, 3))
+    foreign = elsewhere / "model_000005.mbrl"  # valid, hash matches, outside model_dir
+    foreign_sha = _checkpoint(foreign, 4)
+    escape = model_dir / "model_000006.mbrl"  # a link inside model_dir leading out of it
+    escape.symlink_to(foreign)
     _checkpoint(wrong_hash, seed=2)
     data = bytearray(corrupt.read_bytes())
     data[-10:] = b"\x00" * 10
@@ -93,19 +110,37 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         count = len(statuses)
         spin_until(executor, lambda: len(statuses) > count + 2 * RATE_HZ, 20.0)
         assert {v for _, v, _ in statuses[count:]} == {1}, "a corrupt model replaced v1"
+        announce(5, foreign, foreign_sha)
+        announce(6, escape, foreign_sha)
+        count = len(statuses)
+        spin_until(executor, lambda: len(statuses) > count + RATE_HZ, 20.0)
+        assert {v for _, v, _ in statuses[count:]} == {1}, "a foreign checkpoint was loaded"
 
-        announce(4, good4, good4_sha)
+        announce(7, good4, good4_sha)
         swap = len(statuses)
-        assert spin_until(executor, lambda: statuses[-1][1] == 4, 20.0), "v4 not picked up"
+        assert spin_until(executor, lambda: statuses[-1][1] == 7, 20.0), "v7 not picked up"
         spin_until(executor, lambda: False, 0.5)
         # the swap from v1 to v4 (a checkpoint load off the control thread) costs no tick:
         # status stamps (the planner's clock at publish time) stay one period apart
         assert not statuses[-1][2], "the planner is not planning toward the goal"
         stamps = np.array([status[0] for status in statuses[swap - 5:]])
         assert np.diff(stamps).max() < 2.5 / RATE_HZ, np.diff(stamps).max()
+        # every command names its joints, is stamped with a joint state it planned from and
+        # numbered in order; explored first, then planned with the model
+        assert all(list(c.joint_names) == list(robot.joint_names) for c in commands)
+        assert all((c.header.stamp.sec, c.header.stamp.nanosec) in state_stamps
+                   for c in commands)
+        sequence = [c.sequence for c in commands]
+        assert sequence == sorted(sequence) and len(set(sequence)) == len(sequence)
+        assert commands[0].status == CommandStatus.EXPLORING
+        assert commands[-1].status == CommandStatus.PLANNED and commands[-1].model_version == 7
+        assert len(commands[-1].points) == 1 and commands[-1].points[0].disagreement >= 0.0
     finally:
+        start = time.monotonic()
         planner.send_signal(signal.SIGINT)
         planner.wait(timeout=30)
+        stop_s = time.monotonic() - start
         executor.shutdown()
         probe.destroy_node()
+    assert planner.returncode == 0 and stop_s < 3.0, (planner.returncode, stop_s)
     assert len(statuses) > 2 * RATE_HZ

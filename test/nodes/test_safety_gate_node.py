@@ -5,26 +5,30 @@ makes the tests slower but not flaky.
 """
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import List
 
 import numpy as np
 import pytest
+from rosgraph_msgs.msg import Clock
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.time import Time
+from ros_helpers import spin_until
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
 
-pytest.importorskip("mbrl_ros.msg", reason="custom messages not built (source scripts/env.sh)")
-
-from rosgraph_msgs.msg import Clock  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.time import Time  # noqa: E402
-from ros_helpers import spin_until  # noqa: E402
-from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray  # noqa: E402
-from std_srvs.srv import SetBool, Trigger  # noqa: E402
-
-from mbrl_ros.msg import GateStatus, PlanStatus  # noqa: E402
-from mbrl_ros.nodes import safety_gate_node as gate_node  # noqa: E402
+from mbrl_ros.conversions import planned_command_message, seconds_to_stamp
+from mbrl_ros.core.safety_gate_config import CommandStatus
+from mbrl_ros.msg import GateStatus, PlannedCommand
+from mbrl_ros.nodes import safety_gate_node as gate_node
 
 ARM7_URDF = Path(__file__).resolve().parents[2] / "urdf" / "arm7.urdf"
 JOINTS = ["shoulder", "elbow"]
@@ -35,41 +39,67 @@ PASS, FALLBACK, ESTOP = GateStatus.STATE_PASS, GateStatus.STATE_FALLBACK, GateSt
 
 
 class FakeRobotAndPlanner(Node):
-    """Publishes planner commands, joint states and plan status; records what the gate sends."""
+    """Publishes stamped planner commands and joint states; records what the gate sends.
 
-    def __init__(self, context):
+    Stamps are simulation time (also published on /clock) when ``sim_time``, else wall time."""
+
+    def __init__(self, context, sim_time: bool = False):
         super().__init__("fake_robot_and_planner", context=context)
         self.command_pub = self.create_publisher(
-            Float64MultiArray, gate_node.PLANNED_COMMAND_TOPIC, gate_node.COMMAND_QOS)
+            PlannedCommand, gate_node.PLANNED_COMMAND_TOPIC, gate_node.COMMAND_QOS)
         self.state_pub = self.create_publisher(JointState, gate_node.JOINT_STATES_TOPIC,
                                                gate_node.STATE_QOS)
-        self.plan_pub = self.create_publisher(PlanStatus, gate_node.PLAN_STATUS_TOPIC,
-                                              gate_node.COMMAND_QOS)
         self.outputs: List[np.ndarray] = []
         self.statuses: List[GateStatus] = []
         self.create_subscription(Float64MultiArray, gate_node.COMMAND_TOPIC,
                                  lambda msg: self.outputs.append(np.array(msg.data)),
-                                 gate_node.COMMAND_QOS)
+                                 gate_node.OUTPUT_QOS)
         self.create_subscription(GateStatus, gate_node.GATE_STATUS_TOPIC, self.statuses.append,
                                  gate_node.STATUS_QOS)
         self.command = list(GOOD_COMMAND)
+        self.command_joints = list(JOINTS)
+        self.disagreement = 0.1
+        self.status = CommandStatus.PLANNED
         self.planning = True
+        self.sim_time = sim_time
+        self.sequence = 0
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.sim_time_s = 100.0
         self.create_timer(1.0 / RATE_HZ, self.publish)
         self.estop = self.create_client(SetBool, "/safety_gate/estop")
         self.reset = self.create_client(Trigger, "/safety_gate/reset")
 
+    def now_stamp(self):
+        if self.sim_time:
+            return seconds_to_stamp(self.sim_time_s)
+        return self.get_clock().now().to_msg()
+
     def publish(self):
         self.sim_time_s += 1.0 / RATE_HZ
         self.clock_pub.publish(Clock(clock=Time(seconds=self.sim_time_s).to_msg()))
-        self.state_pub.publish(JointState(name=JOINTS + ["gripper"], position=[0.1, 0.2, 0.0],
-                                          velocity=[0.0, 0.0, 0.0]))
+        state = JointState(name=JOINTS + ["gripper"], position=[0.1, 0.2, 0.0],
+                           velocity=[0.0, 0.0, 0.0])
+        state.header.stamp = self.now_stamp()
+        self.state_pub.publish(state)
         if self.planning:
-            self.command_pub.publish(Float64MultiArray(data=self.command))
+            self.publish_command(state.header.stamp)
+
+    def publish_command(self, stamp, command=None, joints=None):
+        self.sequence += 1
+        values = self.command if command is None else command
+        names = self.command_joints if joints is None else joints
+        msg = PlannedCommand(sequence=self.sequence, status=int(self.status),
+                             joint_names=list(names))
+        msg.header.stamp = stamp
+        if self.status not in (CommandStatus.FAILED, CommandStatus.INFEASIBLE):
+            msg.points = planned_command_message(
+                names, np.zeros((1, len(names))), [0.0], [self.disagreement], stamp, 0, 0,
+                0).points
+            msg.points[0].command = [float(v) for v in values]
+        self.command_pub.publish(msg)
 
     def send_disagreement(self, value: float):
-        self.plan_pub.publish(PlanStatus(mean_disagreement=value, max_disagreement=value))
+        self.disagreement = value
 
 
 def make_system(ros_context, extra_overrides=()):
@@ -81,7 +111,8 @@ def make_system(ros_context, extra_overrides=()):
         Parameter("disagreement_threshold", value=1.0),
         Parameter("disagreement_resume", value=0.5)]
     gate = gate_node.SafetyGateNode(context=ros_context, parameter_overrides=overrides)
-    fake = FakeRobotAndPlanner(ros_context)
+    fake = FakeRobotAndPlanner(ros_context, sim_time=any(
+        p.name == "use_sim_time" and p.value for p in overrides))
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(gate)
     executor.add_node(fake)
@@ -123,7 +154,7 @@ def test_falls_back_when_planner_stops_and_resumes(system):
     # The next command was due one period after the last; the fallback follows within 2 ticks.
     passes_after_stop = sum(s.state == PASS for s in fake.statuses[first_after_stop:index])
     assert passes_after_stop <= 3, passes_after_stop
-    assert "command age" in fake.statuses[index].reason
+    assert "watchdog" in fake.statuses[index].reason
     assert fake.statuses[index].command_age_s > fake.statuses[index].watchdog_timeout_s
     # Silence is not safe: the fallback (hold at rest = zero effort) keeps being published.
     outputs_before = len(fake.outputs)
@@ -259,4 +290,96 @@ def test_commands_are_forwarded_as_they_arrive(ros_context, forward):
     finally:
         executor.shutdown()
         gate.destroy_node()
+        fake.destroy_node()
+
+
+def test_commands_are_mapped_by_joint_name_and_unknown_joints_refused(ros_context):
+    executor, gate, fake = make_system(ros_context,
+                                       [Parameter("latching_faults", value=["internal_error"])])
+    try:
+        fake.command_joints, fake.command = JOINTS[::-1], GOOD_COMMAND[::-1]
+        assert spin_until(executor, lambda: len(fake.outputs) > 3
+                          and np.allclose(fake.outputs[-1], GOOD_COMMAND), TIMEOUT_S)
+        fake.command_joints = ["shoulder", "wrist"]
+        index = wait_for_state(executor, fake, FALLBACK)
+        assert "missing ['elbow']" in fake.statuses[index].reason
+    finally:
+        executor.shutdown()
+        gate.destroy_node()
+        fake.destroy_node()
+
+
+def test_a_failed_plan_is_held_and_stale_joint_states_are_refused(system):
+    executor, fake = system
+    fake.status = CommandStatus.FAILED
+    index = wait_for_state(executor, fake, FALLBACK)
+    assert "failed" in fake.statuses[index].reason
+    fake.status = CommandStatus.PLANNED
+    wait_for_state(executor, fake, PASS)
+    fake.planning = False  # from here the test publishes: a state stamped 1 s ago
+    old = fake.get_clock().now() - rclpy_duration(1.0)
+    for _ in range(3):
+        state = JointState(name=JOINTS, position=[0.1, 0.2], velocity=[0.0, 0.0])
+        state.header.stamp = old.to_msg()
+        fake.state_pub.publish(state)
+        fake.publish_command(fake.get_clock().now().to_msg())
+        spin_until(executor, lambda: False, 1.0 / RATE_HZ)
+    index = wait_for_state(executor, fake, FALLBACK)
+    assert "old" in fake.statuses[index].reason or "watchdog" in fake.statuses[index].reason
+
+
+def rclpy_duration(seconds: float):
+    from rclpy.duration import Duration
+    return Duration(seconds=seconds)
+
+
+GATE_PARAMS = """/**/safety_gate:
+  ros__parameters:
+    joints: [shoulder, elbow]
+    control_rate_hz: 50.0
+    control_mode: position
+    watchdog_timeout_s: 0.1
+    position_lower: [-2.0, -2.0]
+    position_upper: [2.0, 2.0]
+    velocity_limit: [2.0, 2.0]
+    max_position_step: [0.3, 0.3]
+"""
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGINT, signal.SIGINT],
+                                     [signal.SIGTERM]])
+def test_gate_process_sends_a_final_hold_and_exits_promptly(ros_context, tmp_path, signals):
+    """The gate's last command is a hold at the measured position, on one SIGINT, on two in a
+    row (ros2 launch without a terminal) and on SIGTERM; it exits with 0 within 3 s."""
+    params = tmp_path / "gate.yaml"
+    params.write_text(GATE_PARAMS)
+    gate = subprocess.Popen([sys.executable, "-m", "mbrl_ros.nodes.safety_gate_node",
+                             "--ros-args", "--params-file", str(params)],
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    fake = FakeRobotAndPlanner(ros_context)
+    fake.command = [0.25, 0.1]  # a moving planner target 0.15 rad / 0.1 rad from the joints
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(fake)
+    try:
+        assert spin_until(executor, lambda: fake.outputs and np.allclose(
+            fake.outputs[-1], fake.command), 20.0), "gate never passed the command"
+        start = time.monotonic()
+        for signum in signals:
+            gate.send_signal(signum)
+            time.sleep(0.02)
+        while gate.poll() is None and time.monotonic() - start < 5.0:
+            executor.spin_once(timeout_sec=0.01)
+        stop_s = time.monotonic() - start
+        spin_until(executor, lambda: False, 0.3)  # let the last messages arrive
+        output = gate.communicate(timeout=5)[0].decode()
+        assert gate.returncode == 0, output
+        assert stop_s < 3.0, f"stopped after {stop_s:.2f} s"
+        np.testing.assert_allclose(fake.outputs[-1], [0.1, 0.2], atol=1e-9)
+        assert "final hold" in output
+    finally:
+        if gate.poll() is None:
+            gate.kill()
+            gate.wait()
+        executor.shutdown()
         fake.destroy_node()
