@@ -43,6 +43,33 @@ _DTYPES: Dict[str, torch.dtype] = {
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 
 
+TEMP_PREFIX = ".tmp_ckpt_"
+"""Name prefix of a checkpoint being written (never a valid checkpoint name)."""
+FILE_MODE = 0o666
+"""Mode of a written checkpoint before the umask: readable by the other nodes and hosts that
+share the model folder."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_partial_writes(directory: str) -> list:
+    """Delete checkpoint temp files left by a writer that was killed; returns their names.
+    Call only where no other writer is active (the trainer, at start)."""
+    removed = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        if name.startswith(TEMP_PREFIX):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
 class CheckpointError(Exception):
     """A checkpoint file is missing, truncated, corrupt, of an unknown format or the wrong hash."""
 
@@ -112,8 +139,9 @@ def save_checkpoint(path: str, model_class: str, tensors: Mapping[str, torch.Ten
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     file_digest = hashlib.sha256()
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp_ckpt_", dir=directory)
+    fd, tmp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     try:
+        os.chmod(tmp_path, FILE_MODE & ~_umask())  # as open() would create it, not 0600
         with os.fdopen(fd, "wb") as f:
             for part in (MAGIC, struct.pack("<Q", len(header_bytes)), header_bytes, *blobs):
                 f.write(part)

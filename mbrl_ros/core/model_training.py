@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from mbrl_ros.core.dynamics_model import ProgressCallback
-from mbrl_ros.core.ensemble import ARCHITECTURE_FIELDS, EnsembleConfig, ProbabilisticEnsemble
+from mbrl_ros.core.ensemble_config import ARCHITECTURE_FIELDS, EnsembleConfig
 from mbrl_ros.core.types import TransitionBatch
 
+Ensemble = Any
+"""A :class:`~mbrl_ros.core.ensemble.ProbabilisticEnsemble` (not imported here: the ensemble's
+``fit`` calls this module)."""
+
 logger = logging.getLogger(__name__)
+
+
+class TrainingCancelled(Exception):
+    """``fit_dynamics`` stopped because ``should_stop()`` returned True; the model is then
+    partly trained (weights and normalisers changed) and must be discarded by the caller."""
 
 
 @dataclass
@@ -54,7 +63,7 @@ class FitReport:
         return dict(self.__dict__)
 
 
-def _check_config(model: ProbabilisticEnsemble, config: EnsembleConfig) -> None:
+def _check_config(model: Ensemble, config: EnsembleConfig) -> None:
     config.validate()
     for name in ARCHITECTURE_FIELDS:
         if getattr(config, name) != getattr(model.config, name):
@@ -62,7 +71,7 @@ def _check_config(model: ProbabilisticEnsemble, config: EnsembleConfig) -> None:
                              f"({getattr(model.config, name)} -> {getattr(config, name)})")
 
 
-def _evaluate(ensemble: ProbabilisticEnsemble, inputs: torch.Tensor, targets: torch.Tensor,
+def _evaluate(ensemble: Ensemble, inputs: torch.Tensor, targets: torch.Tensor,
               chunk: int) -> tuple:
     """Per-member (nll [E], mse [E]) on shared rows ``inputs [N, in]``, ``targets [N, S]``."""
     members = ensemble.config.num_members
@@ -79,7 +88,8 @@ def _evaluate(ensemble: ProbabilisticEnsemble, inputs: torch.Tensor, targets: to
 
 
 def fit_dynamics(model: Any, batch: TransitionBatch, config: Optional[EnsembleConfig] = None,
-                 seed: int = 0, progress: Optional[ProgressCallback] = None) -> FitReport:
+                 seed: int = 0, progress: Optional[ProgressCallback] = None,
+                 should_stop: Optional[Callable[[], bool]] = None) -> FitReport:
     """Fit a :class:`ProbabilisticEnsemble` or :class:`ResidualDynamics` to transitions.
 
     Warm-starts from the model's current weights (call again with more data to refine it);
@@ -94,12 +104,14 @@ def fit_dynamics(model: Any, batch: TransitionBatch, config: Optional[EnsembleCo
         seed: seeds the split, bootstrap and minibatch order.
         progress: ``progress(epoch, metrics)`` after each epoch (metrics: train_nll,
             train_mse, val_nll, val_mse).
+        should_stop: checked before every minibatch; when it returns True, training stops
+            at once with :class:`TrainingCancelled` (prompt shutdown of a trainer).
 
     Returns:
         A :class:`FitReport`. The model keeps, per member, the weights of its best validation
         epoch; its ``elites``, ``metrics`` and ``num_transitions`` are updated.
     """
-    ensemble: ProbabilisticEnsemble = model.ensemble
+    ensemble: Ensemble = model.ensemble
     config = config or ensemble.config
     _check_config(ensemble, config)
     if batch.state_dim != model.state_dim or batch.action_dim != model.action_dim:
@@ -160,6 +172,8 @@ def fit_dynamics(model: Any, batch: TransitionBatch, config: Optional[EnsembleCo
         epoch_rows = samples.gather(1, permutation.to(device))
         nll_total, mse_total, steps = 0.0, 0.0, 0
         for start in range(0, num_train, config.batch_size):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"training stopped on request in epoch {epoch}")
             rows = epoch_rows[:, start:start + config.batch_size]
             nll, mse = ensemble.member_losses(train_inputs[rows], train_targets[rows])
             loss = nll.sum() + ensemble.logvar_bound_penalty()

@@ -3,12 +3,20 @@
 Training runs on a worker thread so the node keeps answering services and publishing
 diagnostics; a better model is written atomically as the next version and announced on
 /mbrl/model_update (transient local, so a planner that starts late gets the latest).
+
+Shutdown is prompt: ``on_shutdown()`` (called by :func:`~mbrl_ros.nodes.spin.run_node` after
+SIGINT/SIGTERM) cancels a running round at its next minibatch, discards the partly trained
+candidate and joins the worker; the last deployed checkpoint stays the newest valid one.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import threading
+from typing import Dict, List, Optional, Tuple
+
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import SingleThreadedExecutor
@@ -19,16 +27,78 @@ from std_srvs.srv import Trigger
 
 from mbrl_ros.core.checkpoint import file_sha256
 from mbrl_ros.core.ensemble import EnsembleConfig
+from mbrl_ros.core.model_training import TrainingCancelled
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
 from mbrl_ros.msg import ModelUpdate
 from mbrl_ros.nodes.parameters import declare_config
 from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.robots.reach_task import load_robot
-from mbrl_ros.training.config_file import TrainerNodeConfig, node_nominal
+from mbrl_ros.training.config_file import DEFAULT_COMMAND_TOPIC, TrainerNodeConfig, node_nominal
 from mbrl_ros.training.online_trainer import Deployment, OnlineTrainer, TrainerConfig
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DIAGNOSTICS_PERIOD_S = 1.0
+"""Period of the trainer's /diagnostics status."""
+SHUTDOWN_JOIN_TIMEOUT_S = 2.0
+"""Longest wait for the training thread at shutdown (a round stops at its next minibatch;
+only reading a large batch of new bags cannot be interrupted)."""
+SERVICE_LOCK_TIMEOUT_S = 2.0
+"""Longest time a service waits for the running round (the executor thread is blocked
+meanwhile); then it answers 'busy'."""
+LOGGED_PACKAGE = "mbrl_ros"
+"""Python loggers under this name (trainer engine, data reading) go to the node's log."""
+
+
+class _RosLogBridge(logging.Handler):
+    """Forwards Python ``logging`` records (the ROS-free engine's) to the node's logger."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(level=logging.INFO)
+        self._logger = node.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self._logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                self._logger.warning(text)
+            else:
+                self._logger.info(text)
+        except Exception:  # noqa: BLE001 - logging must never break training
+            self.handleError(record)
+
+
+def _number(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.6g}"
+
+
+def trainer_status(trainer: OnlineTrainer,
+                   error: Optional[str]) -> Tuple[bytes, str, Dict[str, str]]:
+    """``(level, message, values)`` of the trainer's diagnostics: ERROR after a failed round,
+    OK while training or idle, WARN while it waits for enough data for a first model."""
+    transitions, version = trainer.num_transitions, trainer.deployed_version
+    if error is not None:
+        level, message = DiagnosticStatus.ERROR, f"error: {error}"
+    elif trainer.training:
+        level, message = DiagnosticStatus.OK, (f"training round {trainer.rounds}, epoch "
+                                               f"{trainer.epoch} ({transitions} transitions)")
+    elif version == 0 and transitions < trainer.config.min_transitions:
+        level, message = DiagnosticStatus.WARN, (
+            f"waiting for data: {transitions} of {trainer.config.min_transitions} transitions")
+    else:
+        level = DiagnosticStatus.OK
+        message = f"idle: deployed v{version}" if version else "idle: no model deployed yet"
+    stats = trainer.stats
+    values = {"deployed_version": str(version), "transitions": str(transitions),
+              "rounds": str(trainer.rounds), "epoch": str(trainer.epoch),
+              "rounds_rejected": str(stats.rounds_rejected),
+              "rounds_cancelled": str(stats.rounds_cancelled),
+              "last_round_s": _number(stats.last_round_s),
+              "last_holdout_error": _number(stats.last_holdout_error),
+              "last_validation_mse": _number(stats.last_validation_mse)}
+    return level, message, values
 
 
 class TrainerNode(Node):
@@ -36,6 +106,9 @@ class TrainerNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__("trainer", **kwargs)
+        self._worker: Optional[threading.Thread] = None
+        self._destroyed = False
+        self._log_bridge: Optional[_RosLogBridge] = None
         node_config = declare_config(self, TrainerNodeConfig)
         if node_config.niceness > 0:  # training yields the CPU to the control loop
             os.nice(node_config.niceness)
@@ -44,7 +117,7 @@ class TrainerNode(Node):
         robot = load_robot(node_config.urdf, node_config.ee_frame)
         joints = tuple(robot.joint_names)
         streams = declare_config(self, RobotStreamsConfig, "data.", overrides=dict(
-            joints=joints, command_topic="/position_controller/commands"))
+            joints=joints, command_topic=DEFAULT_COMMAND_TOPIC))
         alignment = declare_config(self, AlignmentConfig, "alignment.", overrides=dict(
             control_rate_hz=1.0 / node_config.model_period_s))
         if abs(alignment.control_rate_hz * node_config.model_period_s - 1.0) > 1e-6:
@@ -55,15 +128,24 @@ class TrainerNode(Node):
             node_nominal(robot, node_config, device),
             device, metadata=dict(joints=list(joints), model_period_s=node_config.model_period_s,
                                   urdf=node_config.urdf))
+        package_logger = logging.getLogger(LOGGED_PACKAGE)
+        self._log_level = package_logger.level
+        self._log_bridge = _RosLogBridge(self)
+        package_logger.addHandler(self._log_bridge)
+        if package_logger.getEffectiveLevel() > logging.INFO:
+            package_logger.setLevel(logging.INFO)
         self.update_pub = self.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/save_now", self._on_save_now)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        """Set at shutdown: the running round is cancelled and the worker ends."""
+        self._cancel_round = threading.Event()
+        """Set by ~/reset: the running round is cancelled, the worker goes on."""
         self._wake = threading.Event()
-        self.last_message = "waiting for data"
+        self._error: Optional[str] = None
         version = self.trainer.warm_start()
         if version:
             path = self.trainer.registry.path_for(version)
@@ -72,19 +154,24 @@ class TrainerNode(Node):
         self._worker = threading.Thread(target=self._train_loop, name="trainer", daemon=True)
         self._worker.start()
 
+    def _should_stop(self) -> bool:
+        return self._stop.is_set() or self._cancel_round.is_set()
+
     def _train_loop(self) -> None:
         period = self.trainer.config.retrain_period_s
         while not self._stop.is_set():
             try:
                 with self._lock:
-                    deployment = self.trainer.run_round()
+                    deployment = self.trainer.run_round(should_stop=self._should_stop)
+                self._error = None
                 if deployment is not None:
                     self._announce(deployment)
-                self.last_message = (f"{self.trainer.num_transitions} transitions, deployed "
-                                     f"v{self.trainer.deployed_version}")
+            except TrainingCancelled:
+                self.get_logger().info(f"training round cancelled: candidate discarded, "
+                                       f"deployed model stays v{self.trainer.deployed_version}")
             except Exception as error:  # keep training alive on any data/model error
-                self.last_message = f"training round failed: {error}"
-                self.get_logger().error(self.last_message)
+                self._error = f"training round failed: {error}"
+                self.get_logger().error(self._error)
             self._wake.wait(period)
             self._wake.clear()
 
@@ -103,45 +190,83 @@ class TrainerNode(Node):
                                f"{deployment.holdout_mse:.5f})")
 
     def _on_save_now(self, request, response):
-        with self._lock:
+        if not self._lock.acquire(timeout=SERVICE_LOCK_TIMEOUT_S):
+            response.success = False
+            response.message = "a training round is running; try again when it has finished"
+            return response
+        try:
             if self.trainer.model is None:
                 response.success, response.message = False, "no model trained yet"
                 return response
             deployment = self.trainer.save_now()
+        finally:
+            self._lock.release()
         self._announce(deployment)
         response.success, response.message = True, f"saved v{deployment.version}"
         return response
 
     def _on_reset(self, request, response):
-        with self._lock:
-            self.trainer.reset()
+        self._cancel_round.set()  # a running round stops at its next minibatch
+        try:
+            if not self._lock.acquire(timeout=SERVICE_LOCK_TIMEOUT_S):
+                response.success = False
+                response.message = "the trainer is busy reading data; try again"
+                return response
+            try:
+                self.trainer.reset()
+            finally:
+                self._lock.release()
+        finally:
+            self._cancel_round.clear()
         self._wake.set()
         response.success, response.message = True, "model reset; data kept"
         return response
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="mbrl_ros: trainer",
-                                  hardware_id="mbrl", message=self.last_message)
-        if "failed" in self.last_message:
-            status.level = DiagnosticStatus.WARN
-        status.values = [KeyValue(key="transitions", value=str(self.trainer.num_transitions)),
-                         KeyValue(key="deployed_version",
-                                  value=str(self.trainer.deployed_version)),
-                         KeyValue(key="rounds", value=str(self.trainer.rounds))]
+        level, message, values = trainer_status(self.trainer, self._error)
+        status = DiagnosticStatus(level=level, name="mbrl_ros: trainer", hardware_id="mbrl",
+                                  message=message)
+        status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
         self.diagnostics_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
-    def destroy_node(self) -> None:
+    def on_shutdown(self) -> None:
+        """Cancel a running round (its candidate is discarded) and join the training thread,
+        waiting at most ``SHUTDOWN_JOIN_TIMEOUT_S``."""
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        worker = self._worker
+        if worker is None:
+            return
+        self._worker = None
         self._stop.set()
         self._wake.set()
-        self._worker.join(timeout=30.0)
+        worker.join(timeout=SHUTDOWN_JOIN_TIMEOUT_S)
+        if worker.is_alive():
+            self.get_logger().warning(
+                f"training thread still busy {SHUTDOWN_JOIN_TIMEOUT_S:.1f} s after the stop "
+                "request; leaving it (checkpoint writes are atomic)")
+
+    def destroy_node(self) -> None:
+        """Stop training (a no-op after ``on_shutdown``) and destroy the node; idempotent."""
+        if getattr(self, "_destroyed", False):
+            return
+        self._destroyed = True
+        if getattr(self, "_worker", None) is not None:  # None: stopped, or __init__ failed
+            self._stop_worker()
+        bridge = getattr(self, "_log_bridge", None)
+        if bridge is not None:
+            logging.getLogger(LOGGED_PACKAGE).removeHandler(bridge)
+            logging.getLogger(LOGGED_PACKAGE).setLevel(self._log_level)
+            self._log_bridge = None
         super().destroy_node()
 
 
-def main(args=None) -> None:
+def main(args: Optional[List[str]] = None) -> None:
     # training runs on its own thread; one executor thread serves topics and services (a
-    # service waits for the current training round). rclpy's multi-threaded executor would
-    # spin a core meanwhile (py-spy).
+    # service waits at most SERVICE_LOCK_TIMEOUT_S for the current training round). rclpy's
+    # multi-threaded executor would spin a core meanwhile (py-spy).
     run_node(TrainerNode, SingleThreadedExecutor, args)
 
 

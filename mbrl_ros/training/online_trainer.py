@@ -5,10 +5,15 @@ or copied from a robot): a split counts once it has its ``metadata.yaml``. On st
 present is read again, so a restarted trainer loses nothing, and it warm-starts from the newest
 valid checkpoint in ``model_dir``. A refitted model is deployed (written as the next version)
 only when it beats the deployed one on held-out transitions.
+
+A round can be cancelled (``run_round(should_stop=...)``, checked before every minibatch):
+the partly trained candidate is then discarded, nothing is written, and the deployed version
+stays deployed; the next round starts again from the deployed checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -18,9 +23,12 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from mbrl_ros.core.checkpoint import load_model
+from mbrl_ros.core.checkpoint import CheckpointError, remove_partial_writes
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl_ros.core.ensemble_config import ARCHITECTURE_FIELDS
+from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.model_registry import ModelRegistry
+from mbrl_ros.core.model_training import TrainingCancelled, fit_dynamics
 from mbrl_ros.core.residual import ResidualDynamics
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.data.alignment import align_streams
@@ -32,6 +40,9 @@ from mbrl_ros.training.evaluation import normalised_one_step_mse
 logger = logging.getLogger(__name__)
 
 MODEL_KINDS = ("residual", "ensemble")
+
+StopCheck = Callable[[], bool]
+"""``should_stop()``: True when the running round must be abandoned (node shutdown, reset)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,26 @@ class Deployment:
     train_seconds: float
 
 
+@dataclass
+class RoundStats:
+    """What the trainer's rounds did so far (for diagnostics)."""
+
+    rounds_rejected: int = 0
+    """Rounds whose candidate did not beat the deployed model (not deployed)."""
+    rounds_cancelled: int = 0
+    """Rounds abandoned on request (``should_stop``); their candidates were discarded."""
+    last_round_s: float = float("nan")
+    """Duration of the last finished round: training and held-out evaluation [s]."""
+    last_holdout_error: float = float("nan")
+    """Normalised one-step error of the last round's candidate on held-out transitions."""
+    last_validation_mse: float = float("nan")
+    """Validation MSE (normalised) of the last round's candidate, from its fit."""
+
+
+def _never() -> bool:
+    return False
+
+
 class OnlineTrainer:
     """Ingest -> fit -> deploy-if-better, one round per :meth:`run_round`."""
 
@@ -106,6 +137,8 @@ class OnlineTrainer:
         self.nominal, self.device = nominal, device
         self.metadata = dict(metadata or {})
         self.registry = ModelRegistry(config.model_dir)
+        for name in remove_partial_writes(str(self.registry.folder)):
+            logger.warning("removed %s: a checkpoint write cut short by a crash", name)
         self.data_dir = (DataDirectory(Path(config.data_dir).expanduser())
                          if config.data_dir else None)
         self.rng = np.random.default_rng(config.seed)
@@ -115,7 +148,15 @@ class OnlineTrainer:
         self.model = None
         self.deployed = None
         self.deployed_version = 0
+        self.deployed_path: Optional[Path] = None
         self.rounds = 0
+        self.untrained_rows = 0
+        """Transitions added since the last finished fit (a round runs only when > 0)."""
+        self.stats = RoundStats()
+        self.training = False
+        """True while a round fits a candidate (read by the node's diagnostics)."""
+        self.epoch = 0
+        """Epochs finished in the running (or last) round."""
         self._pending_initial = [Path(p).expanduser() for p in config.initial_bags]
 
     # -- data ------------------------------------------------------------------------------
@@ -150,6 +191,7 @@ class OnlineTrainer:
             current = getattr(self, name)
             joined = part if current is None else TransitionBatch.concatenate([current, part])
             setattr(self, name, joined[-self.config.max_transitions:])
+        self.untrained_rows += len(batch)
         return len(batch)
 
     # -- models ----------------------------------------------------------------------------
@@ -163,6 +205,7 @@ class OnlineTrainer:
             return 0
         version, path, model = found
         self.model, self.deployed, self.deployed_version = model, self._load(path), version
+        self.deployed_path = path
         logger.info("warm start from %s (v%d)", path, version)
         return version
 
@@ -174,34 +217,89 @@ class OnlineTrainer:
         return ProbabilisticEnsemble(state_dim, action_dim, self.ensemble_config, self.device,
                                      seed)
 
-    def run_round(self, progress: Optional[Callable] = None,
-                  force: bool = False) -> Optional[Deployment]:
+    def _starting_model(self, state_dim: int, action_dim: int):
+        """The model a round refits when there is no candidate: the deployed checkpoint (after
+        a cancelled round), else a fresh model."""
+        if self.deployed_path is not None:
+            try:
+                return self._load(self.deployed_path)
+            except (CheckpointError, OSError, ValueError) as error:
+                logger.warning("cannot reload deployed %s (%s): training a fresh model",
+                               self.deployed_path, error)
+        return self._new_model(state_dim, action_dim)
+
+    def _fit_config(self) -> EnsembleConfig:
+        """This trainer's training settings (epochs, patience, rates, ...) on the candidate's
+        architecture, which a warm-started checkpoint brings with it."""
+        own = self.model.ensemble.config
+        return dataclasses.replace(self.ensemble_config, **{
+            name: getattr(own, name) for name in ARCHITECTURE_FIELDS})
+
+    def run_round(self, progress: Optional[Callable] = None, force: bool = False,
+                  should_stop: Optional[StopCheck] = None) -> Optional[Deployment]:
         """Ingest new data, refit, and deploy the model if it beats the deployed one
-        (``force``: deploy it whatever its held-out error, as offline training does)."""
-        new_rows = self.ingest()
+        (``force``: deploy it whatever its held-out error, as offline training does).
+
+        Raises:
+            TrainingCancelled: ``should_stop()`` returned True while the candidate was trained
+                or evaluated. The candidate is discarded, nothing is written, the deployed
+                version stays deployed; the next round starts from the deployed checkpoint.
+        """
+        stop = should_stop or _never
+        self.ingest()
         if self.num_transitions < self.config.min_transitions or self.train_data is None \
                 or self.holdout is None or len(self.holdout) == 0:
             return None
-        if new_rows == 0 and self.model is not None and self.rounds > 0:
+        if self.untrained_rows == 0 and self.model is not None and self.rounds > 0:
             return None
         self.rounds += 1
-        if self.model is None:
-            self.model = self._new_model(self.train_data.state_dim, self.train_data.action_dim)
+        logger.info("round %d: training on %d transitions", self.rounds, len(self.train_data))
         start = time.monotonic()
-        report = self.model.fit(self.train_data, seed=self.config.seed + self.rounds,
-                                progress=progress)
-        train_seconds = time.monotonic() - start
-        candidate_error = normalised_one_step_mse(self.model, self.holdout)
-        deployed_error = (normalised_one_step_mse(self.deployed, self.holdout)
-                          if self.deployed is not None else float("inf"))
+        self.training, self.epoch = True, 0
+
+        def on_epoch(epoch: int, metrics: Dict[str, float]) -> None:
+            self.epoch = epoch
+            if progress is not None:
+                progress(epoch, metrics)
+
+        try:
+            if self.model is None:
+                self.model = self._starting_model(self.train_data.state_dim,
+                                                  self.train_data.action_dim)
+            # fit_dynamics is what every model's fit() calls; called here for should_stop
+            report = fit_dynamics(self.model, self.train_data, self._fit_config(),
+                                  seed=self.config.seed + self.rounds, progress=on_epoch,
+                                  should_stop=stop)
+            train_seconds = time.monotonic() - start
+            candidate_error = normalised_one_step_mse(self.model, self.holdout)
+            deployed_error = (normalised_one_step_mse(self.deployed, self.holdout)
+                              if self.deployed is not None else float("inf"))
+            if stop():
+                raise TrainingCancelled("stopped on request after training")
+        except TrainingCancelled:
+            self._discard_candidate()
+            raise
+        finally:
+            self.training = False
+        self.untrained_rows = 0
+        self.stats.last_round_s = time.monotonic() - start
+        self.stats.last_holdout_error = candidate_error
+        self.stats.last_validation_mse = float(report.best_val_mse)
         logger.info("round %d: %d transitions, held-out error %.5f (deployed %.5f), %.1f s",
                     self.rounds, self.num_transitions, candidate_error, deployed_error,
                     train_seconds)
         if not force and not (candidate_error
                               < (1.0 - self.config.improvement_margin) * deployed_error):
+            self.stats.rounds_rejected += 1
             return None
         return self._deploy(float(report.best_val_nll), float(report.best_val_mse),
                             candidate_error, train_seconds)
+
+    def _discard_candidate(self) -> None:
+        """Forget a partly trained candidate (a cancelled round does not count)."""
+        self.model = None
+        self.rounds -= 1
+        self.stats.rounds_cancelled += 1
 
     def _deploy(self, validation_nll: float, validation_mse: float, holdout_error: float,
                 train_seconds: float) -> Deployment:
@@ -211,6 +309,7 @@ class OnlineTrainer:
                         holdout_mse=holdout_error, model_kind=self.config.model_kind)
         sha256 = self.model.save(str(path), metadata)
         self.deployed, self.deployed_version = self._load(path), version
+        self.deployed_path = path
         return Deployment(version, str(path), sha256, self.num_transitions, holdout_error,
                           validation_nll, validation_mse, train_seconds)
 
@@ -225,4 +324,5 @@ class OnlineTrainer:
     def reset(self) -> None:
         """Forget the model (the next round trains a fresh one); data is kept."""
         self.model, self.deployed, self.deployed_version = None, None, 0
+        self.deployed_path = None
         self.rounds = 0

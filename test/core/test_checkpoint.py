@@ -2,13 +2,15 @@
 
 import json
 import os
+import stat
 import struct
 
 import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.core.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from mbrl_ros.core.checkpoint import (TEMP_PREFIX, CheckpointError, file_sha256, load_checkpoint,
+                                      remove_partial_writes, save_checkpoint)
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.types import TransitionBatch
@@ -139,3 +141,14 @@ def test_wrong_tensor_shapes_are_refused(trained, tmp_path):
     save_checkpoint(path, "ProbabilisticEnsemble", tensors, header)
     with pytest.raises(CheckpointError, match="valid ensemble"):
         load_model(path)
+
+
+def test_checkpoints_are_readable_by_others_and_partial_writes_are_cleaned(tmp_path):
+    path = tmp_path / "model_000001.mbrl"
+    save_checkpoint(str(path), "x", {"w": torch.zeros(2)}, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    (tmp_path / f"{TEMP_PREFIX}abc").write_bytes(b"half a checkpoint")
+    assert remove_partial_writes(str(tmp_path)) == [f"{TEMP_PREFIX}abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_000001.mbrl"]

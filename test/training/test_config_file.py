@@ -107,10 +107,7 @@ def params_file(name: str, folder: Path) -> Path:
     ("arm7.yaml", ARM_URDF),
     ("quadruped12.yaml", QUADRUPED_URDF),
     ("quirks", ARM_URDF),
-    pytest.param("defaults", ARM_URDF, marks=pytest.mark.xfail(strict=True, reason=(
-        "trainer_node defaults data.command_topic to /position_controller/commands, the "
-        "offline reader (config_file.DEFAULT_COMMAND_TOPIC) and logger_node to "
-        "/effort_controller/commands"))),
+    ("defaults", ARM_URDF),
 ])
 def test_trainer_node_and_offline_reader_read_a_file_alike(name, urdf, tmp_path):
     path = params_file(name, tmp_path)
