@@ -20,7 +20,7 @@ import yaml
 from mbrl_ros.launch_runner import model, packages, ros_names
 from mbrl_ros.launch_runner.errors import LaunchError, LaunchFileError
 from mbrl_ros.launch_runner.parser import load_launch_file
-from mbrl_ros.launch_runner.substitutions import perform, to_bool
+from mbrl_ros.launch_runner.substitutions import perform, to_bool, to_typed_bool
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def _resolve_node(action: model.Node, context: LaunchContext) -> NodeProcess:
         output=output,
         node_name=full_name,
         on_exit_shutdown=action.on_exit_shutdown,
-        respawn=False if action.respawn is None else to_bool(
+        respawn=False if action.respawn is None else to_typed_bool(
             perform(action.respawn, context), "attribute 'respawn'"),
         respawn_delay_s=0.0 if action.respawn_delay is None else action.respawn_delay,
         respawn_max_retries=UNLIMITED_RESPAWNS if action.respawn_max_retries is None

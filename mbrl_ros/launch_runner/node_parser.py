@@ -111,11 +111,9 @@ def parse_node_attributes(entity: Any, common: Dict[str, Any],
     if on_exit is not None and on_exit != 'shutdown':
         raise entity.error(f"attribute 'on_exit' must be 'shutdown', got {on_exit!r}")
     max_retries = entity.get_attr('respawn_max_retries', data_type='int', optional=True)
-    if isinstance(max_retries, str):
-        try:
-            max_retries = int(max_retries)
-        except ValueError:
-            raise entity.error("attribute 'respawn_max_retries' must be an integer") from None
+    if isinstance(max_retries, str):  # launch passes it on and fails when the node exits
+        raise entity.error("attribute 'respawn_max_retries' must be a YAML integer such as "
+                           f"3, got the string {max_retries!r}")
     environment = []
     for item in entity.get_attr('env', data_type='entities', optional=True) or []:
         environment.append((item.subst(item.get_attr('name')),

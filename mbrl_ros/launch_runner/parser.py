@@ -254,13 +254,15 @@ def _parse_include(entity: Entity, common: Dict[str, Any]) -> model.Action:
 
 
 def _parse_float(entity: Entity, name: str) -> Optional[float]:
+    """A non-negative float attribute (``respawn_delay``, ``sig*_timeout``): a YAML float, as
+    launch's ExecuteProcess.parse needs (it fails on a string or an integer there)."""
     value = entity.get_attr(name, data_type='float', optional=True)
     if value is None:
         return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise entity.error(f"attribute '{name}' must be a number, got {value!r}") from None
+    if isinstance(value, str):
+        raise entity.error(f"attribute '{name}' must be a YAML float such as 1.0, got the "
+                           f"string {value!r} (ros2 launch fails on a string here)")
+    number = float(value)
     if number < 0.0:
         raise entity.error(f"attribute '{name}' must be non-negative, got {number}")
     return number

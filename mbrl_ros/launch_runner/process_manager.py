@@ -2,6 +2,10 @@
 
 Each node runs in its own process group. Shutdown sends SIGINT to every group, then SIGTERM
 after the node's ``sigterm_timeout`` and SIGKILL after a further ``sigkill_timeout``.
+
+Only exit status 0 is a clean finish. Any other exit, during shutdown too (a crash in the
+node's cleanup, death by the runner's own SIGTERM/SIGKILL escalation), is logged as an error
+and makes the runner's exit status non-zero: the shell-style status of the first failure.
 """
 
 import logging
@@ -13,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, List, Optional
+from typing import IO, List, Optional, Tuple
 
 from mbrl_ros.launch_runner.executor import NodeProcess
 
@@ -58,6 +62,7 @@ class _Child:
         self.respawns = 0
         self.restart_at: Optional[float] = None
         self.signal_sent: Optional[int] = None
+        self.sigint_at: Optional[float] = None
         self.next_signal_at = 0.0
         self.finished = False
         self.process_groups: List[int] = []
@@ -66,6 +71,17 @@ class _Child:
 def exit_status(returncode: int) -> int:
     """Shell-style exit status of a child return code (negative: killed by a signal)."""
     return SIGNAL_EXIT_BASE - returncode if returncode < 0 else returncode
+
+
+def describe_returncode(returncode: int) -> str:
+    """``"exit code -6 (SIGABRT)"``: the return code, with the signal's name if killed."""
+    if returncode >= 0:
+        return f'exit code {returncode}'
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f'signal {-returncode}'
+    return f'exit code {returncode} ({name})'
 
 
 class ProcessManager:
@@ -79,6 +95,8 @@ class ProcessManager:
         self._shutdown_reason: Optional[str] = None
         self._shutting_down = False
         self._exit_code = 0
+        self.failures: List[Tuple[str, int]] = []
+        """``(label, shell-style exit status)`` of every process that did not exit with 0."""
 
     # --- public ---------------------------------------------------------------------------
 
@@ -97,7 +115,7 @@ class ProcessManager:
         try:
             for child in self.children:
                 if not self._start(child):
-                    self._exit_code = START_FAILURE_EXIT
+                    self._record_failure(child, START_FAILURE_EXIT)
                     self.request_shutdown(f"node '{child.spec.label}' could not be started")
                     break
             while True:
@@ -112,6 +130,9 @@ class ProcessManager:
                 time.sleep(self.config.poll_interval_s)
         finally:
             self._kill_all()
+        if self.failures:
+            logger.error('%d process(es) failed: %s', len(self.failures), ', '.join(
+                f'{label} (status {status})' for label, status in self.failures))
         return self._exit_code
 
     # --- internals ------------------------------------------------------------------------
@@ -173,6 +194,7 @@ class ProcessManager:
                     child.restart_at = None
                     if not self._start(child):
                         child.finished = True
+                        self._record_failure(child, START_FAILURE_EXIT)
                 elif self._shutting_down:
                     child.finished = True
                 continue
@@ -183,24 +205,34 @@ class ProcessManager:
                 continue
             self._on_exit(child, returncode, now)
 
+    def _record_failure(self, child: _Child, status: int) -> None:
+        self.failures.append((child.spec.label, status))
+        if self._exit_code == 0:
+            self._exit_code = status
+
     def _on_exit(self, child: _Child, returncode: int, now: float) -> None:
         spec = child.spec
         for thread in child.threads:
             thread.join(timeout=self.config.output_join_timeout_s)
         status = exit_status(returncode)
-        if status == 0 or self._shutting_down:
-            logger.info('[%s] process has finished cleanly [pid %d, exit code %d]',
-                        spec.label, child.process.pid, returncode)
+        if returncode == 0:
+            logger.info('[%s] process has finished cleanly [pid %d]', spec.label,
+                        child.process.pid)
         else:
-            logger.error('[%s] process has died [pid %d, exit code %d, cmd %r]',
-                         spec.label, child.process.pid, returncode, ' '.join(spec.command))
+            logger.error('[%s] process has died%s [pid %d, %s, cmd %r]', spec.label,
+                         ' during shutdown' if self._shutting_down else '', child.process.pid,
+                         describe_returncode(returncode), ' '.join(spec.command))
+            self._record_failure(child, status)
+        if self._shutting_down and child.sigint_at is not None:
+            escalated = child.signal_sent if child.signal_sent != signal.SIGINT else None
+            logger.info('[%s] stopped %.1f s after SIGINT%s', spec.label, now - child.sigint_at,
+                        f' (after {signal.Signals(escalated).name})' if escalated else '')
         child.process = None
         if self._shutting_down:
             child.finished = True
             return
         if spec.on_exit_shutdown:
             child.finished = True
-            self._exit_code = status
             self.request_shutdown(f"node '{spec.label}' (on_exit: shutdown) exited "
                                   f'with status {status}')
             return
@@ -219,6 +251,7 @@ class ProcessManager:
         for child in self.children:
             if child.process is not None and child.process.poll() is None:
                 self._signal(child, signal.SIGINT)
+                child.sigint_at = now
                 child.next_signal_at = now + child.spec.sigterm_timeout_s
 
     def _escalate(self, child: _Child, now: float) -> None:

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Tuple, Union
 
+import yaml
+
 from mbrl_ros.launch_runner import packages
 from mbrl_ros.launch_runner.errors import LaunchError
 
@@ -184,6 +186,21 @@ def to_bool(text: str, what: str) -> bool:
     if lowered in FALSE_STRINGS:
         return False
     raise LaunchError(f"{what}: expected one of {TRUE_STRINGS + FALSE_STRINGS}, got {text!r}")
+
+
+def to_typed_bool(text: str, what: str) -> bool:
+    """Interpret a substitution's result as a bool attribute (``respawn``) as launch's
+    ``perform_typed_substitution(..., bool)`` does: '1'/'0', else YAML rules ('true', 'True',
+    'TRUE', 'yes', 'on', ... and their negations); anything else is an error."""
+    value = {'1': 'true', '0': 'false'}.get(text, text)
+    try:
+        parsed = yaml.safe_load(value) if value else None
+    except yaml.YAMLError:
+        parsed = None
+    if not isinstance(parsed, bool):
+        raise LaunchError(f"{what}: cannot convert {text!r} to a bool "
+                          "(launch accepts 'true', 'false', '1', '0', 'yes', 'no', ...)")
+    return parsed
 
 
 def _var(args: List[Parts], context: EvaluationContext) -> str:

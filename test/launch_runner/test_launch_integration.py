@@ -83,9 +83,15 @@ def test_launch_runs_nodes_and_stops_cleanly(ros_context, runner):
         assert spin_until(
             executor, lambda: expected_nodes <= set(node.get_node_names_and_namespaces()),
             START_TIMEOUT_S), node.get_node_names_and_namespaces()
-        topics = dict(node.get_topic_names_and_types())
-        assert topics.get('/r2/greetings') == ['std_msgs/msg/String']
-        assert topics.get('/counter_out') == ['std_msgs/msg/Int64']
+        expected_topics = {'/r2/greetings': ['std_msgs/msg/String'],
+                           '/counter_out': ['std_msgs/msg/Int64']}
+
+        def topics():  # endpoints are discovered after the nodes themselves
+            found = dict(node.get_topic_names_and_types())
+            return {name: found.get(name) for name in expected_topics}
+
+        assert spin_until(executor, lambda: topics() == expected_topics,
+                          START_TIMEOUT_S), topics()
         assert get_parameters(node, executor, '/r2/talker', ['greeting', 'rate_hz']) == [
             'hi there', 20.0]
         assert get_parameters(node, executor, '/r2/tools/counter',
@@ -102,4 +108,6 @@ def test_launch_runs_nodes_and_stops_cleanly(ros_context, runner):
     while any(alive(pid) for pid in seen_children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(pid) for pid in seen_children)
-    assert b'process has finished cleanly' in output
+    # both nodes exit 0 on SIGINT (anything else would be an error and a non-zero status)
+    assert output.count(b'process has finished cleanly') == 2, output.decode()
+    assert b'process has died' not in output and output.count(b's after SIGINT') == 2

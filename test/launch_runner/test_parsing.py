@@ -133,6 +133,43 @@ def test_invalid_or_unsupported_input_names_file_and_entity(write, resolve, body
     assert 'bad.launch.yaml' in str(info.value)
 
 
+def test_respawn_attributes_are_typed_like_launch_execute_process(write, resolve):
+    """launch's ExecuteProcess.parse: ``respawn`` a substitution read as a bool (YAML rules,
+    '1'/'0'), ``respawn_delay`` a YAML float, ``respawn_max_retries`` a YAML integer."""
+    path = write('r.launch.yaml', f"""
+        launch:
+        - arg: {{name: again, default: 'false'}}
+        - node: {{{NODE}, name: a, respawn: 'true', respawn_delay: 1.5}}
+        - node: {{{NODE}, name: b, respawn: 'yes', respawn_max_retries: 3}}
+        - node: {{{NODE}, name: c, respawn: $(var again)}}
+        - node: {{{NODE}, name: d, respawn: '1', respawn_delay: 0.0}}
+        - node: {{{NODE}, name: e}}
+        """)
+    a, b, c, d, e = resolve(path)
+    assert [p.respawn for p in (a, b, c, d, e)] == [True, True, False, True, False]
+    assert [p.respawn_delay_s for p in (a, b, d, e)] == [1.5, 0.0, 0.0, 0.0]
+    assert [p.respawn_max_retries for p in (a, b)] == [-1, 3]
+    assert resolve(path, again='True')[2].respawn
+    assert a.command == resolve(path)[0].command  # what a respawn starts again
+
+
+@pytest.mark.parametrize('attributes, message', [
+    ("respawn: true", r"'respawn' must be of type str.*quote it"),
+    ("respawn: 'maybe'", r"attribute 'respawn': cannot convert 'maybe' to a bool"),
+    ("respawn: 'tRUE'", r"cannot convert 'tRUE' to a bool"),
+    ("respawn_delay: '2.0'", r"'respawn_delay' must be a YAML float.*string '2.0'"),
+    ("respawn_delay: 2", r"'respawn_delay' must be of type float, got int"),
+    ("respawn_delay: -1.0", r"'respawn_delay' must be non-negative"),
+    ("respawn_max_retries: '3'", r"'respawn_max_retries' must be a YAML integer"),
+    ("sigterm_timeout: '3.0'", r"'sigterm_timeout' must be a YAML float"),
+])
+def test_respawn_attributes_launch_would_refuse_are_errors(write, resolve, attributes,
+                                                           message):
+    path = write('bad.launch.yaml', f'launch:\n- node: {{{NODE}, {attributes}}}\n')
+    with pytest.raises(LaunchFileError, match=message):
+        resolve(path)
+
+
 def test_include_checks_its_required_arguments(write, resolve):
     inner = write('inner.launch.yaml', 'launch:\n- arg: {name: needed}\n')
     path = write('outer.launch.yaml', f'launch:\n- include: {{file: {inner}}}\n')
