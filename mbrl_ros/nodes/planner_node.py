@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
@@ -60,6 +61,8 @@ STATUS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # a slow 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 VISUAL = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+DIAGNOSTICS_PERIOD_S = 1.0
+"""Period of the planner's /diagnostics status."""
 
 
 class PlannerNode(Node):
@@ -96,6 +99,11 @@ class PlannerNode(Node):
         self.sequence = 0
         self.latest_state = None
         self.tick = 0
+        self.failed_plans = 0
+        self.refused_models = 0
+        self.last_step: Optional[ControlStep] = None
+        self.last_planning_ms = 0.0
+        self.stale_since: Optional[float] = None
         self.pending_model = None
         self.pending_config: Optional[PlannerConfig] = None
         self._model_lock = threading.Lock()
@@ -117,6 +125,8 @@ class PlannerNode(Node):
                                  LATCHED)
         if self.config.trigger == "timer":
             self.create_timer(period, self._on_timer)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"planning for {self.robot.num_joints} joints at {self.config.control_rate_hz} Hz; "
@@ -231,6 +241,7 @@ class PlannerNode(Node):
         except (CheckpointError, OSError, ValueError, RuntimeError) as error:
             self.get_logger().error(f"refusing model v{msg.version}: {error}; keeping "
                                     f"v{self.controller.model_version}")
+            self.refused_models += 1
             return
         self.get_logger().info(f"accepted model v{msg.version} from {path}")
         with self._model_lock:
@@ -270,7 +281,9 @@ class PlannerNode(Node):
                 self.stand and now - odom_received > self.config.state_timeout_s):
             self.get_logger().warn("joint state or odometry is stale; not commanding",
                                    throttle_duration_sec=2.0)
+            self.stale_since = now if self.stale_since is None else self.stale_since
             return
+        self.stale_since = None
         start = time.perf_counter()
         try:
             step = self.controller.step(arrays.position, arrays.velocity, odom, stamp=received)
@@ -279,6 +292,8 @@ class PlannerNode(Node):
             step = ControlStep(None, exploring=False, error=f"control step failed: {error!r}")
         self._publish_command(step, header)
         self.tick += 1
+        self.failed_plans += int(step.failed)
+        self.last_step, self.last_planning_ms = step, (time.perf_counter() - start) * 1e3
         self._publish_status(step, (time.perf_counter() - start) * 1e3)
         every = self.config.visualize_every
         if step.plan is not None and every and self.tick % every == 0:
@@ -302,6 +317,28 @@ class PlannerNode(Node):
         self.command_pub.publish(planned_command_message(
             self.command_joints, commands, times, disagreement, source.stamp, self.sequence,
             self.controller.model_version, int(status), reason, self.config.base_frame))
+
+    def _publish_diagnostics(self) -> None:
+        """Planner health on /diagnostics: OK planning, WARN exploring / stale input / last plan
+        failed."""
+        step = self.last_step
+        if self.stale_since is not None or step is None:
+            level, message = DiagnosticStatus.WARN, "no fresh joint state: not commanding"
+        elif step.failed:
+            level, message = DiagnosticStatus.WARN, f"last plan failed: {step.error}"
+        elif step.exploring:
+            level, message = DiagnosticStatus.OK, "exploring (no model or no goal yet)"
+        else:
+            level = DiagnosticStatus.OK
+            message = f"planning with model v{self.controller.model_version}"
+        values = [KeyValue(key=key, value=str(value)) for key, value in (
+            ("model_version", self.controller.model_version), ("commands", self.sequence),
+            ("failed_plans", self.failed_plans), ("refused_models", self.refused_models),
+            ("last_step_ms", round(self.last_planning_ms, 2)))]
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: planner",
+                                  hardware_id="mbrl_ros", message=message, values=values)
+        self.diagnostics_pub.publish(DiagnosticArray(
+            header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
     def _publish_status(self, step, elapsed_ms: float) -> None:
         cfg = self.controller.planner_config

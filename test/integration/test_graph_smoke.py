@@ -1,7 +1,8 @@
 """The whole arm graph, started from its launch file with the package's runner, on real topics.
 
-Sees data logged to bags, a model trained and announced, the planner swapping it in, and gated
-commands flowing to the robot's controller topic; Ctrl-C then leaves no process behind.
+Sees data logged to bags, a model trained and announced, the planner swapping it in, planned
+commands passing the gate unchanged to the robot's controller topic; Ctrl-C then ends with the
+gate's final hold and leaves no process behind.
 """
 
 import os
@@ -15,9 +16,12 @@ import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+import numpy as np
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from mbrl_ros.msg import GateStatus, ModelUpdate, PlanStatus
+from mbrl_ros.msg import GateStatus, ModelUpdate, PlannedCommand, PlanStatus
+from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
 from ros_helpers import spin_until
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -52,9 +56,16 @@ def test_full_loop_logs_trains_and_commands(ros_context, tmp_path):
     node = rclpy.create_node("smoke_probe", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
-    seen = {"commands": 0, "updates": [], "plan_versions": [], "gate": []}
+    seen = {"commands": [], "updates": [], "plan_versions": [], "gate": [], "planned": set(),
+            "state": None}
     node.create_subscription(Float64MultiArray, "/position_controller/commands",
-                             lambda m: seen.__setitem__("commands", seen["commands"] + 1), 10)
+                             lambda m: seen["commands"].append(
+                                 (np.array(m.data), seen["state"])), 100)
+    node.create_subscription(PlannedCommand, "/mbrl/planned_command", lambda m: seen[
+        "planned"].update(tuple(p.command) for p in m.points), PLANNED_COMMAND_QOS)
+    names = [f"arm_joint{i}" for i in range(1, 8)]
+    node.create_subscription(JointState, "/joint_states", lambda m: seen.__setitem__(
+        "state", np.array([m.position[list(m.name).index(j)] for j in names])), 10)
     node.create_subscription(ModelUpdate, "/mbrl/model_update",
                              lambda m: seen["updates"].append(m), LATCHED)
     node.create_subscription(PlanStatus, "/mbrl/plan/status",
@@ -62,7 +73,8 @@ def test_full_loop_logs_trains_and_commands(ros_context, tmp_path):
     node.create_subscription(GateStatus, "/mbrl/gate/status",
                              lambda m: seen["gate"].append(m.state), LATCHED)
     try:
-        assert spin_until(executor, lambda: seen["commands"] > 20, 60.0), "no gated commands"
+        assert spin_until(executor, lambda: len(seen["commands"]) > 20, 60.0), \
+            "no gated commands"
         assert spin_until(executor, lambda: bool(seen["updates"]), 150.0), "no model announced"
         update = seen["updates"][-1]
         assert pathlib.Path(update.checkpoint_path).is_file()
@@ -72,15 +84,24 @@ def test_full_loop_logs_trains_and_commands(ros_context, tmp_path):
             "the planner did not pick up the model"
         assert any(p.is_dir() and (p / "metadata.yaml").is_file() for p in data_dir.iterdir())
         assert runner.poll() is None, "the graph stopped early"
+        # planned commands went through the gate unchanged (not only fallbacks)
+        assert GateStatus.STATE_PASS in seen["gate"], "the gate never passed a command"
+        assert any(tuple(c) in seen["planned"] for c, _ in seen["commands"]), \
+            "no planner command reached the controller unchanged"
     finally:
-        node.destroy_node()
         runner.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10.0
+        while runner.poll() is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+        node.destroy_node()
         try:
             output, _ = runner.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             runner.kill()
             output, _ = runner.communicate()
     assert runner.returncode == 0, output[-3000:]
+    final, measured = seen["commands"][-1]
+    assert float(np.max(np.abs(final - measured))) <= 0.02, "the last command is no hold"
     time.sleep(0.5)
     leftovers = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", f"processes left behind: {leftovers.stdout}"

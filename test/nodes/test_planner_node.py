@@ -12,6 +12,7 @@ import rclpy
 import torch
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, Pose, PoseStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
@@ -68,6 +69,9 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         PlanStatus, "/mbrl/plan/status",
         lambda m: statuses.append((m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec,
                                    m.model_version, m.exploring)), 100)
+    diagnostics = []
+    probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.extend(
+        s for s in m.status if s.name.endswith("planner")), 10)
     commands, state_stamps = [], set()
     probe.create_subscription(PlannedCommand, "/mbrl/planned_command", commands.append,
                               PLANNED_COMMAND_QOS)
@@ -106,11 +110,13 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         announce(1, good, good_sha)
         assert spin_until(executor, lambda: statuses[-1][1] == 1, 20.0), "v1 not picked up"
         announce(2, corrupt, corrupt_sha)
+        spin_until(executor, lambda: False, 0.5)  # the latched topic keeps the newest only
         announce(3, wrong_hash, "0" * 64)
         count = len(statuses)
         spin_until(executor, lambda: len(statuses) > count + 2 * RATE_HZ, 20.0)
         assert {v for _, v, _ in statuses[count:]} == {1}, "a corrupt model replaced v1"
         announce(5, foreign, foreign_sha)
+        spin_until(executor, lambda: False, 0.5)
         announce(6, escape, foreign_sha)
         count = len(statuses)
         spin_until(executor, lambda: len(statuses) > count + RATE_HZ, 20.0)
@@ -135,6 +141,10 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         assert commands[0].status == CommandStatus.EXPLORING
         assert commands[-1].status == CommandStatus.PLANNED and commands[-1].model_version == 7
         assert len(commands[-1].points) == 1 and commands[-1].points[0].disagreement >= 0.0
+        assert spin_until(executor, lambda: diagnostics and "model v7" in diagnostics[-1].message,
+                          5.0), "planner diagnostics missing"
+        values = {kv.key: kv.value for kv in diagnostics[-1].values}
+        assert int(values["refused_models"]) == 4  # corrupt, wrong hash, foreign, escaping
     finally:
         start = time.monotonic()
         planner.send_signal(signal.SIGINT)
