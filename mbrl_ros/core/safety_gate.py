@@ -92,6 +92,7 @@ class GateOutput:
     command_age_s: float
     """Age of the latest planner command from its source state's stamp (inf when none)."""
     interventions: int
+    """Transitions into FALLBACK or ESTOP."""
     commands_passed: int
     latched: bool
     """True while a latched fault or the e-stop needs a reset."""
@@ -99,6 +100,8 @@ class GateOutput:
     """Status of the latest planner command (None when none)."""
     sequence: int = 0
     """Sequence number of the latest planner command."""
+    commands_clamped: int = 0
+    """Ticks that passed a planner command clamped (limits, step or rate bound)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ class SafetyGate:
         self._ramp_start = -math.inf
         self.interventions = 0
         self.commands_passed = 0
+        self.commands_clamped = 0
 
     # ----------------------------------------------------------------------------- inputs
     def set_command(self, command: Any, stamp: Optional[float] = None,
@@ -274,9 +278,10 @@ class SafetyGate:
             ramping = command is not verdict.command
             if ramping:
                 state, reason = GateState.CLAMPED, f"resuming after a fallback ({reason})"
-            self._enter(state, verdict.fault, count=not ramping)
+            self._enter(state, verdict.fault)
             self._hold = None
             self.commands_passed += 1
+            self.commands_clamped += int(state == GateState.CLAMPED)
         else:
             self._enter(state, verdict.fault)
             command = self._fallback_command(now)
@@ -290,12 +295,14 @@ class SafetyGate:
         return GateOutput(command=command, state=self._state, reason=reason, fault=self._fault,
                           disagreement=self._disagreement, command_age_s=age,
                           interventions=self.interventions, commands_passed=self.commands_passed,
+                          commands_clamped=self.commands_clamped,
                           latched=self._estop or self._latched_reason is not None,
                           status=None if latest is None else _status_value(latest.status),
                           sequence=0 if latest is None else int(latest.sequence))
 
-    def _enter(self, state: GateState, fault: Optional[Fault], count: bool = True) -> None:
-        if count and state != self._state and state != GateState.PASS:
+    def _enter(self, state: GateState, fault: Optional[Fault]) -> None:
+        taken = (GateState.FALLBACK, GateState.ESTOP)
+        if state in taken and self._state not in taken:
             self.interventions += 1
         self._state, self._fault = state, fault
 
@@ -367,7 +374,7 @@ class SafetyGate:
                             f"for {cfg.resume_ticks} ticks)")
         exploring = int(self._command.status) == CommandStatus.EXPLORING
         command = sample.command
-        clamped, excess = self._clamp(command, now, exploring)
+        clamped, excess, bounds = self._clamp(command, now, exploring)
         if excess > cfg.clamp_margin and cfg.out_of_limits == "fallback":
             return _Verdict(fallback, Fault.OUT_OF_LIMITS,
                             f"command beyond limits by {excess:.3g} (margin {cfg.clamp_margin})")
@@ -376,7 +383,8 @@ class SafetyGate:
             return _Verdict(fallback, Fault.LIMIT_GUARD, guard)
         if np.array_equal(clamped, command):
             return _Verdict(GateState.PASS, None, "ok", clamped)
-        return _Verdict(GateState.CLAMPED, None, f"clamped (excess {excess:.3g})", clamped)
+        return _Verdict(GateState.CLAMPED, None, f"clamped by the {bounds} (excess {excess:.3g})",
+                        clamped)
 
     def _stale_joints(self, now: float) -> list:
         age = now - self._state_stamps
@@ -395,26 +403,35 @@ class SafetyGate:
                 f"(state_timeout_s {self.config.state_timeout_s})")
 
     def _clamp(self, command: np.ndarray, now: float,
-               exploring: bool) -> Tuple[np.ndarray, float]:
-        """Clamp ``command: [num_joints]`` to the mode's limits; returns it and the max excess."""
+               exploring: bool) -> Tuple[np.ndarray, float, str]:
+        """Clamp ``command: [num_joints]`` to the mode's limits; returns it, the max excess and
+        the bounds that changed it (for the reason)."""
         mode = self.config.control_mode
         if mode in ("effort", "velocity"):
             limit = self._effort_limit if mode == "effort" else self._velocity_limit
             excess = (np.abs(command) - limit) / limit
-            return np.clip(command, -limit, limit), float(max(excess.max(), 0.0))
+            return np.clip(command, -limit, limit), float(max(excess.max(), 0.0)), \
+                f"{mode} limit"
         scale = self.config.exploration_limit_fraction if exploring else 1.0
         position, step = self._positions, self._max_step * scale
         range_excess = np.maximum(command - self._upper, self._lower - command) \
             / (self._upper - self._lower)
         step_excess = (np.abs(command - position) - step) / step
-        clamped = np.clip(command, self._lower, self._upper)
+        stages = [("position range", np.clip(command, self._lower, self._upper))]
         if self._last_output is not None:
             dt = min(now - self._last_output_time, RATE_LIMIT_MAX_PERIODS * self._period)
-            clamped = rate_limited(clamped, self._last_output, self._rate * scale, dt)
-        clamped = np.clip(clamped, position - step, position + step)  # the torque bound wins
-        clamped = np.clip(clamped, self._lower, self._upper)
+            stages.append(("rate bound", rate_limited(stages[-1][1], self._last_output,
+                                                      self._rate * scale, dt)))
+        # the target-to-measured bound wins: it only moves the target toward the robot
+        stages.append(("step bound", np.clip(stages[-1][1], position - step, position + step)))
+        stages.append(("position range", np.clip(stages[-1][1], self._lower, self._upper)))
+        active, previous = [], command
+        for name, values in stages:
+            if not np.array_equal(values, previous) and name not in active:
+                active.append(name)
+            previous = values
         excess = max(range_excess.max(), step_excess.max(), 0.0)
-        return clamped, float(excess)
+        return previous, float(excess), ", ".join(active)
 
     def _limit_guard(self, command: np.ndarray) -> str:
         """Reason if a joint is near/over a position or velocity limit and moving further out."""

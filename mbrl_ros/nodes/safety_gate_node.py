@@ -221,8 +221,8 @@ class SafetyGateNode(Node):
     def _on_planner_liveliness(self, info) -> None:
         alive = int(info.alive_count)
         if alive < self._planner_alive:
-            self.get_logger().error("a planner stopped asserting liveliness (process dead or "
-                                    "stalled); the watchdog holds the robot")
+            self.get_logger().warning("a planner stopped asserting liveliness (stopped, dead or "
+                                      "stalled); the watchdog holds the robot")
         elif alive > self._planner_alive:
             self.get_logger().info("planner alive")
         self._planner_alive = alive
@@ -255,6 +255,9 @@ class SafetyGateNode(Node):
     def _decide_and_publish(self) -> None:
         """One gate decision, published with its status."""
         stamp = self.get_clock().now()
+        if stamp.nanoseconds == 0:  # simulated time, and no /clock yet: nothing to judge by
+            self.get_logger().info("waiting for /clock", throttle_duration_sec=5.0)
+            return
         with self._lock:
             if self._stopped:
                 return
@@ -274,7 +277,8 @@ class SafetyGateNode(Node):
                             disagreement_resume=self.config.disagreement_resume,
                             command_age_s=float(out.command_age_s),
                             watchdog_timeout_s=self.config.watchdog_timeout_s,
-                            interventions=out.interventions, commands_passed=out.commands_passed)
+                            interventions=out.interventions, commands_passed=out.commands_passed,
+                            commands_clamped=out.commands_clamped)
         status.header.stamp = stamp.to_msg()
         self._status_pub.publish(status)
 
@@ -326,7 +330,8 @@ class SafetyGateNode(Node):
             status.values = [KeyValue(key=key, value=str(value)) for key, value in (
                 ("state", out.state.name), ("fault", out.fault.value if out.fault else ""),
                 ("disagreement", out.disagreement), ("command_age_s", out.command_age_s),
-                ("interventions", out.interventions), ("commands_passed", out.commands_passed))]
+                ("interventions", out.interventions), ("commands_passed", out.commands_passed),
+                ("commands_clamped", out.commands_clamped))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)

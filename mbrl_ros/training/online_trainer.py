@@ -43,6 +43,8 @@ MODEL_KINDS = ("residual", "ensemble")
 
 StopCheck = Callable[[], bool]
 """``should_stop()``: True when the running round must be abandoned (node shutdown, reset)."""
+INGEST_CHUNK = 4
+"""Bags read between two checks of a stop request."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,9 @@ class OnlineTrainer:
         self.nominal, self.device = nominal, device
         self.metadata = dict(metadata or {})
         self.registry = ModelRegistry(config.model_dir)
+        # the first optimiser of a process imports torch's compiler stack (about 1.5 s that no
+        # stop request can interrupt): pay it now, not inside the first training round
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         for name in remove_partial_writes(str(self.registry.folder)):
             logger.warning("removed %s: a checkpoint write cut short by a crash", name)
         self.data_dir = (DataDirectory(Path(config.data_dir).expanduser())
@@ -164,22 +169,30 @@ class OnlineTrainer:
     def num_transitions(self) -> int:
         return sum(len(b) for b in (self.train_data, self.holdout) if b is not None)
 
-    def ingest(self) -> int:
-        """Read bags not read yet (initial bags, then finished splits); returns new rows."""
+    def ingest(self, should_stop: Optional[StopCheck] = None) -> int:
+        """Read bags not read yet (initial bags, then finished splits), ``INGEST_CHUNK`` at a
+        time, checking ``should_stop`` between chunks; returns new rows."""
+        stop = should_stop or _never
         splits = ([split.path for split in self.data_dir.finished_splits()]
                   if self.data_dir is not None else [])
         new_paths = self._pending_initial + [p for p in splits if str(p) not in self.ingested]
         self._pending_initial = []
-        if not new_paths:
-            return 0
-        self.ingested.update(str(p) for p in new_paths)
-        try:
-            dataset = align_streams(read_robot_streams(new_paths, self.streams), self.alignment)
-        except (ValueError, FileNotFoundError) as error:
-            logger.error("could not use %d new bag(s): %s", len(new_paths), error)
-            return 0
-        logger.info("ingested %d bag(s): %s", len(new_paths), dataset.report.summary())
-        return self.add(dataset.batch)
+        rows = 0
+        for start in range(0, len(new_paths), INGEST_CHUNK):
+            if stop():
+                self._pending_initial = [p for p in new_paths[start:]
+                                         if str(p) not in self.ingested]
+                break
+            chunk = new_paths[start:start + INGEST_CHUNK]
+            self.ingested.update(str(p) for p in chunk)
+            try:
+                dataset = align_streams(read_robot_streams(chunk, self.streams), self.alignment)
+            except (ValueError, FileNotFoundError) as error:
+                logger.error("could not use %d new bag(s): %s", len(chunk), error)
+                continue
+            logger.info("ingested %d bag(s): %s", len(chunk), dataset.report.summary())
+            rows += self.add(dataset.batch)
+        return rows
 
     def add(self, batch: TransitionBatch) -> int:
         """Add transitions, holding a share out for deployment decisions."""
@@ -246,7 +259,9 @@ class OnlineTrainer:
                 version stays deployed; the next round starts from the deployed checkpoint.
         """
         stop = should_stop or _never
-        self.ingest()
+        self.ingest(stop)
+        if stop():
+            raise TrainingCancelled("stop requested while reading bags")
         if self.num_transitions < self.config.min_transitions or self.train_data is None \
                 or self.holdout is None or len(self.holdout) == 0:
             return None
