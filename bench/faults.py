@@ -57,7 +57,7 @@ def table(runs: list) -> str:
     for fault in faults:
         rows = [run.get(fault, {}) for run in runs]
         other = []
-        for key in ("readable_fraction", "drift_while_gate_dead_rad", "gate_back_after_s",
+        for key in ("readable_fraction", "lost_before_crash_s", "drift_while_gate_dead_rad",
                     "valid_checkpoints", "final_hold_error_rad"):
             if any(key in row for row in rows):
                 other.append(f"{key} {spread([row.get(key) for row in rows])}")

@@ -206,8 +206,12 @@ def test_logger_sigkill_loses_at_most_the_last_second(graph):
     # the respawned logger hands the crashed split over; give it a moment
     probe.spin_until(lambda: readable_fraction() >= 0.99, 20.0)
     fraction = readable_fraction()
+    stamps = recorded()
+    before = stamps[stamps <= killed_sim]
     REPORT["logger SIGKILL"] = dict(readable_fraction=fraction,
-                                    joint_states_judged=int(window.size))
+                                    joint_states_judged=int(window.size),
+                                    lost_before_crash_s=float(killed_sim - before.max())
+                                    if before.size else None)
     assert fraction >= 0.99, f"only {fraction:.1%} of the joint states up to 1 s before the " \
                              "crash are readable"
     rotated = [s for s in graph["data_dir"].iterdir() if (s / "metadata.yaml").is_file()]
