@@ -103,7 +103,7 @@ def test_custom_message_and_bad_input(tmp_path):
     gate = Gate(header=Header(stamp=Time(sec=1, nanosec=2), frame_id="base"), state=2,
                 reason="stale", disagreement=0.5, disagreement_threshold=1.0,
                 disagreement_resume=0.5, command_age_s=0.1, watchdog_timeout_s=0.2,
-                interventions=3, commands_passed=4)
+                interventions=3, commands_passed=4, commands_clamped=1)
     recorder = BagRecorder(BagRecorderConfig(output_dir=str(tmp_path), storage="sqlite3"))
     recorder.write("/gate", gate_type, gate, 5)
     with pytest.raises(ValueError, match="not sensor_msgs/msg/JointState"):
