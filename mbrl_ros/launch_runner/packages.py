@@ -3,17 +3,24 @@
 ROS 2 finds a package through the ament resource index: the first prefix in
 ``AMENT_PREFIX_PATH`` holding ``share/ament_index/resource_index/packages/<pkg>``. Its share
 directory is ``<prefix>/share/<pkg>`` and its executables are ``<prefix>/lib/<pkg>/<exec>``.
-Without a colcon install, this package's launch/config files are found in the source tree
-and its nodes run as ``python -m mbrl_ros.nodes.<exec>``.
+The look-ups go through ``ament_index_python``, as launch_ros does. Without a colcon install,
+this package's launch/config files are found in the source tree and its nodes run as
+``python -m mbrl_ros.nodes.<exec>``.
 """
 
+import contextlib
+import difflib
 import importlib.util
 import logging
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
-from typing import List, Mapping, Optional
+from typing import Iterator, List, Mapping, Optional
+
+from ament_index_python.packages import (PackageNotFoundError, get_package_prefix,
+                                         get_package_share_directory, get_packages_with_prefixes)
 
 from mbrl_ros.launch_runner.errors import LaunchError
 
@@ -25,21 +32,73 @@ THIS_PACKAGE = 'mbrl_ros'
 NODES_MODULE = 'mbrl_ros.nodes'
 #: Marker directory of the ament index, relative to an install prefix.
 AMENT_INDEX_PACKAGES = Path('share') / 'ament_index' / 'resource_index' / 'packages'
+#: The variable ament_index_python reads its prefixes from.
+AMENT_PREFIX_PATH = 'AMENT_PREFIX_PATH'
+
+_environment_lock = threading.Lock()
 
 
 def ament_prefixes(environment: Optional[Mapping[str, str]] = None) -> List[str]:
     """Return the install prefixes listed in ``AMENT_PREFIX_PATH``, in search order."""
     env = os.environ if environment is None else environment
-    return [p for p in env.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]
+    return [p for p in env.get(AMENT_PREFIX_PATH, '').split(os.pathsep) if p]
+
+
+@contextlib.contextmanager
+def _ament_index_of(environment: Optional[Mapping[str, str]]) -> Iterator[None]:
+    """Let ament_index_python, which reads ``os.environ``, see ``environment``'s prefixes.
+
+    Like launch's own ``SetEnvironmentVariable``, this sets the variable in this process, here
+    only for the duration of one look-up (launch files are resolved before any process starts).
+    """
+    wanted = None if environment is None else environment.get(AMENT_PREFIX_PATH)
+    if environment is None or wanted == os.environ.get(AMENT_PREFIX_PATH):
+        yield
+        return
+    with _environment_lock:
+        saved = os.environ.get(AMENT_PREFIX_PATH)
+        if wanted is None:
+            os.environ.pop(AMENT_PREFIX_PATH, None)
+        else:
+            os.environ[AMENT_PREFIX_PATH] = wanted
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(AMENT_PREFIX_PATH, None)
+            else:
+                os.environ[AMENT_PREFIX_PATH] = saved
+
+
+def _indexed_share(package: str, environment: Optional[Mapping[str, str]]) -> Optional[str]:
+    """Share directory of ``package`` from the ament index, or None if it is not indexed."""
+    with _ament_index_of(environment):
+        try:
+            return get_package_share_directory(package, print_warning=False)
+        except (PackageNotFoundError, ValueError, OSError):  # unknown, bad name, no index set
+            return None
 
 
 def find_package_prefix(package: str,
                         environment: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """Return the install prefix of ``package`` from the ament index, or None if absent."""
-    for prefix in ament_prefixes(environment):
-        if (Path(prefix) / AMENT_INDEX_PACKAGES / package).is_file():
-            return prefix
-    return None
+    with _ament_index_of(environment):
+        try:
+            return get_package_prefix(package)
+        except (PackageNotFoundError, ValueError, OSError):  # unknown, bad name, no index set
+            return None
+
+
+def _not_found(package: str, environment: Optional[Mapping[str, str]]) -> LaunchError:
+    with _ament_index_of(environment):
+        try:
+            known = list(get_packages_with_prefixes())
+        except OSError:  # AMENT_PREFIX_PATH not set
+            known = []
+    close = difflib.get_close_matches(package, known, n=3)
+    hint = f"; did you mean {', '.join(repr(name) for name in close)}?" if close else ''
+    return LaunchError(f"package '{package}' not found in the ament index "
+                       f"(AMENT_PREFIX_PATH={ament_prefixes(environment)}){hint}")
 
 
 def source_tree_root() -> Optional[str]:
@@ -57,19 +116,17 @@ def package_prefix(package: str, environment: Optional[Mapping[str, str]] = None
         return prefix
     if package == THIS_PACKAGE and source_tree_root() is not None:
         return source_tree_root()
-    raise LaunchError(f"package '{package}' not found in the ament index "
-                      f"(AMENT_PREFIX_PATH={ament_prefixes(environment)})")
+    raise _not_found(package, environment)
 
 
 def package_share(package: str, environment: Optional[Mapping[str, str]] = None) -> str:
     """Return what ``$(find-pkg-share package)`` gives; raise LaunchError if unknown."""
-    prefix = find_package_prefix(package, environment)
-    if prefix is not None:
-        return str(Path(prefix) / 'share' / package)
+    share = _indexed_share(package, environment)
+    if share is not None:
+        return share
     if package == THIS_PACKAGE and source_tree_root() is not None:
         return source_tree_root()
-    raise LaunchError(f"package '{package}' not found in the ament index "
-                      f"(AMENT_PREFIX_PATH={ament_prefixes(environment)})")
+    raise _not_found(package, environment)
 
 
 def find_file_in_package(package: str, file_name: str) -> str:

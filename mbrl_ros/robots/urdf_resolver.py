@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
 logger = logging.getLogger(__name__)
 
 MUJOCO_MESH_SUFFIXES = (".stl", ".obj", ".msh")
@@ -58,33 +60,20 @@ class ResolvedUrdf:
     """What was dropped or changed while resolving, one sentence each."""
 
 
-def _share_dirs_from_prefixes(package: str) -> List[Path]:
-    """Candidate share dirs of ``package`` from the ament index (python API, then env var)."""
-    candidates: List[Path] = []
+def _ament_share_dir(package: str) -> Optional[Path]:
+    """Share directory of ``package`` from the ament index (``AMENT_PREFIX_PATH``), or None."""
     try:
-        from ament_index_python.packages import (PackageNotFoundError,
-                                                 get_package_share_directory)
-        try:
-            candidates.append(Path(get_package_share_directory(package)))
-        except (PackageNotFoundError, ValueError, LookupError, OSError):
-            pass
-    except ImportError:
-        pass
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if not prefix:
-            continue
-        marker = Path(prefix) / "share" / "ament_index" / "resource_index" / "packages" / package
-        if marker.exists():
-            candidates.append(Path(prefix) / "share" / package)
-    return candidates
+        return Path(get_package_share_directory(package, print_warning=False))
+    except (PackageNotFoundError, ValueError, OSError):  # unknown, invalid name, no index set
+        return None
 
 
 def find_package_share(package: str, search_paths: Sequence[str] = ()) -> Path:
     """Directory a ``package://<package>/...`` URI points into.
 
     ``search_paths`` are tried first: each is a directory that either contains ``<package>/``
-    or is itself named ``<package>``; then the ament index (``AMENT_PREFIX_PATH``).
-    Raises FileNotFoundError when the package is nowhere.
+    or is itself named ``<package>``; then the ament index (``AMENT_PREFIX_PATH``, through
+    ``ament_index_python``). Raises FileNotFoundError when the package is nowhere.
     """
     for entry in search_paths:
         base = Path(entry).expanduser()
@@ -94,12 +83,14 @@ def find_package_share(package: str, search_paths: Sequence[str] = ()) -> Path:
             return base / package
         if (base / "share" / package).is_dir():
             return base / "share" / package
-    for candidate in _share_dirs_from_prefixes(package):
-        if candidate.is_dir():
-            return candidate
+    share = _ament_share_dir(package)
+    if share is not None and share.is_dir():
+        return share
+    where = (f"is in the ament index, but its share directory {share} does not exist"
+             if share is not None else "is not in the ament index")
     raise FileNotFoundError(
-        f"package '{package}' not found in search paths {list(search_paths)} nor in the ament "
-        f"index (AMENT_PREFIX_PATH={os.environ.get('AMENT_PREFIX_PATH', '')!r})")
+        f"package '{package}' not found in search paths {list(search_paths)} and {where} "
+        f"(AMENT_PREFIX_PATH={os.environ.get('AMENT_PREFIX_PATH', '')!r})")
 
 
 def resolve_uri(uri: str, base_dir: str, search_paths: Sequence[str] = ()) -> Path:

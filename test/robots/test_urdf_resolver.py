@@ -101,3 +101,35 @@ def test_search_path_and_errors(mesh_package, tmp_path, monkeypatch):
         resolve_urdf("<sdf/>")
     with pytest.raises(ValueError, match="XML"):
         resolve_urdf("<robot>")
+
+
+def test_search_paths_come_before_the_ament_index(mesh_package, tmp_path):
+    _, indexed_share = mesh_package
+    local = tmp_path / "checkout" / "test_mesh_pkg"
+    local.mkdir(parents=True)
+    assert find_package_share("test_mesh_pkg") == indexed_share
+    assert find_package_share("test_mesh_pkg", [str(local.parent)]) == local
+    assert find_package_share("test_mesh_pkg", [str(local)]) == local
+    # a search path without the package falls through to the index
+    assert find_package_share("test_mesh_pkg", [str(tmp_path / "nothing")]) == indexed_share
+
+
+def test_missing_package_error_names_package_and_places(mesh_package, tmp_path):
+    _, share = mesh_package
+    prefix = share.parent.parent
+    with pytest.raises(FileNotFoundError) as error:
+        find_package_share("no_such_pkg", [str(tmp_path / "extra")])
+    message = str(error.value)
+    assert "'no_such_pkg'" in message and str(tmp_path / "extra") in message
+    assert "not in the ament index" in message and str(prefix) in message
+    # indexed, but the share directory is gone
+    (share / "meshes" / "cube.obj").unlink()
+    (share / "meshes" / "cube.dae").unlink()
+    (share / "meshes").rmdir()
+    share.rmdir()
+    with pytest.raises(FileNotFoundError, match="share directory .* does not exist"):
+        find_package_share("test_mesh_pkg")
+    # a mesh of a missing package is dropped with a warning naming the package
+    resolved = resolve_urdf(URDF, base_dir=str(tmp_path))
+    assert any("test_mesh_pkg" in warning and "not found" in warning
+               for warning in resolved.warnings)
