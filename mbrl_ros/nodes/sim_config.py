@@ -87,6 +87,17 @@ class SimConfig:
     """Driver-side command timeout, as robot drivers have: with no valid command for this long
     (simulated time) the sim holds the measured joint positions (position mode) or commands
     zero effort / zero velocity, instead of applying the last command forever; 0 disables."""
+    publish_robot_description: bool = True
+    """Publish the simulated URDF's text (mesh URIs as written) once on robot_description
+    (std_msgs/String, reliable + transient local, as robot_state_publisher does) for RViz's
+    RobotModel display."""
+    publish_tf: bool = True
+    """Publish every link's pose as robot_state_publisher does: fixed joints on /tf_static,
+    moving joints (and odom_frame -> root link for a floating base) on /tf. Needs tf2_msgs
+    (there wherever RViz is installed; skipped with a warning without it). Set false when a
+    robot_state_publisher runs alongside."""
+    tf_period: float = field(default=0.02, metadata={"range": (0.0, 10.0)})
+    """Simulated time between /tf messages [s]; 0: every control period."""
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent parameters."""

@@ -1,31 +1,48 @@
 """MuJoCo simulator node: publishes /clock, joint states (and /imu, /odom for legged robots),
-takes ros2_control-style forward commands. Stepping logic: mbrl_ros.robots.simulator."""
+robot_description and TF (for RViz), takes ros2_control-style forward commands. Stepping
+logic: mbrl_ros.robots.simulator."""
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Optional
+import xml.etree.ElementTree as ET
+from typing import List, Optional, Tuple
 
+import mujoco
 import numpy as np
+from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from mbrl_ros.conversions import from_float64_multi_array, seconds_to_stamp
+from mbrl_ros.nodes.conversions import from_float64_multi_array, seconds_to_stamp
 from mbrl_ros.nodes.sim_config import SimConfig, read_sim_config
 from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.robots.simulator import Simulator
 from mbrl_ros.robots.trajectory import JointTrajectory as SampledTrajectory
-from mbrl_ros.robots.urdf_resolver import resolve_urdf
+from mbrl_ros.robots.urdf_resolver import resolve_uri, resolve_urdf
+
+try:  # tf2_msgs comes with every ROS 2 install that has RViz; the PyPI wheels lack it
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - depends on the installation
+    TFMessage = None
 
 HOLD_DESCRIPTION = {"position": "measured positions", "effort": "zero effort",
                     "velocity": "zero velocity"}
 _TRAJECTORY_FIELD = {"effort": "effort", "position": "positions", "velocity": "velocities"}
+LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                         depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""robot_description and /tf_static, as robot_state_publisher publishes them."""
+TF_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                    depth=100)
+"""/tf, as tf2_ros' TransformBroadcaster publishes it."""
 
 
 class SimNode(Node):
@@ -49,6 +66,22 @@ class SimNode(Node):
         self.imu_pub = self.create_publisher(Imu, "imu", 10) if info.imu_site else None
         self.odom_pub = self.create_publisher(Odometry, "odom", 10) if info.floating_base \
             else None
+        self.robot_description = urdf_text(cfg.urdf_source, cfg.package_search_paths)
+        if cfg.publish_robot_description:
+            self.description_pub = self.create_publisher(String, "robot_description",
+                                                         LATCHED_QOS)
+            self.description_pub.publish(String(data=self.robot_description))
+        self.tf_joints = urdf_tree(self.robot_description)
+        self._kinematics = mujoco.MjData(self.sim.model)
+        self.tf_pub = self.tf_static_pub = None
+        self._next_tf = -np.inf
+        if cfg.publish_tf and TFMessage is None:
+            self.get_logger().warning("tf2_msgs is not installed: not publishing TF (RViz's "
+                                      "RobotModel needs a robot_state_publisher then)")
+        elif cfg.publish_tf:
+            self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
+            self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED_QOS)
+            self.tf_static_pub.publish(TFMessage(transforms=self.link_transforms(True)))
         prefix = cfg.command_topic_prefix
         self.create_subscription(Float64MultiArray, f"{prefix}/commands", self._on_command, 10)
         self.create_subscription(JointTrajectory, f"{prefix}/joint_trajectory",
@@ -127,6 +160,37 @@ class SimNode(Node):
             _set_vec(odom.twist.twist.linear, linear)
             _set_vec(odom.twist.twist.angular, angular)
             self.odom_pub.publish(odom)
+        if self.tf_pub is not None and self.sim.time >= self._next_tf - 1e-9:
+            self._next_tf = self.sim.time + self.config.tf_period
+            self.tf_pub.publish(TFMessage(transforms=self.link_transforms(False)))
+
+    def link_transforms(self, fixed: bool) -> List[TransformStamped]:
+        """Parent link -> child link transforms of the URDF's fixed joints (``fixed``) or of
+        its moving joints plus odom_frame -> root link (floating base), at the current state.
+
+        From MuJoCo's forward kinematics (every URDF link is a body, the 'world' link the world
+        body) on a scratch copy of the state: the simulation's own data stays untouched.
+        """
+        model, kinematics = self.sim.model, self._kinematics
+        kinematics.qpos[:] = self.sim.data.qpos
+        mujoco.mj_kinematics(model, kinematics)
+        stamp = seconds_to_stamp(self.sim.time)
+        transforms = []
+        if not fixed and self.sim.info.floating_base:
+            root = model.body(self.sim.info.root_body).id
+            transforms.append(_transform(stamp, self.config.odom_frame, self.sim.info.root_body,
+                                         kinematics.xpos[root], kinematics.xquat[root]))
+        for parent, child, is_fixed in self.tf_joints:
+            if is_fixed != fixed:
+                continue
+            parent_id, child_id = model.body(parent).id, model.body(child).id
+            rotation = kinematics.xmat[parent_id].reshape(3, 3)
+            position = rotation.T @ (kinematics.xpos[child_id] - kinematics.xpos[parent_id])
+            inverse, quat = np.zeros(4), np.zeros(4)
+            mujoco.mju_negQuat(inverse, kinematics.xquat[parent_id])
+            mujoco.mju_mulQuat(quat, inverse, kinematics.xquat[child_id])
+            transforms.append(_transform(stamp, parent, child, position, quat))
+        return transforms
 
     def _warn(self, text: str) -> None:
         self.get_logger().warning(text, throttle_duration_sec=self.config.warn_period)
@@ -154,6 +218,7 @@ class SimNode(Node):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
         self.sim.reset()
         self.last_command_time, self.timed_out = self.sim.time, False
+        self._next_tf = -np.inf  # the reset pose goes out on /tf at once
         self._anchor()
         self._publish_state()
         response.success, response.message = True, f"reset to '{self.config.reset_keyframe}'"
@@ -173,6 +238,28 @@ class SimNode(Node):
         self._publish_state()
         response.success, response.message = True, f"t = {self.sim.time:.4f} s"
         return response
+
+
+def urdf_text(source: str, search_paths=()) -> str:
+    """The URDF's own text (mesh URIs as written) from XML text, a path or a package:// URI."""
+    if source.strip().startswith("<"):
+        return source
+    return resolve_uri(source.strip(), os.getcwd(), search_paths).read_text()
+
+
+def urdf_tree(xml: str) -> Tuple[Tuple[str, str, bool], ...]:
+    """(parent link, child link, fixed) of every URDF joint, in file order."""
+    return tuple((joint.find("parent").get("link"), joint.find("child").get("link"),
+                  joint.get("type") == "fixed") for joint in ET.fromstring(xml).findall("joint"))
+
+
+def _transform(stamp, parent: str, child: str, position: np.ndarray,
+               wxyz: np.ndarray) -> TransformStamped:
+    message = TransformStamped(child_frame_id=child)
+    message.header.stamp, message.header.frame_id = stamp, parent
+    _set_vec(message.transform.translation, position)
+    _set_quat(message.transform.rotation, wxyz)
+    return message
 
 
 def _set_vec(target, values: np.ndarray) -> None:
