@@ -32,9 +32,9 @@ from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.demo.goals import GoalSampler
 from mbrl_ros.robots.mismatch import MismatchConfig
 from mbrl_ros.robots.mujoco_builder import BuildOptions
-from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost,
-                                        load_robot, nominal_dynamics, reach_explorer,
-                                        reach_limits, reach_warm_start)
+from mbrl_ros.tasks.reach import (ReachCostConfig, build_reach_cost,
+                                  load_robot, nominal_dynamics, reach_explorer,
+                                  reach_limits, reach_warm_start)
 from mbrl_ros.robots.servo_model import servo_config
 from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
 

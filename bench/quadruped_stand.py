@@ -34,11 +34,11 @@ from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.robots.mismatch import MismatchConfig
 from mbrl_ros.robots.mujoco_builder import BuildOptions
-from mbrl_ros.robots.reach_task import load_robot
+from mbrl_ros.tasks.reach import load_robot
 from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
-from mbrl_ros.robots.stand_task import (StandCostConfig, StandTaskConfig,
-                                        build_stand_cost, odom_vector, stand_explorer,
-                                        stand_state, stand_warm_start, tilt_angle)
+from mbrl_ros.tasks.stand import (StandCostConfig, StandTaskConfig,
+                                  build_stand_cost, odom_vector, stand_explorer,
+                                  stand_state, stand_warm_start, tilt_angle)
 
 REPO = Path(__file__).resolve().parents[1]
 

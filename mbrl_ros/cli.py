@@ -14,7 +14,7 @@ from typing import List, Optional
 SUBCOMMANDS = {
     'launch': 'mbrl_ros.launch_runner.cli',
     'train': 'mbrl_ros.training.offline',
-    'evaluate': 'mbrl_ros.training.evaluate',
+    'evaluate': 'mbrl_ros.training.evaluate_command',
 }
 
 

@@ -8,10 +8,9 @@ only moves the failure to run time). Relative imports are resolved, and
 
 Layers, lowest first; a module may import its own layer and the layers below it, never above::
 
-    core  <-  robots, data, tasks  <-  training  <-  nodes, demo, cli, launch_runner, conversions
+    core  <-  robots, data, tasks  <-  training  <-  nodes, demo, cli, launch_runner
 
-(``conversions`` is the nodes' message <-> array module; ``tasks`` may not exist yet.) That the
-core imports no ROS at all is checked by test_core_is_ros_free.py.
+That the core imports no ROS at all is checked by test_core_is_ros_free.py.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("core",),
     ("robots", "data", "tasks"),
     ("training",),
-    ("nodes", "demo", "cli", "launch_runner", "conversions"),
+    ("nodes", "demo", "cli", "launch_runner"),
 )
 """Top-level parts of ``mbrl_ros`` (sub-packages or modules), lowest layer first."""
 

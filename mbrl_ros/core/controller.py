@@ -38,8 +38,9 @@ class ControlStep:
     """The plan behind ``command`` (None while exploring or after a planner error)."""
     error: str = ""
     """Why the planner failed on this tick (empty otherwise)."""
-    infeasible: bool = False
-    """The failure is that no plan satisfies the constraints."""
+    recovering: bool = False
+    """No plan satisfies the state limits: ``command`` is the first action of the least
+    violating one, which leads back toward them (the gate judges it like any other)."""
 
     @property
     def failed(self) -> bool:
@@ -173,10 +174,8 @@ class ModelPredictiveController:
             logger.warning("planner returned a non-finite action or cost; asking for a hold")
             return ControlStep(None, exploring=False, plan=plan,
                                error="planner returned a non-finite action or cost")
-        if not plan.feasible:
-            logger.warning("no plan satisfies the state limits; asking for a hold")
-            return ControlStep(None, exploring=False, plan=plan, infeasible=True,
-                               error="no plan satisfies the state limits")
+        if not plan.feasible:  # the least-violating plan leads back toward the limits
+            return ControlStep(command, exploring=False, plan=plan, recovering=True)
         if offset is not None and stamp is not None:
             offset.expect(plan.states[1], stamp)
         return ControlStep(command, exploring=False, plan=plan)

@@ -23,7 +23,7 @@ from rclpy.executors import SingleThreadedExecutor
 from mbrl_ros.demo.goals import GoalSampler
 from mbrl_ros.demo.report import write_report
 from mbrl_ros.demo.supervisor import DemoConfig, DemoSupervisor
-from mbrl_ros.robots.reach_task import load_robot
+from mbrl_ros.tasks.reach import load_robot
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from mbrl_ros.conversions import JointNameMap
+from mbrl_ros.nodes.conversions import JointNameMap
 from mbrl_ros.msg import GateStatus, ModelUpdate, PlanStatus
 from mbrl_ros.robots.robot_model import RobotModel
 

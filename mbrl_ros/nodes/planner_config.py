@@ -22,7 +22,7 @@ class PlannerNodeConfig:
     task: str = "reach"
     """"reach": end-effector goals (state [q, qd]); "stand": a legged robot holds base
     height and orientation (state [q, qd, odometry], position targets; see
-    mbrl_ros/robots/stand_task.py)."""
+    mbrl_ros/tasks/stand.py)."""
     command_mode: str = "effort"
     """Reach task: "effort" (joint torques) or "position" (targets for the driver's joint
     servo, e.g. a ros2_control forward position controller); must match the trainer's."""

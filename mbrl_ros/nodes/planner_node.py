@@ -33,7 +33,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from mbrl_ros.conversions import JointNameMap, planned_command_message
+from mbrl_ros.nodes.conversions import JointNameMap, planned_command_message
 from mbrl_ros.core.checkpoint import CheckpointError
 from mbrl_ros.core.command_limits import exploration_lead
 from mbrl_ros.core.controller import ControlStep, ModelPredictiveController
@@ -48,13 +48,13 @@ from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
 from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.nodes.plan_visualization import plan_markers, plan_path
 from mbrl_ros.nodes.planner_config import PlannerNodeConfig
-from mbrl_ros.robots.reach_task import (ReachCostConfig, build_reach_cost, load_robot,
-                                        nominal_dynamics, reach_explorer, reach_limits,
-                                        reach_warm_start)
+from mbrl_ros.tasks.reach import (ReachCostConfig, build_reach_cost, load_robot,
+                                  nominal_dynamics, reach_explorer, reach_limits,
+                                  reach_warm_start)
 from mbrl_ros.robots.servo_model import servo_config
-from mbrl_ros.robots.stand_task import (StandCostConfig, StandLayout, StandTaskConfig,
-                                        build_stand_cost, odom_vector, stand_explorer,
-                                        stand_planner_limits, stand_warm_start)
+from mbrl_ros.tasks.stand import (StandCostConfig, StandLayout, StandTaskConfig,
+                                  build_stand_cost, odom_vector, stand_explorer,
+                                  stand_planner_limits, stand_warm_start)
 
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 STATUS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # a slow reader loses none
@@ -303,12 +303,12 @@ class PlannerNode(Node):
         """One PlannedCommand: the first action, stamped with its source joint state."""
         self.sequence += 1
         if step.failed:
-            status = CommandStatus.INFEASIBLE if step.infeasible else CommandStatus.FAILED
-            reason = step.error or "planner failed"
+            status, reason = CommandStatus.FAILED, step.error or "planner failed"
             commands = np.zeros((0, len(self.command_order)))
             times, disagreement = [], []
         else:
-            status = CommandStatus.EXPLORING if step.exploring else CommandStatus.PLANNED
+            status = CommandStatus.EXPLORING if step.exploring else \
+                CommandStatus.RECOVERING if step.recovering else CommandStatus.PLANNED
             commands, reason = step.command[self.command_order][None, :], ""
             times = [0.0]
             disagreement = [0.0 if step.plan is None

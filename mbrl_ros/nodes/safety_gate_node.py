@@ -31,7 +31,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
-from mbrl_ros.conversions import planned_command_arrays, stamp_to_seconds
+from mbrl_ros.nodes.conversions import planned_command_arrays, stamp_to_seconds
 from mbrl_ros.core.safety_gate import (GateCommand, GateConfig, GateOutput, GateState,
                                        GravityFn, SafetyGate)
 from mbrl_ros.core.safety_gate_config import PER_JOINT_FIELDS

@@ -32,7 +32,7 @@ from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
 from mbrl_ros.msg import ModelUpdate
 from mbrl_ros.nodes.parameters import declare_config
 from mbrl_ros.nodes.spin import run_node
-from mbrl_ros.robots.reach_task import load_robot
+from mbrl_ros.tasks.reach import load_robot
 from mbrl_ros.training.config_file import DEFAULT_COMMAND_TOPIC, TrainerNodeConfig, node_nominal
 from mbrl_ros.training.online_trainer import Deployment, OnlineTrainer, TrainerConfig
 

@@ -33,7 +33,7 @@ import yaml
 from mbrl_ros.core.config_values import coerce_value
 from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
-from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
+from mbrl_ros.tasks.reach import load_robot, nominal_dynamics
 from mbrl_ros.robots.servo_model import servo_config
 from mbrl_ros.training.online_trainer import TrainerConfig
 

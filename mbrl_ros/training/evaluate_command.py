@@ -36,7 +36,7 @@ from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.data.alignment import AlignedDataset
 from mbrl_ros.training.config_file import TrainingSetup, build_nominal, load_training_setup
-from mbrl_ros.training.evaluation import delta_scale, predict_mean
+from mbrl_ros.training.model_errors import delta_scale, predict_mean
 from mbrl_ros.training.evaluation_result import EvaluationResult, ModelErrors
 from mbrl_ros.training.offline import (CliError, add_common_arguments, bag_fingerprints,
                                        configure_logging, read_dataset, user_errors)

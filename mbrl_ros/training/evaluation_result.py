@@ -1,5 +1,6 @@
 """What ``mbrl-ros evaluate`` measured: the result the evaluation computes
-(:mod:`mbrl_ros.training.evaluate`) and the report renders (:mod:`mbrl_ros.training.report`)."""
+(:mod:`mbrl_ros.training.evaluate_command`) and the report renders
+(:mod:`mbrl_ros.training.report`)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from mbrl_ros.core.checkpoint import CheckpointError
 from mbrl_ros.data.alignment import AlignedDataset, align_streams
 from mbrl_ros.data.bag_reader import read_robot_streams
 from mbrl_ros.training.config_file import TrainingSetup, build_nominal, load_training_setup
-from mbrl_ros.training.evaluation import normalised_one_step_mse
+from mbrl_ros.training.model_errors import normalised_one_step_mse
 from mbrl_ros.training.online_trainer import MODEL_KINDS, Deployment, OnlineTrainer
 
 DESCRIPTION = ("Train the trainer node's dynamics model offline from rosbag2 bags and write a "

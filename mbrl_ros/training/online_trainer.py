@@ -35,7 +35,7 @@ from mbrl_ros.data.alignment import align_streams
 from mbrl_ros.data.bag_reader import read_robot_streams
 from mbrl_ros.data.data_directory import DataDirectory
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
-from mbrl_ros.training.evaluation import normalised_one_step_mse
+from mbrl_ros.training.model_errors import normalised_one_step_mse
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,7 @@
 """ModelPredictiveController: goal seeds, jumps (resets) and the offset-free estimate."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -95,4 +97,15 @@ def test_a_failed_plan_asks_for_a_hold_never_for_exploration(monkeypatch):
     monkeypatch.undo()
     controller.set_model(NonFiniteModel(), 2)
     step = controller.step(np.array([0.0]), np.array([0.0]))
-    assert step.failed and "non-finite" in step.error and not step.infeasible
+    assert step.failed and "non-finite" in step.error and not step.recovering
+
+
+def test_no_feasible_plan_sends_the_least_violating_one_as_recovering():
+    controller = make_controller([])
+    controller.set_goal(np.array([1.0, 0.0, 0.0]))
+    cfg = controller.planner_config
+    controller.set_planner_config(dataclasses.replace(  # every state violates these limits
+        cfg, state_low=(5.0, -np.inf), state_high=(6.0, np.inf)))
+    step = controller.step(np.array([0.0]), np.array([0.0]))
+    assert not step.failed and step.recovering and np.isfinite(step.command).all()
+    assert step.command[0] > 0.0  # toward the feasible region

@@ -29,7 +29,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from fault_probe import (HOLD_TOLERANCE_RAD, SETTLE_S, GraphProbe, alive, child_processes, kill,
                          wait_for_process)
-from mbrl_ros.conversions import planned_command_message, seconds_to_stamp
+from mbrl_ros.nodes.conversions import planned_command_message, seconds_to_stamp
 from mbrl_ros.core.checkpoint import load_checkpoint
 from mbrl_ros.core.model_registry import ModelRegistry
 from mbrl_ros.core.safety_gate_config import CommandStatus

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mbrl_ros.conversions import seconds_to_stamp
+from mbrl_ros.nodes.conversions import seconds_to_stamp
 
 
 def test_stamps_round_to_the_nearest_nanosecond_across_whole_seconds():

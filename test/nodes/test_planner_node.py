@@ -22,7 +22,7 @@ from mbrl_ros.core.residual import ResidualDynamics
 from mbrl_ros.core.safety_gate_config import CommandStatus
 from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
 from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
-from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
+from mbrl_ros.tasks.reach import load_robot, nominal_dynamics
 from mbrl_ros.robots.servo_model import ServoConfig
 from ros_helpers import spin_until
 
@@ -101,7 +101,7 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     escape.symlink_to(foreign)
     _checkpoint(wrong_hash, seed=2)
     data = bytearray(corrupt.read_bytes())
-    data[-10:] = b"\x00" * 10
+    data[-10:] = bytes(b ^ 0xFF for b in data[-10:])  # flip them: zeros may be there already
     corrupt.write_bytes(bytes(data))
     try:
         assert spin_until(executor, lambda: len(statuses) > 5, 20.0), "planner is not ticking"

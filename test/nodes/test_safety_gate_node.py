@@ -25,7 +25,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
-from mbrl_ros.conversions import planned_command_message, seconds_to_stamp
+from mbrl_ros.nodes.conversions import planned_command_message, seconds_to_stamp
 from mbrl_ros.core.safety_gate_config import CommandStatus
 from mbrl_ros.msg import GateStatus, PlannedCommand
 from mbrl_ros.nodes import safety_gate_node as gate_node

@@ -5,7 +5,7 @@ import torch
 
 from mbrl_ros.robots.mismatch import MismatchConfig
 from mbrl_ros.robots.mujoco_builder import BuildOptions
-from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
+from mbrl_ros.tasks.reach import load_robot, nominal_dynamics
 from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
 
 URDF = "urdf/arm7.urdf"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mbrl_ros.robots.mujoco_builder import BuildOptions
-from mbrl_ros.robots.reach_task import ReachWarmStart, load_robot, nominal_dynamics
+from mbrl_ros.tasks.reach import ReachWarmStart, load_robot, nominal_dynamics
 from mbrl_ros.robots.servo_model import JointServoModel, ServoConfig
 from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
 

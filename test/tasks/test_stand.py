@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.robots.stand_task import (ODOM_SIZE, StandCostConfig, StandLayout,
-                                        StandTaskConfig, base_features, build_stand_cost,
-                                        exploration_box, gravity_in_base, odom_vector,
-                                        stand_planner_limits, stand_state, tilt_angle)
+from mbrl_ros.tasks.stand import (ODOM_SIZE, StandCostConfig, StandLayout,
+                                  StandTaskConfig, base_features, build_stand_cost,
+                                  exploration_box, gravity_in_base, odom_vector,
+                                  stand_planner_limits, stand_state, tilt_angle)
 
 JOINTS = 3
 POSTURE = (0.0, 0.8, -1.6)
@@ -141,7 +141,7 @@ def test_exploration_box_and_planner_limits():
 
 
 def test_posture_warm_start_ramps_to_the_standing_posture_within_speed():
-    from mbrl_ros.robots.stand_task import PostureWarmStart
+    from mbrl_ros.tasks.stand import PostureWarmStart
     posture = np.array([0.0, 0.8, -1.6])
     seed = PostureWarmStart(posture, np.array([10.0, 10.0, 10.0]), 0.04, speed_fraction=0.5)
     crouch = np.array([0.0, 1.4, -2.5])

@@ -12,7 +12,7 @@ from sim_bags import URDF, write_config, write_sim_bag
 from mbrl_ros.cli import main
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.data.alignment import AlignedDataset, AlignmentReport
-from mbrl_ros.training.evaluate import evaluate_model, rollout_windows
+from mbrl_ros.training.evaluate_command import evaluate_model, rollout_windows
 
 PERIOD_NS = 20_000_000
 

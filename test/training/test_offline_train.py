@@ -12,7 +12,7 @@ from sim_bags import REPO, URDF, write_config, write_sim_bag
 from mbrl_ros.cli import main
 from mbrl_ros.core.checkpoint import load_checkpoint
 from mbrl_ros.core.model_loading import load_model
-from mbrl_ros.robots.reach_task import load_robot, nominal_dynamics
+from mbrl_ros.tasks.reach import load_robot, nominal_dynamics
 from mbrl_ros.training.config_file import load_training_setup
 
 SEED = 7

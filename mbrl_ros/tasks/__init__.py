@@ -1,0 +1,1 @@
+"""Task costs, exploration and planner seeds of the graph's tasks (reach, stand), ROS-free."""
