@@ -404,8 +404,9 @@ class SafetyGate:
 
     def _clamp(self, command: np.ndarray, now: float,
                exploring: bool) -> Tuple[np.ndarray, float, str]:
-        """Clamp ``command: [num_joints]`` to the mode's limits; returns it, the max excess and
-        the bounds that changed it (for the reason)."""
+        """Clamp ``command: [num_joints]`` to the mode's limits; returns it, the max excess
+        beyond the limits (effort, velocity or position range, relative) and the bounds that
+        changed it (for the reason)."""
         mode = self.config.control_mode
         if mode in ("effort", "velocity"):
             limit = self._effort_limit if mode == "effort" else self._velocity_limit
@@ -416,7 +417,6 @@ class SafetyGate:
         position, step = self._positions, self._max_step * scale
         range_excess = np.maximum(command - self._upper, self._lower - command) \
             / (self._upper - self._lower)
-        step_excess = (np.abs(command - position) - step) / step
         stages = [("position range", np.clip(command, self._lower, self._upper))]
         if self._last_output is not None:
             dt = min(now - self._last_output_time, RATE_LIMIT_MAX_PERIODS * self._period)
@@ -430,7 +430,9 @@ class SafetyGate:
             if not np.array_equal(values, previous) and name not in active:
                 active.append(name)
             previous = values
-        excess = max(range_excess.max(), step_excess.max(), 0.0)
+        # the step and rate bounds saturate the target (as the actuator saturates its effort);
+        # only a target outside the joint range counts as beyond the limits
+        excess = max(range_excess.max(), 0.0)
         return previous, float(excess), ", ".join(active)
 
     def _limit_guard(self, command: np.ndarray) -> str:

@@ -189,13 +189,13 @@ def test_position_mode_limits_step_and_hold():
     assert gate.tick(0.0).command is None  # no state, nothing passed: no safe position known
     out = feed(gate, 0.0, command=(0.5, 0.1), positions=(0.4, 0.0))
     assert out.state == GateState.PASS
-    out = feed(gate, PERIOD_S, command=(0.62, 0.0), positions=(0.4, 0.0))  # step 0.22 > 0.2
-    assert out.state == GateState.CLAMPED
-    np.testing.assert_allclose(out.command, [0.6, 0.0])
-    out = feed(gate, 2 * PERIOD_S, command=(1.5, 0.0), positions=(0.4, 0.0))  # far step
+    out = feed(gate, PERIOD_S, command=(1.5, 0.0), positions=(0.4, 0.0))  # step 1.1 > 0.2
+    assert out.state == GateState.CLAMPED and "step bound" in out.reason
+    np.testing.assert_allclose(out.command, [0.6, 0.0])  # saturated at the bound
+    out = feed(gate, 2 * PERIOD_S, command=(2.6, 0.0), positions=(0.4, 0.0))  # 15 % past range
     assert out.state == GateState.FALLBACK and out.fault == Fault.OUT_OF_LIMITS
     np.testing.assert_allclose(out.command, [0.4, 0.0])  # holds the captured position
-    out = feed(gate, 3 * PERIOD_S, command=(1.5, 0.0), positions=(0.45, 0.0))
+    out = feed(gate, 3 * PERIOD_S, command=(2.6, 0.0), positions=(0.45, 0.0))
     np.testing.assert_allclose(out.command, [0.4, 0.0])  # still the position at entry
 
 
@@ -472,10 +472,9 @@ def test_position_target_bound_comes_from_servo_gain_and_effort_limit():
     # effort limits (5, 3) / kp (50, 10) -> steps of 0.1 and 0.3 rad, tighter than 0.2 for one
     gate = SafetyGate(make_config(control_mode="position", servo_kp=(50.0, 10.0),
                                   velocity_limit=(100.0, 100.0)))
-    out = feed(gate, 0.0, command=(0.105, 0.21), positions=(0.0, 0.0))
+    out = feed(gate, 0.0, command=(0.5, 0.9), positions=(0.0, 0.0))
     assert out.state == GateState.CLAMPED
-    np.testing.assert_allclose(out.command, [0.1, 0.2])
-    assert feed(gate, PERIOD_S, command=(0.2, 0.0)).fault == Fault.OUT_OF_LIMITS
+    np.testing.assert_allclose(out.command, [0.1, 0.2])  # explicit 0.2 is smaller for joint 2
     with pytest.raises(ValueError, match="bound on"):
         make_config(control_mode="position", max_position_step=math.inf)
 
@@ -502,8 +501,9 @@ def test_exploration_commands_get_tighter_limits():
                                   velocity_limit=(100.0, 100.0)))
     gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.0)
     gate.set_command((0.15, 0.0), 0.0, 0.0, CommandStatus.EXPLORING)
-    out = gate.tick(0.0)  # 0.15 > 0.5 * 0.2 by 50 %: beyond the clamp margin
-    assert out.fault == Fault.OUT_OF_LIMITS
+    out = gate.tick(0.0)
+    assert out.state == GateState.CLAMPED
+    np.testing.assert_allclose(out.command, [0.1, 0.0])  # half of the 0.2 step bound
     gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), PERIOD_S)
     gate.set_command((0.15, 0.0), PERIOD_S, 0.0, CommandStatus.PLANNED)
     assert gate.tick(PERIOD_S).state == GateState.PASS
