@@ -8,8 +8,13 @@ _mbrl_install="$_mbrl_root/.build/install/mbrl_ros"
 _mbrl_pyver="$("$_mbrl_venv/bin/python" -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')"
 export VIRTUAL_ENV="$_mbrl_venv"
 export PATH="$_mbrl_install/bin:$_mbrl_venv/bin:$PATH"
-export AMENT_PREFIX_PATH="$_mbrl_install:$_mbrl_venv"
-export CMAKE_PREFIX_PATH="$_mbrl_install:$_mbrl_venv"
+# prepend, keeping what the shell already has (e.g. a workspace sourced before)
+case ":${AMENT_PREFIX_PATH:-}:" in *":$_mbrl_install:"*) ;; *)
+  export AMENT_PREFIX_PATH="$_mbrl_install:$_mbrl_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;;
+esac
+case ":${CMAKE_PREFIX_PATH:-}:" in *":$_mbrl_install:"*) ;; *)
+  export CMAKE_PREFIX_PATH="$_mbrl_install:$_mbrl_venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}" ;;
+esac
 export PYTHONPATH="$_mbrl_root:$_mbrl_install/lib/$_mbrl_pyver/site-packages${PYTHONPATH:+:$PYTHONPATH}"
 export LD_LIBRARY_PATH="$_mbrl_install/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
