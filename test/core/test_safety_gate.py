@@ -552,3 +552,63 @@ def test_position_hold_moves_once_to_where_the_robot_comes_to_rest():
     np.testing.assert_allclose(out.command, [0.035, 0.0])  # at rest: held where it rests
     out = feed(gate, 0.3, command=None, positions=(0.03, 0.0), velocities=(0.0, 0.0))
     np.testing.assert_allclose(out.command, [0.035, 0.0])  # once only: no creeping hold
+
+
+# ------------------------------------------------------------------ mutation-testing edges
+# (docs/safety_gate.md, "Mutation testing": each test pins a boundary a mutant moved)
+def test_excess_exactly_at_the_clamp_margin_is_clamped_not_a_fallback():
+    gate = SafetyGate(make_config(clamp_margin=0.125))
+    out = feed(gate, 0.0, command=(5.0 * 1.125, 0.0))  # 12.5 % beyond the 5 N m limit
+    assert out.state == GateState.CLAMPED
+    np.testing.assert_allclose(out.command, [5.0, 0.0])
+    out = feed(gate, PERIOD_S, command=(5.0 * 1.25, 0.0))
+    assert out.state == GateState.FALLBACK and out.fault == Fault.OUT_OF_LIMITS
+
+
+def test_joint_state_at_the_edges_of_its_freshness_window_is_fresh():
+    cfg = dict(max_clock_offset_s=0.25, state_timeout_s=0.25, watchdog_timeout_s=1.0)
+    gate = SafetyGate(make_config(**cfg))
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 1.25)  # exactly the tolerance ahead
+    gate.set_command((1.0, -1.0), 1.0, 0.1)
+    assert gate.tick(1.0).state == GateState.PASS
+    gate = SafetyGate(make_config(**cfg))
+    gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 1.0)  # exactly state_timeout_s old
+    gate.set_command((1.0, -1.0), 1.25, 0.1)
+    assert gate.tick(1.25).state == GateState.PASS
+    gate.set_command((1.0, -1.0), 1.5, 0.1)
+    assert gate.tick(1.5).state == GateState.FALLBACK  # 0.5 s old: stale
+
+
+def test_a_gap_in_the_output_stream_releases_at_most_two_periods_of_rate():
+    gate = SafetyGate(make_config(control_mode="position", velocity_limit=(1.0, 1.0),
+                                  max_position_step=1.0, watchdog_timeout_s=1.0,
+                                  state_timeout_s=1.0))
+    feed(gate, 0.0, command=(0.0, 0.0), positions=(0.0, 0.0))
+    out = feed(gate, 0.5, command=(0.5, 0.0), positions=(0.0, 0.0))  # 50 periods later
+    assert out.state == GateState.CLAMPED
+    np.testing.assert_allclose(out.command, [2 * 1.0 * PERIOD_S, 0.0])
+
+
+def test_last_line_replaces_a_non_finite_output_by_the_hold():
+    gate = SafetyGate(make_config(control_mode="position", max_position_step=1.0))
+    feed(gate, 0.0, command=(0.3, 0.0), positions=(0.3, 0.0))
+    out = gate._bounded(np.array([np.nan, 0.0]))
+    assert out is not None and np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, [0.3, 0.0])
+    np.testing.assert_allclose(gate._bounded(np.array([9.0, -9.0])), [2.0, -1.0])
+
+
+def test_damping_fallback_does_not_pull_toward_the_hold():
+    gate = SafetyGate(make_config(fallback="damping"))
+    feed(gate, 0.0, positions=(0.0, 0.0))
+    gate.estop()
+    feed(gate, PERIOD_S, positions=(0.0, 0.0))  # the hold is taken here
+    out = feed(gate, 2 * PERIOD_S, positions=(0.5, -0.5), velocities=(1.0, 0.0))
+    np.testing.assert_allclose(out.command, [-2.0, 0.0])  # -kd * velocity only
+
+
+def test_a_joint_the_gate_does_not_know_never_overwrites_the_others():
+    gate = SafetyGate(make_config(control_mode="position"))
+    gate.set_joint_state(("shoulder", "gripper", "elbow", "wrist"), (0.02, 9.0, 0.03, -9.0),
+                         (0.0, 0.0, 0.0, 0.0), 0.0)
+    np.testing.assert_allclose(gate.final_command(0.0), [0.02, 0.03])
