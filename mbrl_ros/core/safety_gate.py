@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -51,8 +51,6 @@ class GateCommand:
     """A :class:`CommandStatus` value."""
     source_stamp: float
     """Header stamp of the joint state the plan started from [s, gate clock]."""
-    sequence: int = 0
-    model_version: int = 0
     reason: str = ""
     """Why, for FAILED / INFEASIBLE."""
 
@@ -96,10 +94,6 @@ class GateOutput:
     commands_passed: int
     latched: bool
     """True while a latched fault or the e-stop needs a reset."""
-    status: Optional[int] = None
-    """Status of the latest planner command (None when none)."""
-    sequence: int = 0
-    """Sequence number of the latest planner command."""
     commands_clamped: int = 0
     """Ticks that passed a planner command clamped (limits, step or rate bound)."""
 
@@ -121,7 +115,6 @@ class _Sample:
     age: float = math.inf
     error: str = ""
     fault: Optional[Fault] = None
-    extra: dict = field(default_factory=dict)
 
 
 class SafetyGate:
@@ -177,10 +170,14 @@ class SafetyGate:
 
         Anything is accepted; unreadable, non-finite or wrong-size commands are judged by tick.
         """
-        self._command_received = True
         if not isinstance(command, GateCommand):
             command = GateCommand.single(command, _as_time(stamp), disagreement, status)
-        self._command, self._command_error = command, ""
+        error = _malformed(command, self.config.num_joints)
+        if error:
+            self.set_invalid_command(error)
+        else:
+            self._command_received = True
+            self._command, self._command_error = command, ""
 
     def set_invalid_command(self, reason: str) -> None:
         """A command arrived that could not be read (e.g. unknown joint names)."""
@@ -255,7 +252,7 @@ class SafetyGate:
             elif self._state in (GateState.FALLBACK, GateState.ESTOP) and self._hold is not None:
                 command = self._hold
             elif state_ok:
-                command = np.clip(self._positions, self._lower, self._upper)
+                command = self._measured_hold()
             else:
                 command = self._last_output
             return self._bounded(command)
@@ -291,14 +288,11 @@ class SafetyGate:
 
     def _output(self, command: Optional[np.ndarray], reason: str, age: float) -> GateOutput:
         self._last_output = None if command is None else command.copy()
-        latest = self._command
         return GateOutput(command=command, state=self._state, reason=reason, fault=self._fault,
                           disagreement=self._disagreement, command_age_s=age,
                           interventions=self.interventions, commands_passed=self.commands_passed,
                           commands_clamped=self.commands_clamped,
-                          latched=self._estop or self._latched_reason is not None,
-                          status=None if latest is None else _status_value(latest.status),
-                          sequence=0 if latest is None else int(latest.sequence))
+                          latched=self._estop or self._latched_reason is not None)
 
     def _enter(self, state: GateState, fault: Optional[Fault]) -> None:
         taken = (GateState.FALLBACK, GateState.ESTOP)
@@ -325,9 +319,6 @@ class SafetyGate:
             return _Sample(error="no planner command yet", fault=Fault.NO_COMMAND)
         if command is None:
             return _Sample(error=self._command_error, fault=Fault.INVALID_COMMAND)
-        error = _malformed(command, cfg.num_joints)
-        if error:
-            return _Sample(error=error, fault=Fault.INVALID_COMMAND)
         age = now - float(command.source_stamp)
         status = CommandStatus(int(command.status))
         if status in HOLD_REQUESTS:
@@ -475,13 +466,12 @@ class SafetyGate:
         cfg, n = self.config, self.config.num_joints
         state_ok = not self._stale_joints(now)
         if state_ok and self._hold is None:
-            self._hold = np.clip(self._positions, self._lower, self._upper)
+            self._hold = self._measured_hold()
             self._hold_since, self._hold_settled = now, False
         if state_ok and cfg.control_mode == "position" and not self._hold_settled \
                 and now - self._hold_since >= cfg.hold_settle_s \
                 and np.all(np.abs(self._velocities) < cfg.guard_velocity_deadband):
-            self._hold = np.clip(self._positions, self._lower, self._upper)  # where it rests
-            self._hold_settled = True
+            self._hold, self._hold_settled = self._measured_hold(), True  # where it rests
         if cfg.control_mode == "velocity":
             return np.zeros(n)
         if cfg.control_mode == "position":
@@ -493,6 +483,10 @@ class SafetyGate:
         else:
             effort = self._kp * (self._hold - self._positions) - self._kd * self._velocities
         return np.clip(effort + self._gravity_effort(), -self._effort_limit, self._effort_limit)
+
+    def _measured_hold(self) -> np.ndarray:
+        """A position target where the robot is (within the joint range)."""
+        return np.clip(self._positions, self._lower, self._upper)
 
     def _gravity_effort(self) -> np.ndarray:
         """[num_joints] efforts that hold the robot against gravity (zeros when the driver
@@ -545,13 +539,6 @@ def _as_time(stamp: Any, strict: bool = False) -> float:
     if strict:
         raise ValueError(f"non-finite time {stamp!r}")
     return -math.inf
-
-
-def _status_value(status: Any) -> Optional[int]:
-    try:
-        return int(status)
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def _malformed(command: GateCommand, num_joints: int) -> str:

@@ -11,7 +11,6 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from mbrl_ros.msg import PlannedCommand, PlannedCommandPoint
 
@@ -56,6 +55,30 @@ class JointNameMap:
                 self._cache[key] = None
         return self._cache[key]
 
+    def from_planned_command(self, msg):
+        """A PlannedCommand in the configured order -> ``(points [P, J], times [P],
+        disagreement [P], "")``, or ``(None, None, None, reason)`` when it cannot be mapped: a
+        joint missing or unknown, a duplicate name, or a point of the wrong length. Values are
+        not judged here (non-finite values are the gate's to refuse)."""
+        names = list(msg.joint_names)
+        order = self.indices(names)
+        if order is None or len(names) != len(self.joints):  # missing, unknown or duplicates
+            if len(set(names)) != len(names):
+                return None, None, None, f"duplicate joint names in {names}"
+            unknown = sorted(set(names) - set(self.joints))
+            return None, None, None, (f"command joints {names}: missing {self.missing(names)}, "
+                                      f"unknown {unknown}")
+        rows = []
+        for k, point in enumerate(msg.points):
+            if len(point.command) != len(names):
+                return None, None, None, (f"point {k} has {len(point.command)} values for "
+                                          f"{len(names)} joints")
+            rows.append(np.asarray(point.command, dtype=np.float64)[order])
+        points = np.array(rows).reshape(len(rows), len(self.joints))
+        times = np.array([duration_to_seconds(p.time_from_start) for p in msg.points])
+        disagreement = np.array([p.disagreement for p in msg.points], dtype=np.float64)
+        return points, times, disagreement, ""
+
     def missing(self, names: Sequence[str]) -> list:
         """Configured joints that ``names`` lacks (for error messages)."""
         present = set(names)
@@ -99,15 +122,6 @@ def seconds_to_stamp(seconds: float) -> Time:
     return Time(sec=sec, nanosec=nanosec)
 
 
-def to_float64_multi_array(values: np.ndarray, label: str = "joints") -> Float64MultiArray:
-    """A 1-D command as ros2_control forward controllers expect it."""
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=label, size=len(values), stride=len(values))]
-    msg.data = values.tolist()
-    return msg
-
-
 def from_float64_multi_array(msg, expected_size: int) -> Tuple[Optional[np.ndarray], str]:
     """(values, "") for a well-formed finite command of ``expected_size``, else (None, reason)."""
     try:
@@ -147,29 +161,3 @@ def planned_command_message(joint_names: Sequence[str], commands: np.ndarray,
                                       command=row.tolist(), disagreement=float(d))
                   for row, t, d in zip(commands, times_s, disagreement)]
     return msg
-
-
-def planned_command_arrays(msg, joints: Sequence[str]):
-    """A PlannedCommand in the order ``joints`` -> ``(points [P, J], times [P],
-    disagreement [P], "")``, or ``(None, None, None, reason)`` when it cannot be mapped: a joint
-    missing or unknown, a duplicate name, or a point of the wrong length. Values are not
-    judged here (non-finite values are the gate's to refuse)."""
-    names = list(msg.joint_names)
-    index = {name: i for i, name in enumerate(names)}
-    if len(index) != len(names):
-        return None, None, None, f"duplicate joint names in {names}"
-    missing = [j for j in joints if j not in index]
-    unknown = sorted(set(names) - set(joints))
-    if missing or unknown:
-        return None, None, None, f"command joints {names}: missing {missing}, unknown {unknown}"
-    order = np.array([index[j] for j in joints], dtype=np.intp)
-    rows = []
-    for k, point in enumerate(msg.points):
-        if len(point.command) != len(names):
-            return None, None, None, (f"point {k} has {len(point.command)} values for "
-                                      f"{len(names)} joints")
-        rows.append(np.asarray(point.command, dtype=np.float64)[order])
-    points = np.array(rows).reshape(len(rows), len(joints))
-    times = np.array([duration_to_seconds(p.time_from_start) for p in msg.points])
-    disagreement = np.array([p.disagreement for p in msg.points], dtype=np.float64)
-    return points, times, disagreement, ""

@@ -103,7 +103,7 @@ class PlannerNode(Node):
         self.refused_models = 0
         self.last_step: Optional[ControlStep] = None
         self.last_planning_ms = 0.0
-        self.stale_since: Optional[float] = None
+        self.stale = False
         self.pending_model = None
         self.pending_config: Optional[PlannerConfig] = None
         self._model_lock = threading.Lock()
@@ -281,9 +281,9 @@ class PlannerNode(Node):
                 self.stand and now - odom_received > self.config.state_timeout_s):
             self.get_logger().warn("joint state or odometry is stale; not commanding",
                                    throttle_duration_sec=2.0)
-            self.stale_since = now if self.stale_since is None else self.stale_since
+            self.stale = True
             return
-        self.stale_since = None
+        self.stale = False
         start = time.perf_counter()
         try:
             step = self.controller.step(arrays.position, arrays.velocity, odom, stamp=received)
@@ -294,7 +294,7 @@ class PlannerNode(Node):
         self.tick += 1
         self.failed_plans += int(step.failed)
         self.last_step, self.last_planning_ms = step, (time.perf_counter() - start) * 1e3
-        self._publish_status(step, (time.perf_counter() - start) * 1e3)
+        self._publish_status(step, self.last_planning_ms)
         every = self.config.visualize_every
         if step.plan is not None and every and self.tick % every == 0:
             self._publish_plan(step.plan)
@@ -311,9 +311,9 @@ class PlannerNode(Node):
                 CommandStatus.RECOVERING if step.recovering else CommandStatus.PLANNED
             commands, reason = step.command[self.command_order][None, :], ""
             times = [0.0]
-            disagreement = [0.0 if step.plan is None
-                            else float(step.plan.disagreement.max().item())
-                            if step.plan.disagreement.numel() else 0.0]
+            plan = step.plan
+            disagreement = [float(plan.disagreement.max()) if plan is not None
+                            and plan.disagreement.numel() else 0.0]
         self.command_pub.publish(planned_command_message(
             self.command_joints, commands, times, disagreement, source.stamp, self.sequence,
             self.controller.model_version, int(status), reason, self.config.base_frame))
@@ -322,7 +322,7 @@ class PlannerNode(Node):
         """Planner health on /diagnostics: OK planning, WARN exploring / stale input / last plan
         failed."""
         step = self.last_step
-        if self.stale_since is not None or step is None:
+        if self.stale or step is None:
             level, message = DiagnosticStatus.WARN, "no fresh joint state: not commanding"
         elif step.failed:
             level, message = DiagnosticStatus.WARN, f"last plan failed: {step.error}"

@@ -31,7 +31,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
-from mbrl_ros.nodes.conversions import planned_command_arrays, stamp_to_seconds
+from mbrl_ros.nodes.conversions import JointNameMap, stamp_to_seconds
 from mbrl_ros.core.safety_gate import (GateCommand, GateConfig, GateOutput, GateState,
                                        GravityFn, SafetyGate)
 from mbrl_ros.core.safety_gate_config import PER_JOINT_FIELDS
@@ -108,6 +108,7 @@ class SafetyGateNode(Node):
         super().__init__("safety_gate", **kwargs)
         self.config, gravity = self._read_config()
         self.gate = SafetyGate(self.config, gravity)
+        self._joint_map = JointNameMap(self.config.joints)
         self._lock = threading.Lock()
         self._last: Optional[GateOutput] = None
         self._last_publish = -math.inf
@@ -123,7 +124,7 @@ class SafetyGateNode(Node):
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, STATE_QOS)
         self.create_service(SetBool, "~/estop", self._on_estop)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_timer(1.0 / self.config.control_rate_hz, self._on_tick,
+        self.create_timer(self._period, self._on_tick,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(self.get_parameter("diagnostics_period_s").value, self._on_diagnostics)
         self._raise_priority()
@@ -197,15 +198,14 @@ class SafetyGateNode(Node):
 
     @_guarded
     def _on_command(self, msg: PlannedCommand) -> None:
-        points, times, disagreement, error = planned_command_arrays(msg, self.config.joints)
+        points, times, disagreement, error = self._joint_map.from_planned_command(msg)
         with self._lock:
             if error:
                 self.gate.set_invalid_command(error)
             else:
                 self.gate.set_command(GateCommand(
                     points=points, times=times, disagreement=disagreement, status=msg.status,
-                    source_stamp=stamp_to_seconds(msg.header.stamp), sequence=msg.sequence,
-                    model_version=msg.model_version, reason=msg.reason))
+                    source_stamp=stamp_to_seconds(msg.header.stamp), reason=msg.reason))
         if self._forward_on_command:
             self._decide_and_publish()
 

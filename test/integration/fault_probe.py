@@ -1,9 +1,9 @@
 """What the fault-injection tests (and ``bench.faults``) watch in a running graph: joint states,
 the commands that reach the robot's controller, the gate's status, and the graph's processes.
 
-The probe timestamps every message with the wall clock at reception (``time.monotonic``) and,
-for the controller stream, with simulated time too, so stream gaps are judged in the robot's
-time and fault windows in the tester's.
+The probe timestamps every message with the wall clock at reception (``time.monotonic``): fault
+windows are judged in the tester's time; stream gaps in the gate's own (simulated) time, from
+the stamps of its status, one per output.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -39,7 +38,6 @@ RECORD_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 @dataclass
 class Received:
     wall: List[float] = field(default_factory=list)
-    sim: List[float] = field(default_factory=list)
     values: List[np.ndarray] = field(default_factory=list)
 
 
@@ -48,8 +46,7 @@ class GraphProbe:
 
     def __init__(self, context, joints: Sequence[str], controller_topic: str):
         self.joints = list(joints)
-        self.node = rclpy.create_node("fault_probe", context=context, parameter_overrides=[
-            Parameter("use_sim_time", value=True)])
+        self.node = rclpy.create_node("fault_probe", context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.states, self.commands = Received(), Received()
@@ -66,21 +63,16 @@ class GraphProbe:
         self.estop = self.node.create_client(SetBool, "/safety_gate/estop")
         self.reset = self.node.create_client(Trigger, "/safety_gate/reset")
 
-    def _sim_now(self) -> float:
-        return self.node.get_clock().now().nanoseconds * 1e-9
-
     def _on_state(self, msg: JointState) -> None:
         index = {name: i for i, name in enumerate(msg.name)}
         if not all(j in index for j in self.joints):
             return
         self.states.wall.append(time.monotonic())
-        self.states.sim.append(self._sim_now())
         self.states.values.append(np.array([msg.position[index[j]] for j in self.joints]))
         self.state_stamps.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         self.commands.wall.append(time.monotonic())
-        self.commands.sim.append(self._sim_now())
         self.commands.values.append(np.array(msg.data, dtype=float))
 
     def _on_gate(self, msg: GateStatus) -> None:
