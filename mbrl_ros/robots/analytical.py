@@ -6,6 +6,10 @@ come from the pinocchio model of the same URDF. Fixed-base robots only: for legg
 contacts dominate and the simulator itself is the reference.
 
 Spatial vectors follow pinocchio's convention: ``[linear; angular]``.
+
+Joint order: inputs and outputs are in the canonical joint order
+(:attr:`RobotModel.joint_names`, URDF file order); the recursion runs in pinocchio's joint
+order inside, one ``index_select`` away.
 """
 
 from __future__ import annotations
@@ -75,8 +79,9 @@ def _force_cross(velocity: torch.Tensor, force: torch.Tensor) -> torch.Tensor:
 class AnalyticalDynamics:
     """Nominal fixed-base dynamics ``(state, torque) -> next state``, batched in torch.
 
-    state = ``[q, qd]`` ([N, 2 * num_joints]); action = joint torques ([N, num_joints]).
-    Forces: rigid body (ABA) + URDF viscous damping (+ optional smooth Coulomb friction).
+    state = ``[q, qd]`` ([N, 2 * num_joints]); action = joint torques ([N, num_joints]); all
+    in canonical joint order. Forces: rigid body (ABA) + URDF viscous damping (+ optional
+    smooth Coulomb friction).
     """
 
     def __init__(self, robot: RobotModel, config: AnalyticalConfig = AnalyticalConfig(),
@@ -89,6 +94,12 @@ class AnalyticalDynamics:
         self.config, self.device, self.dtype = config, device, dtype
         model = robot.model
         self.num_joints = robot.num_joints
+        # canonical joint i is pinocchio's (internal) joint to_canonical[i]:
+        # internal = canonical[:, to_internal]; canonical = internal[:, to_canonical]
+        to_canonical = np.asarray(robot.v_indices)
+        to_internal = np.argsort(to_canonical)
+        self.to_canonical = torch.as_tensor(to_canonical, device=device)
+        self.to_internal = torch.as_tensor(to_internal, device=device)
         self.parents: List[int] = [int(model.parents[i]) for i in range(1, model.njoints)]
         axes, revolute, rotations, translations, inertias = [], [], [], [], []
         for index in range(1, model.njoints):
@@ -109,9 +120,9 @@ class AnalyticalDynamics:
         self.placement_translations = tensor(np.array(translations))  # [J, 3]
         self.inertias = tensor(np.array(inertias))                   # [J, 6, 6]
         self.armature = tensor(np.array(model.armature))             # [J]
-        self.damping = tensor(robot.damping)
-        self.friction = tensor(robot.friction)
-        self.effort_limits = tensor(robot.effort_limits)
+        self.damping = tensor(robot.damping[to_internal])              # internal order
+        self.friction = tensor(robot.friction[to_internal])
+        self.effort_limits = tensor(robot.effort_limits[to_internal])
         gravity = np.zeros(6)
         if not config.gravity_compensated:
             gravity[:3] = -np.array(model.gravity.linear)
@@ -146,9 +157,25 @@ class AnalyticalDynamics:
                 translations.append(fixed_translation + angle[:, None] * direction)
         return rotations, translations
 
+    def _internal(self, values: torch.Tensor) -> torch.Tensor:
+        """[N, num_joints] canonical -> pinocchio's joint order."""
+        return values.index_select(1, self.to_internal)
+
+    def _canonical(self, values: torch.Tensor) -> torch.Tensor:
+        """[N, num_joints] pinocchio's joint order -> canonical."""
+        return values.index_select(1, self.to_canonical)
+
     def forward_dynamics(self, positions: torch.Tensor, velocities: torch.Tensor,
                          torques: torch.Tensor) -> torch.Tensor:
-        """Joint accelerations [N, num_joints] from q, qd, tau (all [N, num_joints]) by ABA."""
+        """Joint accelerations [N, num_joints] from q, qd, tau (all [N, num_joints]) by ABA;
+        all canonical."""
+        inputs = (values.to(self.device, self.dtype) for values in
+                  (positions, velocities, torques))
+        return self._canonical(self._forward_dynamics(*(self._internal(v) for v in inputs)))
+
+    def _forward_dynamics(self, positions: torch.Tensor, velocities: torch.Tensor,
+                          torques: torch.Tensor) -> torch.Tensor:
+        """ABA in pinocchio's joint order (inputs and output [N, num_joints])."""
         num = positions.shape[0]
         tau = torques - self.damping * velocities
         if self.config.friction_velocity > 0:
@@ -220,23 +247,25 @@ class AnalyticalDynamics:
             raise ValueError(f"action must be [{state.shape[0]}, {self.num_joints}], "
                              f"got {tuple(action.shape)}")
         state = state.to(self.device, self.dtype)
-        torques = action.to(self.device, self.dtype)
+        torques = self._internal(action.to(self.device, self.dtype))
         if self.config.clip_torque:
             torques = torch.maximum(torch.minimum(torques, self.effort_limits),
                                     -self.effort_limits)
-        positions, velocities = state[:, :self.num_joints], state[:, self.num_joints:]
+        positions = self._internal(state[:, :self.num_joints])
+        velocities = self._internal(state[:, self.num_joints:])
         h = self.config.dt / self.config.substeps
         for _ in range(self.config.substeps):
-            velocities = velocities + h * self.forward_dynamics(positions, velocities, torques)
+            velocities = velocities + h * self._forward_dynamics(positions, velocities, torques)
             positions = positions + h * velocities
-        return torch.cat([positions, velocities], -1)
+        return torch.cat([self._canonical(positions), self._canonical(velocities)], -1)
 
     @torch.no_grad()
     def ee_position_batch(self, positions: torch.Tensor) -> torch.Tensor:
-        """End-effector positions [N, 3] in the base frame for joint positions [N, num_joints]."""
+        """End-effector positions [N, 3] in the base frame for canonical joint positions
+        [N, num_joints]."""
         if self.ee_joint is None:
             raise ValueError("this robot has no end-effector frame")
-        positions = positions.to(self.device, self.dtype)
+        positions = self._internal(positions.to(self.device, self.dtype))
         rotations, translations = self._joint_transforms(positions)
         world_rotations, world_translations = [], []
         for index in range(self.num_joints):
@@ -256,13 +285,14 @@ def pinocchio_reference_step(robot: RobotModel, state: np.ndarray, action: np.nd
                              config: AnalyticalConfig) -> np.ndarray:
     """One-sample reference of :meth:`AnalyticalDynamics.step` with pinocchio (tests, checks).
 
-    state: [2 * num_joints]; action: [num_joints]. Returns [2 * num_joints].
+    state: [2 * num_joints]; action: [num_joints]. Returns [2 * num_joints]. All canonical.
     """
     torque = np.clip(action, -robot.effort_limits, robot.effort_limits) \
         if config.clip_torque else action
-    q, v = robot.integrate(state[:robot.num_joints], state[robot.num_joints:], torque,
+    q, v = robot.integrate(robot.full_configuration(state[:robot.num_joints]),
+                           robot.full_velocity(state[robot.num_joints:]), torque,
                            config.dt, config.substeps, config.friction_velocity)
-    return np.concatenate([q, v])
+    return np.concatenate([robot.joint_positions(q), robot.joint_velocities(v)])
 
 
 __all__ = ["AnalyticalConfig", "AnalyticalDynamics", "pinocchio_reference_step", "pin"]

@@ -3,6 +3,12 @@
 MuJoCo parses the resolved URDF; the spec is then edited: floor and light, free joint for
 floating-base robots, actuators for the chosen control mode, an end-effector site, IMU and
 foot-contact sensors for legged robots, and a ``home`` keyframe.
+
+Joint order: MuJoCo orders joints by its body tree, which need not be the URDF's joint order.
+The builder's public order is the canonical one (:attr:`ResolvedUrdf.joint_names`, URDF file
+order): ``BuildInfo.joint_names``, the actuators (actuator i drives joint i) and every
+per-joint option and limit array follow it. Index MuJoCo arrays by joint name
+(``model.joint(name).qposadr`` / ``dofadr``), never by position.
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -19,7 +24,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import mujoco
 import numpy as np
 
-from mbrl_ros.robots.urdf_resolver import WORLD_LINK, ResolvedUrdf, resolve_urdf
+from mbrl_ros.robots.urdf_resolver import (DEFAULT_FOOT_PATTERN, WORLD_LINK, ResolvedUrdf,
+                                           foot_links, is_floating_base, resolve_urdf)
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +35,10 @@ EE_SITE = "ee_site"
 DEFAULT_EE_LINK = "ee_link"
 IMU_SITE = "imu_site"
 IMU_SENSORS = ("imu_quat", "imu_gyro", "imu_accel")
+# inertiafromgeom="false": links take their URDF inertia only, as in pinocchio (MuJoCo would
+# otherwise give links without <inertial> the mass of their geoms)
 _COMPILER_TAG = ('<mujoco><compiler fusestatic="false" discardvisual="false" '
-                 'strippath="false" balanceinertia="true"/></mujoco>')
+                 'strippath="false" balanceinertia="true" inertiafromgeom="false"/></mujoco>')
 _POSITION_GAINS = ("position_kp", "position_kv")
 
 
@@ -56,7 +64,8 @@ class BuildOptions:
     velocity_kv: float = 10.0
     """Velocity actuator gain [Nm s/rad]."""
     floating_base: Optional[bool] = None
-    """Add a free joint at the root; None: yes iff the root is not 'world' and feet exist."""
+    """Add a free joint at the root; None: yes iff the root is not 'world' and feet exist
+    (see :func:`~mbrl_ros.robots.urdf_resolver.is_floating_base`)."""
     timestep: float = 0.002
     """Physics time step [s]."""
     add_floor: bool = True
@@ -67,8 +76,10 @@ class BuildOptions:
     """Link carrying the end-effector site; None: 'ee_link' if present; '' for none."""
     imu_link: str = "imu_link"
     """Link of the IMU site for floating-base robots (root link when absent)."""
-    foot_link_pattern: str = r".*_foot$"
-    """Regex (full match) selecting foot links, which get touch sensors."""
+    foot_link_pattern: Optional[str] = DEFAULT_FOOT_PATTERN
+    """Regex (full match, case-insensitive) selecting foot links, which get touch sensors;
+    when it matches none, the contact rule of
+    :func:`~mbrl_ros.robots.urdf_resolver.foot_links` applies."""
     foot_site_margin: float = 0.005
     """Touch sites are this much larger than the foot's collision sphere [m]."""
     self_collision: bool = False
@@ -125,7 +136,7 @@ class BuildInfo:
     """What the builder made, by name, so callers never hard-code indices."""
 
     joint_names: Tuple[str, ...]
-    """Actuated joints in model (= URDF tree) order; actuator i drives joint i."""
+    """Actuated joints in canonical (URDF file) order; actuator i drives joint i."""
     actuator_names: Tuple[str, ...]
     """Actuator names, same order as joint_names."""
     control_mode: str
@@ -170,12 +181,13 @@ def _mesh_assets(urdf_xml: str) -> Tuple[str, Dict[str, bytes]]:
     return ET.tostring(robot, encoding="unicode"), assets
 
 
-def _is_floating(urdf: ResolvedUrdf, options: BuildOptions, feet: Sequence[str]) -> bool:
-    if options.floating_base is not None:
-        if options.floating_base and urdf.root_link == WORLD_LINK:
-            raise ValueError("floating_base=True but the URDF root is fixed to 'world'")
-        return options.floating_base
-    return urdf.root_link != WORLD_LINK and len(feet) > 0
+def _check_collision_meshes(urdf: ResolvedUrdf) -> None:
+    """A floating-base robot needs all its collision geometry: refuse dropped meshes."""
+    if urdf.dropped_collision_meshes:
+        lines = "; ".join(f"link '{mesh.link}': '{mesh.uri}': {mesh.reason}"
+                          for mesh in urdf.dropped_collision_meshes)
+        raise ValueError(f"floating-base robot: collision meshes could not be used (it would "
+                         f"sink through the floor or fall over): {lines}")
 
 
 def _add_actuators(spec: mujoco.MjSpec, joints: Sequence[str], urdf: ResolvedUrdf,
@@ -245,9 +257,13 @@ def _home_qpos(model: mujoco.MjModel, info: "BuildInfo", options: BuildOptions) 
         data.qpos[2] = 0.0
         mujoco.mj_kinematics(model, data)
         robot = (model.geom_bodyid > 0) & (model.geom_contype > 0)
-        feet = [model.body(foot).id for foot in info.foot_bodies]
-        if feet:  # feet first touch the ground; other geoms' bounding spheres are too coarse
-            robot &= np.isin(model.geom_bodyid, feet)
+        if not np.any(robot):
+            raise ValueError(f"floating-base robot '{info.root_body}' has no collision "
+                             "geometry: it cannot stand on the floor (add <collision> "
+                             "elements, or build it with floating_base=False)")
+        feet = np.isin(model.geom_bodyid, [model.body(foot).id for foot in info.foot_bodies])
+        if np.any(robot & feet):  # feet touch the ground first; bounding spheres are coarse
+            robot &= feet
         lowest = np.min(data.geom_xpos[robot, 2] - model.geom_rbound[robot])
         qpos[2] = -lowest + options.home_clearance
     return qpos
@@ -267,10 +283,15 @@ def build_mujoco_spec(urdf_source: str, options: BuildOptions = BuildOptions()
     spec.option.timestep = options.timestep
     # implicit in joint damping and actuator kv: stiff PD servos on light links stay stable
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
-    feet = tuple(name for name in urdf.link_names
-                 if re.fullmatch(options.foot_link_pattern, name))
-    floating = _is_floating(urdf, options, feet)
-    joints = tuple(j.name for j in spec.joints)
+    feet = foot_links(urdf, options.foot_link_pattern)
+    floating = is_floating_base(urdf, feet, options.floating_base)
+    if floating:
+        _check_collision_meshes(urdf)
+    joints = urdf.joint_names  # canonical order; MuJoCo's own order may differ
+    parsed = sorted(joint.name for joint in spec.joints)
+    if parsed != sorted(joints):
+        raise ValueError(f"MuJoCo and the URDF disagree on the joints: {parsed} vs "
+                         f"{sorted(joints)}")
     root = urdf.root_link if urdf.root_link != WORLD_LINK else spec.worldbody.first_body().name
     if floating:
         spec.body(root).add_freejoint(name="root")

@@ -1,8 +1,16 @@
 """Pinocchio model of a robot built from the same resolved URDF text as the MuJoCo model.
 
-Joint order is the URDF tree order (= MuJoCo's). For floating-base robots pinocchio's
-configuration is ``[base xyz, base quat xyzw, joints]``; the ``*_joints`` helpers take and
-return only the actuated-joint part.
+Joint order: every per-joint array of the public API (``joint_names``, the limit arrays,
+``damping`` / ``friction``, joint positions, torques, gravity, inertia, IK results) is in the
+canonical order, :attr:`ResolvedUrdf.joint_names` (URDF file order). Pinocchio orders joints
+its own way (depth first, siblings by name), so its *full* configuration ``q`` [nq] and
+velocity ``v`` [nv] are in pinocchio's order: :meth:`RobotModel.frame_pose`,
+:meth:`~RobotModel.joint_torque_terms`, :meth:`~RobotModel.forward_dynamics` (q, v and the
+returned accelerations) and :meth:`~RobotModel.integrate` (q, v) take them. Convert with
+:meth:`~RobotModel.full_configuration` / :meth:`~RobotModel.full_velocity` and
+:meth:`~RobotModel.joint_positions` / :meth:`~RobotModel.joint_velocities`, or index with
+``q_indices`` / ``v_indices``. For floating-base robots pinocchio's configuration starts
+with ``[base xyz, base quat xyzw]`` and its velocity with the base twist (6).
 """
 
 from __future__ import annotations
@@ -14,9 +22,19 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import pinocchio as pin
 
-from mbrl_ros.robots.urdf_resolver import WORLD_LINK, ResolvedUrdf, resolve_urdf
+from mbrl_ros.robots.urdf_resolver import (DEFAULT_FOOT_PATTERN, ResolvedUrdf, foot_links,
+                                           is_floating_base, longest_chain_tip, resolve_urdf)
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_EE_FRAME = "ee_link"
+"""End-effector frame used when present and none is named."""
+FREE_FLYER_NQ = 7
+"""Configuration size of a free-flyer base (xyz, quaternion)."""
+FREE_FLYER_NV = 6
+"""Velocity size of a free-flyer base (linear, angular)."""
+IDENTITY_BASE_POSE = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+"""Base pose xyz + quat wxyz at the origin."""
 
 
 @dataclass(frozen=True)
@@ -61,39 +79,51 @@ class IkResult:
 
 
 class RobotModel:
-    """Kinematics and dynamics of one robot (pinocchio), fixed or floating base."""
+    """Kinematics and dynamics of one robot (pinocchio), fixed or floating base.
+
+    ``model`` / ``data`` are pinocchio's (its joint order); see the module doc for which
+    methods take pinocchio-ordered full ``q`` / ``v`` and which take canonical joint arrays.
+    """
 
     def __init__(self, urdf: ResolvedUrdf, floating_base: Optional[bool] = None,
-                 ee_frame: Optional[str] = "ee_link",
-                 foot_links: Sequence[str] = ()) -> None:
+                 ee_frame: Optional[str] = DEFAULT_EE_FRAME,
+                 foot_link_pattern: Optional[str] = DEFAULT_FOOT_PATTERN) -> None:
         """Args:
             urdf: resolved URDF (see :func:`resolve_urdf`).
-            floating_base: free-flyer root; None: iff the root link is not 'world' and
-                ``foot_links`` is not empty (the MuJoCo builder's rule).
+            floating_base: free-flyer root; None: iff the root link is not 'world' and the
+                robot has feet (the MuJoCo builder's rule, :func:`is_floating_base`).
             ee_frame: end-effector frame name; None/'' for none. Must exist when given
                 explicitly, except the default 'ee_link', which is optional.
+            foot_link_pattern: foot link regex (full match, case-insensitive; see
+                :func:`foot_links`).
         """
         self.urdf = urdf
-        if floating_base is None:
-            floating_base = urdf.root_link != WORLD_LINK and len(foot_links) > 0
-        self.floating_base = bool(floating_base)
+        self.foot_links: Tuple[str, ...] = foot_links(urdf, foot_link_pattern)
+        """Foot links (file order), by :func:`foot_links`."""
+        self.floating_base = is_floating_base(urdf, self.foot_links, floating_base)
         if self.floating_base:
             self.model = pin.buildModelFromXML(urdf.xml, pin.JointModelFreeFlyer())
         else:
             self.model = pin.buildModelFromXML(urdf.xml)
         self.data = self.model.createData()
+        self.joint_names: Tuple[str, ...] = urdf.joint_names
+        """Actuated joints in canonical (URDF file) order."""
         first = 2 if self.floating_base else 1
-        self.joint_names: Tuple[str, ...] = tuple(self.model.names[first:])
-        missing = set(self.joint_names) ^ set(urdf.joint_limits)
+        missing = set(self.model.names[first:]) ^ set(self.joint_names)
         if missing:
             raise ValueError(f"pinocchio and URDF joint sets differ: {sorted(missing)}")
-        for name in self.joint_names:
-            joint = self.model.joints[self.model.getJointId(name)]
+        ids = [self.model.getJointId(name) for name in self.joint_names]
+        for name, index in zip(self.joint_names, ids):
+            joint = self.model.joints[index]
             if joint.nq != 1 or joint.nv != 1:
                 raise ValueError(f"joint '{name}' has nq={joint.nq}: only 1-DoF revolute/"
                                  "prismatic joints are supported (no continuous joints)")
-        self.base_nq = 7 if self.floating_base else 0
-        self.base_nv = 6 if self.floating_base else 0
+        self.q_indices = np.array([self.model.idx_qs[i] for i in ids], dtype=int)
+        """Index in pinocchio's full ``q`` of each canonical joint."""
+        self.v_indices = np.array([self.model.idx_vs[i] for i in ids], dtype=int)
+        """Index in pinocchio's full ``v`` of each canonical joint."""
+        self.base_nq = FREE_FLYER_NQ if self.floating_base else 0
+        self.base_nv = FREE_FLYER_NV if self.floating_base else 0
         self.num_joints = len(self.joint_names)
         limits = [urdf.joint_limits[n] for n in self.joint_names]
         self.position_lower = np.array([lim.lower for lim in limits])
@@ -104,9 +134,10 @@ class RobotModel:
         self.friction = np.array([lim.friction for lim in limits])
         self.ee_frame_id: Optional[int] = None
         if ee_frame and self.model.existFrame(ee_frame):
-            self.ee_frame_id = self.model.getFrameId(ee_frame)
-        elif ee_frame and ee_frame != "ee_link":
-            raise ValueError(f"ee frame '{ee_frame}' is not in the URDF")
+            self.ee_frame_id = self.frame_id(ee_frame)
+        elif ee_frame and ee_frame != DEFAULT_EE_FRAME:
+            raise ValueError(f"ee frame '{ee_frame}' is not in the URDF (frames: "
+                             f"{[frame.name for frame in self.model.frames]})")
 
     @classmethod
     def from_urdf(cls, source: str, search_paths: Sequence[str] = (),
@@ -114,35 +145,80 @@ class RobotModel:
         """Load from a URDF path, ``package://`` URI or XML text (see :class:`RobotModel`)."""
         return cls(resolve_urdf(source, search_paths), **kwargs)
 
+    # ----------------------------------------------------------------- robot description
+    def total_mass(self) -> float:
+        """Sum of the masses of all links [kg] (links fixed to 'world' included)."""
+        return float(sum(inertia.mass for inertia in self.model.inertias))
+
+    def longest_chain_tip(self) -> str:
+        """Tip link of the longest kinematic chain from the root (ties: first in file order),
+        the end effector when none is named (see :func:`longest_chain_tip`)."""
+        return longest_chain_tip(self.urdf)
+
     # ----------------------------------------------------------------- configuration
     def full_configuration(self, joint_positions: np.ndarray,
                            base_pose: Optional[np.ndarray] = None) -> np.ndarray:
-        """[nq_pin] pinocchio configuration from [num_joints] joint positions.
+        """[nq] pinocchio configuration from [num_joints] canonical joint positions.
 
         ``base_pose``: [7] xyz + quat wxyz (floating base only; identity when None).
         """
-        joint_positions = np.asarray(joint_positions, dtype=float)
-        if joint_positions.shape != (self.num_joints,):
-            raise ValueError(f"expected {self.num_joints} joint positions, "
-                             f"got shape {joint_positions.shape}")
-        if not self.floating_base:
-            return joint_positions.copy()
-        pose = np.array([0, 0, 0, 1, 0, 0, 0.0]) if base_pose is None else np.asarray(base_pose)
-        base = np.concatenate([pose[:3], pose[4:7], pose[3:4]])  # wxyz -> pinocchio xyzw
-        return np.concatenate([base, joint_positions])
+        joint_positions = self._joint_array(joint_positions, "joint positions")
+        q = np.zeros(self.model.nq)
+        if self.floating_base:
+            pose = np.asarray(IDENTITY_BASE_POSE if base_pose is None else base_pose, float)
+            q[:self.base_nq] = np.concatenate([pose[:3], pose[4:7], pose[3:4]])  # wxyz -> xyzw
+        q[self.q_indices] = joint_positions
+        return q
+
+    def full_velocity(self, joint_velocities: np.ndarray,
+                      base_velocity: Optional[np.ndarray] = None) -> np.ndarray:
+        """[nv] pinocchio velocity from [num_joints] canonical joint velocities.
+
+        ``base_velocity``: [6] base twist (linear, angular; base frame), floating base only;
+        zero when None.
+        """
+        v = np.zeros(self.model.nv)
+        if self.floating_base and base_velocity is not None:
+            v[:self.base_nv] = base_velocity
+        v[self.v_indices] = self._joint_array(joint_velocities, "joint velocities")
+        return v
+
+    def joint_positions(self, q: np.ndarray) -> np.ndarray:
+        """[num_joints] canonical joint positions of a [nq] pinocchio configuration."""
+        return np.asarray(q, dtype=float)[self.q_indices].copy()
+
+    def joint_velocities(self, v: np.ndarray) -> np.ndarray:
+        """[num_joints] canonical joint part of a [nv] pinocchio velocity (or acceleration,
+        or generalized force)."""
+        return np.asarray(v, dtype=float)[self.v_indices].copy()
+
+    def _joint_array(self, values: np.ndarray, what: str) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        if values.shape != (self.num_joints,):
+            raise ValueError(f"expected {self.num_joints} {what}, got shape {values.shape}")
+        return values
+
+    def frame_id(self, frame: str) -> int:
+        """Pinocchio id of frame ``frame``; the link's (body) frame where a joint has the
+        same name. Raises ValueError when there is none."""
+        if not self.model.existFrame(frame):
+            raise ValueError(f"frame '{frame}' is not in the model")
+        if self.model.existFrame(frame, pin.FrameType.BODY):
+            return self.model.getFrameId(frame, pin.FrameType.BODY)
+        return self.model.getFrameId(frame)
 
     def frame_pose(self, frame: str, q: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """World pose of a frame: (pos [3], quat wxyz [4]) at full configuration ``q``."""
-        frame_id = self.model.getFrameId(frame)
-        if frame_id >= self.model.nframes:
-            raise ValueError(f"frame '{frame}' is not in the model")
+        """World pose of a frame: (pos [3], quat wxyz [4]) at pinocchio configuration ``q``
+        [nq] (see :meth:`full_configuration`)."""
+        frame_id = self.frame_id(frame)
         pin.framesForwardKinematics(self.model, self.data, np.asarray(q, dtype=float))
         placement = self.data.oMf[frame_id]
         quat = pin.Quaternion(placement.rotation)
         return placement.translation.copy(), np.array([quat.w, quat.x, quat.y, quat.z])
 
     def ee_pose(self, joint_positions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """End-effector (pos [3], quat wxyz [4]) for [num_joints] positions (base at origin)."""
+        """End-effector (pos [3], quat wxyz [4]) for [num_joints] canonical positions (base
+        at origin)."""
         if self.ee_frame_id is None:
             raise ValueError("this robot has no end-effector frame")
         return self.frame_pose(self.model.frames[self.ee_frame_id].name,
@@ -156,7 +232,8 @@ class RobotModel:
         """Joint targets reaching an end-effector goal (position, or pose with a quaternion).
 
         Damped least squares on the ee frame's world-aligned Jacobian, clipped to the
-        position limits at every iteration. Fixed-base robots only.
+        position limits at every iteration. Fixed-base robots only. ``initial_positions``
+        and the result's ``joint_positions`` are canonical.
         """
         config.validate()
         if self.ee_frame_id is None or self.floating_base:
@@ -172,12 +249,13 @@ class RobotModel:
                        else np.asarray(initial_positions, dtype=float))
         position_error = orientation_error = np.inf
         for _ in range(config.max_iterations):
-            pin.framesForwardKinematics(self.model, self.data, q)
+            full = self.full_configuration(q)
+            pin.framesForwardKinematics(self.model, self.data, full)
             placement = self.data.oMf[self.ee_frame_id]
             error = goal_position - placement.translation
             position_error = float(np.linalg.norm(error))
-            jacobian = pin.computeFrameJacobian(self.model, self.data, q, self.ee_frame_id,
-                                                pin.LOCAL_WORLD_ALIGNED)
+            jacobian = pin.computeFrameJacobian(self.model, self.data, full, self.ee_frame_id,
+                                                pin.LOCAL_WORLD_ALIGNED)[:, self.v_indices]
             if goal_rotation is None:
                 orientation_error = 0.0
                 jacobian = jacobian[:3]
@@ -198,7 +276,8 @@ class RobotModel:
 
     # ----------------------------------------------------------------- dynamics
     def gravity_and_inertia(self, joint_positions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Fixed base: (gravity torque [J], effective joint inertia [J]) at ``q``.
+        """Fixed base: (gravity torque [J], effective joint inertia [J]) at canonical joint
+        positions [J]; both canonical.
 
         The effective inertia of joint i is ``1 / (M^-1)_ii``: what a torque on that joint
         alone accelerates, the other joints free. It is smaller than ``M_ii`` where joints are
@@ -209,25 +288,26 @@ class RobotModel:
         mass = pin.crba(self.model, self.data, q)
         mass = np.triu(mass) + np.triu(mass, 1).T
         inverse = np.linalg.inv(mass)
-        return (np.asarray(gravity)[self.base_nv:].copy(),
-                1.0 / np.diag(inverse)[self.base_nv:])
+        return self.joint_velocities(gravity), 1.0 / np.diag(inverse)[self.v_indices]
 
     def joint_torque_terms(self, v: np.ndarray, friction_velocity: float = 0.0) -> np.ndarray:
-        """[nv] passive joint torques: -damping * v, and smooth Coulomb friction
-        ``-friction * tanh(v / friction_velocity)`` when ``friction_velocity > 0``."""
+        """[nv] passive joint torques (pinocchio order) for pinocchio velocity ``v`` [nv]:
+        -damping * v, and smooth Coulomb friction ``-friction * tanh(v / friction_velocity)``
+        when ``friction_velocity > 0``."""
         torque = np.zeros(self.model.nv)
-        joint_v = v[self.base_nv:]
-        torque[self.base_nv:] = -self.damping * joint_v
+        joint_v = self.joint_velocities(v)
+        torque[self.v_indices] = -self.damping * joint_v
         if friction_velocity > 0:
-            torque[self.base_nv:] -= self.friction * np.tanh(joint_v / friction_velocity)
+            torque[self.v_indices] -= self.friction * np.tanh(joint_v / friction_velocity)
         return torque
 
     def forward_dynamics(self, q: np.ndarray, v: np.ndarray, tau: np.ndarray,
                          friction_velocity: float = 0.0) -> np.ndarray:
-        """[nv] accelerations by ABA for full ``q`` [nq], ``v`` [nv] and joint torques
-        ``tau`` [num_joints], with URDF damping (and smooth friction, see above)."""
+        """[nv] accelerations (pinocchio order) by ABA for pinocchio ``q`` [nq], ``v`` [nv]
+        and canonical joint torques ``tau`` [num_joints], with URDF damping (and smooth
+        friction, see above)."""
         generalized = np.zeros(self.model.nv)
-        generalized[self.base_nv:] = tau
+        generalized[self.v_indices] = self._joint_array(tau, "joint torques")
         generalized += self.joint_torque_terms(np.asarray(v, float), friction_velocity)
         return pin.aba(self.model, self.data, np.asarray(q, float), np.asarray(v, float),
                        generalized).copy()
@@ -237,7 +317,8 @@ class RobotModel:
                   ) -> Tuple[np.ndarray, np.ndarray]:
         """Semi-implicit Euler over ``dt`` in ``substeps`` steps: v += h a(q, v); q += h v.
 
-        Returns (q_next [nq], v_next [nv]); ``tau`` [num_joints] held constant.
+        ``q`` [nq], ``v`` [nv] and the returned (q_next, v_next) are in pinocchio's order;
+        ``tau`` [num_joints] is canonical, held constant.
         """
         h = dt / substeps
         q, v = np.asarray(q, float).copy(), np.asarray(v, float).copy()

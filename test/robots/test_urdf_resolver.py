@@ -1,5 +1,7 @@
-"""package:// and relative mesh URIs through the ament index; unreadable meshes are dropped."""
+"""package:// and relative mesh URIs through search paths, ROS_PACKAGE_PATH and the ament index;
+unreadable meshes are dropped."""
 
+import os
 import struct
 
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 
 from mbrl_ros.robots.mujoco_builder import build_mujoco_model
 from mbrl_ros.robots.robot_model import RobotModel
-from mbrl_ros.robots.urdf_resolver import find_package_share, resolve_urdf
+from mbrl_ros.robots.urdf_resolver import ROS_PACKAGE_PATH, find_package_share, resolve_urdf
 
 CUBE_OBJ = "\n".join(
     [f"v {x} {y} {z}" for x in (-0.05, 0.05) for y in (-0.05, 0.05) for z in (-0.05, 0.05)]
@@ -63,6 +65,7 @@ def mesh_package(tmp_path, monkeypatch):
     _write_stl(urdf_dir / "meshes" / "cube.stl")
     (urdf_dir / "meshy.urdf").write_text(URDF)
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    monkeypatch.delenv(ROS_PACKAGE_PATH, raising=False)
     return urdf_dir / "meshy.urdf", share
 
 
@@ -122,6 +125,7 @@ def test_missing_package_error_names_package_and_places(mesh_package, tmp_path):
     message = str(error.value)
     assert "'no_such_pkg'" in message and str(tmp_path / "extra") in message
     assert "not in the ament index" in message and str(prefix) in message
+    assert ROS_PACKAGE_PATH in message
     # indexed, but the share directory is gone
     (share / "meshes" / "cube.obj").unlink()
     (share / "meshes" / "cube.dae").unlink()
@@ -133,3 +137,40 @@ def test_missing_package_error_names_package_and_places(mesh_package, tmp_path):
     resolved = resolve_urdf(URDF, base_dir=str(tmp_path))
     assert any("test_mesh_pkg" in warning and "not found" in warning
                for warning in resolved.warnings)
+
+
+def _manifest(directory, name):
+    directory.mkdir(parents=True)
+    (directory / "package.xml").write_text(
+        f'<?xml version="1.0"?><package format="3"><name>{name}</name></package>')
+    return directory
+
+
+def test_ros_package_path_entries_are_searched(mesh_package, tmp_path, monkeypatch):
+    _, indexed_share = mesh_package
+    named = tmp_path / "ros1" / "src" / "test_mesh_pkg"  # an entry named like the package
+    named.mkdir(parents=True)
+    workspace = tmp_path / "ws"                          # an entry holding <package>/
+    (workspace / "test_mesh_pkg").mkdir(parents=True)
+    renamed = _manifest(tmp_path / "checkout" / "mesh-pkg-git", "test_mesh_pkg")
+    for entry, expected in ((named, named), (workspace, workspace / "test_mesh_pkg"),
+                            (renamed, renamed), (renamed.parent, renamed)):
+        monkeypatch.setenv(ROS_PACKAGE_PATH, os.pathsep.join([str(tmp_path / "x"), str(entry)]))
+        assert find_package_share("test_mesh_pkg") == expected
+    # search paths come first, then ROS_PACKAGE_PATH, then the ament index
+    local = tmp_path / "local" / "test_mesh_pkg"
+    local.mkdir(parents=True)
+    assert find_package_share("test_mesh_pkg", [str(local)]) == local
+    monkeypatch.setenv(ROS_PACKAGE_PATH, str(tmp_path / "nothing"))
+    assert find_package_share("test_mesh_pkg") == indexed_share
+
+
+def test_package_xml_of_another_package_does_not_match(mesh_package, tmp_path, monkeypatch):
+    other = _manifest(tmp_path / "src" / "test_mesh_pkg_extras", "test_mesh_pkg_extras")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", "")
+    monkeypatch.setenv(ROS_PACKAGE_PATH, str(other.parent))
+    with pytest.raises(FileNotFoundError) as error:
+        find_package_share("test_mesh_pkg", [str(tmp_path / "extra")])
+    message = str(error.value)
+    assert str(tmp_path / "extra") in message and str(other.parent) in message
+    assert "not in the ament index" in message
