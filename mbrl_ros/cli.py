@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     'launch': 'mbrl_ros.launch_runner.cli',
     'train': 'mbrl_ros.training.offline',
     'evaluate': 'mbrl_ros.training.evaluate_command',
+    'robot-config': 'mbrl_ros.robots.config_command',
 }
 
 

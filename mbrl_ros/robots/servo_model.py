@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mbrl_ros.robots.analytical import AnalyticalConfig, AnalyticalDynamics
+from mbrl_ros.robots.defaults import robot_defaults
 from mbrl_ros.robots.robot_model import RobotModel
 
 
@@ -59,6 +60,7 @@ class JointServoModel:
 
     Targets are clipped to the joint position limits, as a position controller does. Also
     carries the URDF's batched forward kinematics (``ee_position_batch``) for task costs.
+    Joints, gains and inertias are in the canonical order (:attr:`RobotModel.joint_names`).
     """
 
     def __init__(self, robot: RobotModel, config: ServoConfig, period_s: float,
@@ -137,4 +139,14 @@ def servo_config(kp: Sequence[float], kd: Sequence[float],
                        tuple(float(v) for v in (reference_positions or ())))
 
 
-__all__ = ["JointServoModel", "ServoConfig", "servo_config"]
+def robot_servo_config(robot: RobotModel, kp: Sequence[float], kd: Sequence[float]
+                       ) -> ServoConfig:
+    """:func:`servo_config`, with gains left out (an empty list) derived from the URDF by the
+    rule ``mbrl-ros robot-config`` writes (:func:`mbrl_ros.robots.defaults.robot_defaults`)."""
+    if len(kp) and len(kd):
+        return servo_config(kp, kd)
+    _, gains = robot_defaults(robot)
+    return servo_config(kp if len(kp) else gains.kp, kd if len(kd) else gains.kd)
+
+
+__all__ = ["JointServoModel", "ServoConfig", "robot_servo_config", "servo_config"]
