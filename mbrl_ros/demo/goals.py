@@ -6,29 +6,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mbrl_ros.robots.defaults import range_centre, range_half_width
 from mbrl_ros.robots.robot_model import RobotModel
 
 
 @dataclass(frozen=True)
 class GoalSampler:
-    """Draws goals from the middle of each joint's range, kept above the floor."""
+    """Draws goals from the middle of each joint's range, kept above the base and away from
+    its axis, both in proportion to the arm's reach (so the rule fits any arm's size)."""
 
     range_fraction: float = 0.5
-    """Joint configurations are drawn within this fraction of each range, around its centre."""
-    min_height: float = 0.15
-    """Lowest goal height above the base [m]."""
-    min_radius: float = 0.3
-    """Smallest horizontal distance from the base axis [m]."""
+    """Joint configurations are drawn within this fraction of each range, around its centre
+    (ranges of a turn or more: within this fraction of a turn around 0)."""
+    min_height_fraction: float = 0.12
+    """Lowest goal height above the base, as a fraction of the reach."""
+    min_radius_fraction: float = 0.25
+    """Smallest horizontal distance from the base axis, as a fraction of the reach."""
+    reach_samples: int = 200
+    """The reach is the farthest end-effector distance among this many drawn configurations."""
 
     def sample(self, robot: RobotModel, count: int, rng: np.random.Generator) -> np.ndarray:
         """[count, 3] goals, each the end-effector position of a joint configuration."""
-        centre = 0.5 * (robot.position_lower + robot.position_upper)
-        half = 0.5 * (robot.position_upper - robot.position_lower) * self.range_fraction
+        centre = range_centre(robot)
+        half = range_half_width(robot) * self.range_fraction
+        reach = max(float(np.linalg.norm(robot.ee_pose(rng.uniform(centre - half,
+                                                                   centre + half))[0]))
+                    for _ in range(self.reach_samples))
+        min_height, min_radius = (self.min_height_fraction * reach,
+                                  self.min_radius_fraction * reach)
         goals = []
         for _ in range(1000 * count):
             q = rng.uniform(centre - half, centre + half)
             position, _ = robot.ee_pose(q)
-            if position[2] >= self.min_height and np.hypot(*position[:2]) >= self.min_radius:
+            if position[2] >= min_height and np.hypot(*position[:2]) >= min_radius:
                 goals.append(position)
                 if len(goals) == count:
                     return np.array(goals)

@@ -18,6 +18,8 @@ from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
 from mbrl_ros.core.costs import (EffortCost, EndEffectorCost, JointLimitCost,
                                  JointPositionCost, SmoothnessCost, TaskCost, VelocityCost)
 from mbrl_ros.robots.analytical import AnalyticalConfig, AnalyticalDynamics
+from mbrl_ros.robots.defaults import UNBOUNDED_RANGE as FULL_TURN
+from mbrl_ros.robots.defaults import range_centre, range_half_width
 from mbrl_ros.robots.robot_model import RobotModel
 from mbrl_ros.robots.servo_model import JointServoModel, ServoConfig
 from mbrl_ros.robots.trajectory import joint_path
@@ -96,12 +98,23 @@ def nominal_dynamics(robot: RobotModel, period_s: float, substeps: int,
                               device=device)
 
 
+def planning_range(robot: RobotModel) -> Tuple[np.ndarray, np.ndarray]:
+    """([J], [J]) position targets the reach task plans within: the joint limits, except that a
+    joint allowed more than a turn is used within one turn around its range centre (every
+    angle is there once, so no pose is lost, and sampling noise and exploration scale with a
+    turn rather than with several)."""
+    centre, half = range_centre(robot), range_half_width(robot)
+    return (np.maximum(robot.position_lower, centre - half),
+            np.minimum(robot.position_upper, centre + half))
+
+
 def reach_limits(robot: RobotModel, command_mode: str, velocity_limit_fraction: float) -> dict:
-    """The planner's hard limits: actions within the effort or position limits, predicted
-    states within the position limits and ``velocity_limit_fraction`` x the velocity limits."""
+    """The planner's hard limits: actions within the effort limits or the planning range
+    (:func:`planning_range`), predicted states within the position limits and
+    ``velocity_limit_fraction`` x the velocity limits."""
     velocity = velocity_limit_fraction * robot.velocity_limits
     if command_mode == "position":
-        low, high = robot.position_lower, robot.position_upper
+        low, high = planning_range(robot)
     else:
         low, high = -robot.effort_limits, robot.effort_limits
     return dict(action_low=tuple(low), action_high=tuple(high),
@@ -115,8 +128,8 @@ def reach_explorer(config: ExplorationConfig, robot: RobotModel, command_mode: s
     """Smooth random exploration in the task's command mode (effort: inertia-aware; position:
     targets within what the safety gate passes for exploration, from ``servo_kp``)."""
     if command_mode == "position":
-        return SmoothExplorer(config, "position", robot.position_lower, robot.position_upper,
-                              robot.position_upper, period_s,
+        low, high = planning_range(robot)
+        return SmoothExplorer(config, "position", low, high, high, period_s,
                               velocity_limit=robot.velocity_limits,
                               position_lead=exploration_lead(robot.effort_limits, servo_kp))
 
@@ -152,6 +165,8 @@ class ReachWarmStart:
             raise ValueError(f"speed_fraction must be in (0, 1], got {speed_fraction}")
         self.robot = robot
         self.max_step = speed_fraction * robot.velocity_limits * period_s
+        self.low, self.high = planning_range(robot)
+        self.wraps = (robot.position_upper - robot.position_lower) > FULL_TURN
 
     def __call__(self, position: np.ndarray, goal: Optional[np.ndarray],
                  horizon: int) -> np.ndarray:
@@ -160,6 +175,9 @@ class ReachWarmStart:
         if goal is None:
             return np.repeat(start[None], horizon, 0)
         target = self.robot.inverse_kinematics(goal, initial_positions=start).joint_positions
+        # a joint of more than a turn: the same angle nearest to where the joint is
+        nearest = start + np.remainder(target - start + np.pi, FULL_TURN) - np.pi
+        target = np.clip(np.where(self.wraps, nearest, target), self.low, self.high)
         return joint_path(start, target, horizon, self.max_step)
 
 
