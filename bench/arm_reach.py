@@ -16,12 +16,13 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.params import config_from, graph_params
+from bench.params import config_from, graph_params, simulator_from
 from mbrl_ros.core.controller import ModelPredictiveController
 from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
@@ -30,24 +31,24 @@ from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.residual import ResidualDynamics
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.demo.goals import GoalSampler
-from mbrl_ros.robots.mismatch import MismatchConfig
-from mbrl_ros.robots.mujoco_builder import BuildOptions
 from mbrl_ros.tasks.reach import (ReachCostConfig, build_reach_cost,
                                   load_robot, nominal_dynamics, reach_explorer,
                                   reach_limits, reach_warm_start)
 from mbrl_ros.robots.servo_model import servo_config
-from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
+from mbrl_ros.robots.simulator import Simulator
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 class ArmSetup:
-    """Robot, simulator and controller settings read from config/arm7.yaml."""
+    """Robot, simulator and controller settings read from a parameters file (config/*.yaml)."""
 
-    def __init__(self, config_path: Path, urdf: Path, seed: int):
+    def __init__(self, config_path: Path, urdf: str, seed: int,
+                 package_paths: Sequence[str] = ()):
         self.sim_params, self.planner_params, self.trainer_params = graph_params(config_path)
-        self.urdf, self.seed = str(urdf), seed
-        self.robot = load_robot(self.urdf)
+        self.urdf, self.seed, self.package_paths = str(urdf), seed, tuple(package_paths)
+        self.robot = load_robot(self.urdf, self.planner_params.get("ee_frame", "ee_link"),
+                                self.package_paths)
         self.period = 1.0 / self.planner_params.get("control_rate_hz", 25.0)
         self.model_period = self.planner_params.get("model_period_s", self.period)
         self.compensated = bool(self.planner_params.get("gravity_compensated", False))
@@ -59,20 +60,8 @@ class ArmSetup:
                          self.planner_params.get("servo_kd", [5.0])))
 
     def simulator(self) -> Simulator:
-        p = self.sim_params
-        home = tuple(zip(self.robot.joint_names, p.get("home_positions", ())))
-        build = BuildOptions(control_mode=p.get("control_mode", "effort"),
-                             position_kp=p.get("position_kp", (100.0,)),
-                             position_kv=p.get("position_kv", (5.0,)),
-                             gravity_compensation=bool(p.get("gravity_compensation", False)),
-                             home_positions=home, timestep=p.get("physics_timestep", 0.002))
-        mismatch = MismatchConfig(friction_scale=p.get("friction_scale", 1.0),
-                                  damping_scale=p.get("damping_scale", 1.0),
-                                  payload_mass=p.get("payload_mass", 0.0),
-                                  actuator_gain_scale=p.get("actuator_gain_scale", 1.0))
-        return Simulator(self.urdf, build, mismatch,
-                         SimulatorConfig(control_period=p.get("control_period", 0.01),
-                                         seed=self.seed))
+        return simulator_from(self.sim_params, self.urdf, self.package_paths,
+                              self.robot.joint_names, self.seed)
 
     def explorer(self) -> SmoothExplorer:
         config = config_from(ExplorationConfig, self.planner_params.get("exploration"))
@@ -195,7 +184,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "config" / "arm7.yaml"))
-    parser.add_argument("--urdf", default=str(REPO / "urdf" / "arm7.urdf"))
+    parser.add_argument("--urdf", default=str(REPO / "urdf" / "arm7.urdf"),
+                        help="URDF file or package:// URI")
+    parser.add_argument("--package-path", action="append", default=[], metavar="DIR",
+                        help="directory searched for package:// URIs (repeatable)")
     parser.add_argument("--data-seconds", type=float, default=60.0)
     parser.add_argument("--goals", type=int, default=20)
     parser.add_argument("--goal-timeout", type=float, default=10.0)
@@ -216,7 +208,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    setup = ArmSetup(Path(args.config), Path(args.urdf), args.seed)
+    setup = ArmSetup(Path(args.config), args.urdf, args.seed, args.package_path)
     goals = GoalSampler().sample(setup.robot, args.goals, np.random.default_rng(args.seed + 1))
     start = time.monotonic()
     data = collect(setup, args.data_seconds)

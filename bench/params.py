@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import yaml
+
+from mbrl_ros.nodes.sim_config import SimConfig
+from mbrl_ros.robots.simulator import Simulator
 
 
 def node_section(params: dict, node: str) -> Dict[str, Any]:
@@ -25,3 +28,17 @@ def config_from(config_cls, values: dict):
     names = set(config_cls.__dataclass_fields__)
     return config_cls(**{k: tuple(v) if isinstance(v, list) else v
                          for k, v in (values or {}).items() if k in names})
+
+
+def simulator_from(sim_params: Dict[str, Any], urdf: str, package_paths: Sequence[str],
+                   joint_names: Sequence[str], seed: int, pushes: bool = True) -> Simulator:
+    """The simulator the sim node would build from the same parameters (``SimConfig``), with
+    its random pushes seeded by ``seed`` (and switched off when ``pushes`` is False)."""
+    values = dict(sim_params, urdf=str(urdf), package_search_paths=list(package_paths),
+                  seed=seed)
+    if not pushes:
+        values["push_rate_hz"] = 0.0
+    config = config_from(SimConfig, values)
+    config.validate()
+    return Simulator(config.urdf_source, config.build_options(tuple(joint_names)),
+                     config.mismatch(), config.simulator())

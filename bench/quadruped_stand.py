@@ -6,10 +6,10 @@ the MuJoCo simulator on simulated time, with the settings of config/quadruped12.
 ``--explore-seconds`` of smooth random position targets between crouch and stand (the robot is
 put back into its crouch when it falls, as an operator would), one ensemble fit, then
 ``--trials`` trials from the crouch with the sim's random pushes. A trial succeeds when, over
-its last ``--window`` seconds, the base height stays within ``--height-tolerance`` of the
-target and the tilt (roll and pitch) under ``--max-tilt-deg``. For reference, the same trials
-(same pushes) are run with a scripted baseline that ramps the position targets from the crouch
-to the standing posture in ``--ramp-seconds`` and holds them.
+its last ``--window`` seconds, the base height stays within ``--height-tolerance`` (a fraction
+of it) of the target and the tilt (roll and pitch) under ``--max-tilt-deg``. For reference, the
+same trials (same pushes) are run with a scripted baseline that ramps the position targets from
+the crouch to the standing posture in ``--ramp-seconds`` and holds them.
 
     python -m bench.quadruped_stand --explore-seconds 120 --trials 10
 """
@@ -20,22 +20,21 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.params import config_from, graph_params
+from bench.params import config_from, graph_params, simulator_from
 from mbrl_ros.core.controller import ModelPredictiveController
 from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.exploration import ExplorationConfig
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.types import TransitionBatch
-from mbrl_ros.robots.mismatch import MismatchConfig
-from mbrl_ros.robots.mujoco_builder import BuildOptions
 from mbrl_ros.tasks.reach import load_robot
-from mbrl_ros.robots.simulator import Simulator, SimulatorConfig
+from mbrl_ros.robots.simulator import Simulator
 from mbrl_ros.tasks.stand import (StandCostConfig, StandTaskConfig,
                                   build_stand_cost, odom_vector, stand_explorer,
                                   stand_state, stand_warm_start, tilt_angle)
@@ -46,29 +45,20 @@ REPO = Path(__file__).resolve().parents[1]
 class StandSetup:
     """Robot, simulator and controller settings read from config/quadruped12.yaml."""
 
-    def __init__(self, config_path: Path, urdf: Path, seed: int):
+    def __init__(self, config_path: Path, urdf: str, seed: int,
+                 package_paths: Sequence[str] = ()):
         self.sim_params, self.planner_params, self.trainer_params = graph_params(config_path)
-        self.urdf, self.seed = str(urdf), seed
-        self.robot = load_robot(self.urdf, "")
+        self.urdf, self.seed, self.package_paths = str(urdf), seed, tuple(package_paths)
+        self.robot = load_robot(self.urdf, "", self.package_paths)
         self.period = 1.0 / self.planner_params.get("control_rate_hz", 25.0)
         self.cost_config = config_from(StandCostConfig, self.planner_params.get("cost")).validate()
         self.task_config = config_from(StandTaskConfig,
                                        self.planner_params.get("stand")).validate()
 
     def simulator(self, seed: int, pushes: bool = True) -> Simulator:
-        """The simulated quadruped in its crouch; random pushes seeded with ``seed``."""
-        p = self.sim_params
-        # PD gains: one value (all joints) or one per joint; a YAML list or a plain number
-        build = BuildOptions(control_mode="position", position_kp=p.get("position_kp", (100.0,)),
-                             position_kv=p.get("position_kv", (5.0,)),
-                             home_positions=tuple(zip(self.robot.joint_names,
-                                                      p.get("home_positions", ()))),
-                             timestep=p.get("physics_timestep", 0.002))
-        mismatch = MismatchConfig(push_rate_hz=p.get("push_rate_hz", 0.0) if pushes else 0.0,
-                                  push_force=p.get("push_force", 0.0),
-                                  push_duration=p.get("push_duration", 0.1))
-        return Simulator(self.urdf, build, mismatch,
-                         SimulatorConfig(control_period=p.get("control_period", 0.01), seed=seed))
+        """The simulated robot in its crouch; random pushes seeded with ``seed``."""
+        return simulator_from(self.sim_params, self.urdf, self.package_paths,
+                              self.robot.joint_names, seed, pushes)
 
     def explorer(self):
         config = config_from(ExplorationConfig, self.planner_params.get("exploration"))
@@ -151,11 +141,13 @@ def trial(setup: StandSetup, seed: int, policy, args) -> dict:
         sim.set_command(command)
         sim.step(periods)
     last = int(args.window / setup.period)
-    height_error = np.abs(np.array(heights[-last:]) - setup.cost_config.height_target)
+    target = setup.cost_config.height_target
+    height_error = np.abs(np.array(heights[-last:]) - target) / target
     tilt = np.array(tilts[-last:])
     return dict(seed=seed, success=bool(height_error.max() <= args.height_tolerance
                                         and tilt.max() <= args.max_tilt_deg),
-                max_height_error_m=float(height_error.max()), max_tilt_deg=float(tilt.max()),
+                max_height_error_m=float(height_error.max() * target),
+                max_tilt_deg=float(tilt.max()),
                 final_height_m=float(heights[-1]),
                 planning_ms_p50=float(np.median(planning)) if planning else None)
 
@@ -186,7 +178,7 @@ def run_trials(setup: StandSetup, make_policy, args, label: str) -> dict:
     rate = float(np.mean([r["success"] for r in results]))
     planning = [r["planning_ms_p50"] for r in results if r["planning_ms_p50"] is not None]
     print(f"{label:9s}: {100 * rate:5.1f} % of {args.trials} trials standing (height within "
-          f"{100 * args.height_tolerance:.0f} cm of {setup.cost_config.height_target} m, tilt "
+          f"{100 * args.height_tolerance:.0f} % of {setup.cost_config.height_target} m, tilt "
           f"< {args.max_tilt_deg:.0f} deg over the last {args.window:.0f} s); median worst tilt "
           f"{np.median([r['max_tilt_deg'] for r in results]):.1f} deg"
           + (f", planning p50 {np.median(planning):.1f} ms" if planning else ""))
@@ -197,12 +189,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "config" / "quadruped12.yaml"))
-    parser.add_argument("--urdf", default=str(REPO / "urdf" / "quadruped12.urdf"))
+    parser.add_argument("--urdf", default=str(REPO / "urdf" / "quadruped12.urdf"),
+                        help="URDF file or package:// URI")
+    parser.add_argument("--package-path", action="append", default=[], metavar="DIR",
+                        help="directory searched for package:// URIs (repeatable)")
     parser.add_argument("--explore-seconds", type=float, default=120.0)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--trial-seconds", type=float, default=8.0)
     parser.add_argument("--window", type=float, default=3.0)
-    parser.add_argument("--height-tolerance", type=float, default=0.05)
+    parser.add_argument("--height-tolerance", type=float, default=0.17,
+                        help="as a fraction of the standing height (cost.height_target)")
     parser.add_argument("--max-tilt-deg", type=float, default=15.0)
     parser.add_argument("--fall-tilt-deg", type=float, default=60.0)
     parser.add_argument("--ramp-seconds", type=float, default=1.0)
@@ -213,7 +209,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    setup = StandSetup(Path(args.config), Path(args.urdf), args.seed)
+    setup = StandSetup(Path(args.config), args.urdf, args.seed, args.package_path)
     start = time.monotonic()
     data = collect(setup, args.explore_seconds, np.radians(args.fall_tilt_deg))
     model = train(setup, data)
