@@ -16,7 +16,7 @@ import numpy as np
 from rosbags.typesys.store import Typestore
 
 from mbrl_ros.data.bag_storage import RawBag, read_raw
-from mbrl_ros.data.dataset_config import RobotStreamsConfig
+from mbrl_ros.data.dataset_config import RobotStreamsConfig, resolve_topic_name
 from mbrl_ros.data.message_types import build_typestore, deserialize, register_from_definition
 
 logger = logging.getLogger(__name__)
@@ -237,6 +237,7 @@ def _require(bag: RawBag, topic: str, types: Sequence[str], role: str) -> None:
 def read_recording(path: Union[str, Path], config: RobotStreamsConfig,
                    typestore: Optional[Typestore] = None) -> Recording:
     """Read one bag (directory, ``.mcap`` or ``.db3``); see ``read_robot_streams``."""
+    config = config.resolved(resolve_topic_name)
     config.validate()
     typestore = typestore or build_typestore(config.typestore or None)
     optional = {"goal": config.goal_topic, "odom": config.odom_topic, "imu": config.imu_topic,
@@ -302,7 +303,9 @@ def read_robot_streams(paths: Sequence[Union[str, Path]], config: RobotStreamsCo
     Args:
         paths: bag directories (with or without ``metadata.yaml``) or single ``.mcap`` /
             ``.db3`` files; each becomes one ``Recording``.
-        config: topics, joints and stamp source.
+        config: topics, joints and stamp source. A relative topic name matches the bag's topic
+            in the root namespace (``joint_states``: ``/joint_states``); resolve it first for
+            another namespace (:meth:`RobotStreamsConfig.resolved`).
         typestore: a rosbags typestore; None builds the standard one plus ``mbrl_ros`` msgs.
 
     Raises:
@@ -314,6 +317,7 @@ def read_robot_streams(paths: Sequence[Union[str, Path]], config: RobotStreamsCo
     """
     if not paths:
         raise ValueError("read_robot_streams needs at least one bag path")
+    config = config.resolved(resolve_topic_name)
     config.validate()
     typestore = typestore or build_typestore(config.typestore or None)
     recordings = [read_recording(p, config, typestore) for p in paths]

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 COMMAND_FIELDS = ("position", "velocity", "effort")
 STAMP_SOURCES = ("header", "receive")
 INTERPOLATIONS = ("linear", "previous")
+TOPIC_FIELDS = ("state_topic", "command_topic", "goal_topic", "odom_topic", "imu_topic",
+                "reset_topic")
+"""Fields of :class:`RobotStreamsConfig` that name a topic."""
+
+
+def resolve_topic_name(name: str, namespace: str = "/") -> str:
+    """``name`` as the fully qualified topic a node in ``namespace`` would use (no remapping).
+
+    An absolute name (``/joint_states``) stays as it is; a relative one (``joint_states``) is
+    put in ``namespace`` (``/robot_a/joint_states``; in the root namespace ``/joint_states``).
+    An empty name stays empty (an unset optional topic). A private name (``~/x``) needs a
+    node's name: ValueError.
+    """
+    if not name or name.startswith("/"):
+        return name
+    if name.startswith("~"):
+        raise ValueError(f"topic {name!r}: a private (~) name cannot name a recorded topic")
+    prefix = namespace.strip("/")
+    return f"/{prefix}/{name}" if prefix else f"/{name}"
 
 
 @dataclass(frozen=True)
@@ -16,9 +37,11 @@ class RobotStreamsConfig:
 
     joints: tuple[str, ...]
     """Joint names of the state, in state order; matched by name in each JointState message."""
-    state_topic: str = "/joint_states"
-    """sensor_msgs/msg/JointState topic giving joint positions and velocities."""
-    command_topic: str = "/command"
+    state_topic: str = "joint_states"
+    """sensor_msgs/msg/JointState topic giving joint positions and velocities. Topic names may
+    be relative (resolved in the reading node's namespace; offline, in the root namespace or
+    the one given) or absolute (matched as written)."""
+    command_topic: str = "command"
     """Command topic: std_msgs/msg/Float64MultiArray (entries in ``command_joints`` order),
     sensor_msgs/msg/JointState or trajectory_msgs/msg/JointTrajectory (matched by name)."""
     command_joints: tuple[str, ...] = ()
@@ -43,6 +66,12 @@ class RobotStreamsConfig:
     def action_joints(self) -> tuple[str, ...]:
         """Joint names of the action vector, in order."""
         return self.command_joints or self.joints
+
+    def resolved(self, resolve: Callable[[str], str]) -> "RobotStreamsConfig":
+        """A copy with every topic name set replaced by ``resolve(name)``, e.g. a node's
+        ``resolve_topic_name`` or ``lambda t: resolve_topic_name(t, "/robot_a")``."""
+        return dataclasses.replace(self, **{name: resolve(getattr(self, name))
+                                            for name in TOPIC_FIELDS if getattr(self, name)})
 
     def validate(self) -> None:
         """Raise ValueError if the configuration is inconsistent."""

@@ -55,7 +55,8 @@ run the diagnostics timer instead)."""
 
 @dataclass(frozen=True)
 class LoggerConfig:
-    """Settings of ``logger_node``; an empty topic name is not recorded."""
+    """Settings of ``logger_node``; an empty topic name is not recorded. Relative topic names
+    are in the node's namespace; bags record the fully qualified names."""
 
     data_dir: str = "~/.ros/mbrl/data"
     """Folder of finished bag splits (the trainer reads it)."""
@@ -73,21 +74,21 @@ class LoggerConfig:
     recover_on_start: bool = True
     """At start, turn splits left in data_dir/.partial/ by a logger that died into finished
     splits."""
-    state_topic: str = "/joint_states"
+    state_topic: str = "joint_states"
     """sensor_msgs/JointState from the robot or the simulator."""
-    command_topic: str = "/effort_controller/commands"
+    command_topic: str = "effort_controller/commands"
     """The commands actually sent to the robot (the safety gate's output)."""
-    goal_topic: str = "/mbrl/goal"
+    goal_topic: str = "mbrl/goal"
     """geometry_msgs/PoseStamped goals."""
     imu_topic: str = ""
     """sensor_msgs/Imu (legged robots)."""
     odom_topic: str = ""
     """nav_msgs/Odometry base state (legged robots)."""
-    plan_status_topic: str = "/mbrl/plan/status"
+    plan_status_topic: str = "mbrl/plan/status"
     """mbrl_ros/PlanStatus, recorded for analysis."""
-    planned_command_topic: str = "/mbrl/planned_command"
+    planned_command_topic: str = "mbrl/planned_command"
     """mbrl_ros/PlannedCommand, the planner's command to the gate, recorded for analysis."""
-    gate_status_topic: str = "/mbrl/gate/status"
+    gate_status_topic: str = "mbrl/gate/status"
     """mbrl_ros/GateStatus, recorded for analysis."""
     joints: Tuple[str, ...] = ()
     """Joint order of the command topic (recorded in the diagnostics for reference)."""
@@ -140,8 +141,9 @@ class LoggerNode(Node):
         for topic, msg_class, type_name in streams:
             if not topic:
                 continue
-            self.recorder.add_topic(topic, type_name, QosSpec(depth=qos.depth))
-            self.create_subscription(msg_class, topic, self._writer(topic, type_name), qos,
+            recorded = self.resolve_topic_name(topic)  # the full name, as ros2 bag records it
+            self.recorder.add_topic(recorded, type_name, QosSpec(depth=qos.depth))
+            self.create_subscription(msg_class, topic, self._writer(recorded, type_name), qos,
                                      raw=True)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
@@ -173,7 +175,8 @@ class LoggerNode(Node):
     def _publish_diagnostics(self) -> None:
         trouble = self.background.dropped or self.background.errors
         status = DiagnosticStatus(level=DiagnosticStatus.WARN if trouble else DiagnosticStatus.OK,
-                                  name="mbrl_ros: logger", hardware_id="mbrl",
+                                  name=f"{self.get_fully_qualified_name()}: logger",
+                                  hardware_id="mbrl",
                                   message="messages lost" if trouble else "recording")
         values = {"messages": self.recorder.messages_written, "finished_splits": self.splits,
                   "queued": self.background.queued, "dropped": self.background.dropped,

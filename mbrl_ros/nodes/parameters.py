@@ -97,8 +97,14 @@ def declare_config(node: Node, config_cls: Type[ConfigT], prefix: str = "",
         if default is None:
             node.declare_parameter(name, Parameter.Type.NOT_SET, descriptor)
         elif isinstance(default, (list, tuple)) and not default:
-            # typed but unset (rclpy cannot type an empty list); read_config() uses the default
-            node.declare_parameter(name, _empty_list_type(field), descriptor)
+            # unset (rclpy cannot type an empty list); read_config() uses the default. Float
+            # lists stay dynamically typed, so integers and one number are accepted as above.
+            kind = _empty_list_type(field)
+            if kind == Parameter.Type.DOUBLE_ARRAY:
+                descriptor.dynamic_typing = True
+                node.declare_parameter(name, None, descriptor)
+            else:
+                node.declare_parameter(name, kind, descriptor)
         else:
             node.declare_parameter(name, _ros_value(default), descriptor)
     return read_config(node, config_cls, prefix, defaults=overrides)

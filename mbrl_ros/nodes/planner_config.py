@@ -26,17 +26,18 @@ class PlannerNodeConfig:
     command_mode: str = "effort"
     """Reach task: "effort" (joint torques) or "position" (targets for the driver's joint
     servo, e.g. a ros2_control forward position controller); must match the trainer's."""
-    servo_kp: Tuple[float, ...] = (100.0,)
+    servo_kp: Tuple[float, ...] = ()
     """Position mode: the driver's servo stiffness per joint [N m/rad] (one value or one per
-    joint, URDF order), for the nominal model; must match the trainer's."""
-    servo_kd: Tuple[float, ...] = (5.0,)
-    """Position mode: the driver's servo damping per joint [N m s/rad]."""
+    joint, URDF order), for the nominal model; must match the trainer's. Empty: derived from
+    the URDF by the rule ``mbrl-ros robot-config`` writes (mbrl_ros/robots/defaults.py)."""
+    servo_kd: Tuple[float, ...] = ()
+    """Position mode: the driver's servo damping per joint [N m s/rad]; empty: derived."""
     goal_seed_speed_fraction: float = 0.5
     """Position targets: on a new goal (and after a reset) the planner starts from a joint path
     to the goal's IK solution (reach) or to the standing posture (stand), at this fraction of
     the velocity limits; 0 disables the seed."""
-    odom_topic: str = "/odom"
-    """nav_msgs/Odometry of the floating base (stand task)."""
+    odom_topic: str = "odom"
+    """nav_msgs/Odometry of the floating base (stand task); relative to the node's namespace."""
     ee_frame: str = "ee_link"
     """End-effector frame of the reaching task."""
     base_frame: str = "world"

@@ -51,7 +51,7 @@ from mbrl_ros.nodes.planner_config import PlannerNodeConfig
 from mbrl_ros.tasks.reach import (ReachCostConfig, build_reach_cost, load_robot,
                                   nominal_dynamics, reach_explorer, reach_limits,
                                   reach_warm_start)
-from mbrl_ros.robots.servo_model import servo_config
+from mbrl_ros.robots.servo_model import robot_servo_config
 from mbrl_ros.tasks.stand import (StandCostConfig, StandLayout, StandTaskConfig,
                                   build_stand_cost, odom_vector, stand_explorer,
                                   stand_planner_limits, stand_warm_start)
@@ -75,6 +75,9 @@ class PlannerNode(Node):
         self.device = torch.device(self.config.device)
         self.robot = load_robot(self.config.urdf, self.config.ee_frame)
         self.stand = self.config.task == "stand"
+        self.servo = (robot_servo_config(self.robot, self.config.servo_kp, self.config.servo_kd)
+                      if self.stand or self.config.command_mode == "position" else None)
+        """The driver's joint servo gains (position targets), derived where left out."""
         self.state_dim = (StandLayout(self.robot.num_joints).state_dim if self.stand
                           else 2 * self.robot.num_joints)
         period = 1.0 / self.config.control_rate_hz
@@ -112,16 +115,16 @@ class PlannerNode(Node):
         # order; checkpoints load on a worker thread. (rclpy's multi-threaded executor spins a
         # core while a callback group is busy: ~50 % of a core measured with py-spy.)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model_loader")
-        self.command_pub = self.create_publisher(PlannedCommand, "/mbrl/planned_command",
+        self.command_pub = self.create_publisher(PlannedCommand, "mbrl/planned_command",
                                                  PLANNED_COMMAND_QOS)
-        self.status_pub = self.create_publisher(PlanStatus, "/mbrl/plan/status", STATUS)
-        self.markers_pub = self.create_publisher(MarkerArray, "/mbrl/plan/markers", VISUAL)
-        self.path_pub = self.create_publisher(Path, "/mbrl/plan/path", VISUAL)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, RELIABLE)
-        self.create_subscription(PoseStamped, "/mbrl/goal", self._on_goal, RELIABLE)
+        self.status_pub = self.create_publisher(PlanStatus, "mbrl/plan/status", STATUS)
+        self.markers_pub = self.create_publisher(MarkerArray, "mbrl/plan/markers", VISUAL)
+        self.path_pub = self.create_publisher(Path, "mbrl/plan/path", VISUAL)
+        self.create_subscription(JointState, "joint_states", self._on_joint_states, RELIABLE)
+        self.create_subscription(PoseStamped, "mbrl/goal", self._on_goal, RELIABLE)
         if self.stand:
             self.create_subscription(Odometry, self.config.odom_topic, self._on_odom, RELIABLE)
-        self.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model_update,
+        self.create_subscription(ModelUpdate, "mbrl/model_update", self._on_model_update,
                                  LATCHED)
         if self.config.trigger == "timer":
             self.create_timer(period, self._on_timer)
@@ -139,14 +142,14 @@ class PlannerNode(Node):
         cfg = self.config
         self.nominal = nominal_dynamics(self.robot, cfg.model_period_s, cfg.nominal_substeps,
                                         self.device, cfg.gravity_compensated, cfg.command_mode,
-                                        servo_config(cfg.servo_kp, cfg.servo_kd))
+                                        self.servo)
         planner_config = declare_config(self, PlannerConfig, "planner.", overrides=reach_limits(
             self.robot, cfg.command_mode, cfg.velocity_limit_fraction))
         cost = build_reach_cost(self.robot, self.nominal.ee_position_batch,
                                 declare_config(self, ReachCostConfig, "cost."), None, self.device)
         explorer = reach_explorer(declare_config(self, ExplorationConfig, "exploration."),
                                   self.robot, cfg.command_mode, period, cfg.gravity_compensated,
-                                  cfg.servo_kp)
+                                  self.servo.kp if self.servo else 0.0)
         return cost, explorer, planner_config
 
     def _warm_start(self):
@@ -170,7 +173,7 @@ class PlannerNode(Node):
                                   declare_config(self, StandTaskConfig, "stand."),
                                   cost_config.posture, robot.position_lower, robot.position_upper,
                                   period, robot.velocity_limits,
-                                  exploration_lead(robot.effort_limits, self.config.servo_kp))
+                                  exploration_lead(robot.effort_limits, self.servo.kp))
         return build_stand_cost(robot.num_joints, cost_config, self.device), explorer, \
             planner_config
 
@@ -335,7 +338,7 @@ class PlannerNode(Node):
             ("model_version", self.controller.model_version), ("commands", self.sequence),
             ("failed_plans", self.failed_plans), ("refused_models", self.refused_models),
             ("last_step_ms", round(self.last_planning_ms, 2)))]
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: planner",
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: planner",
                                   hardware_id="mbrl_ros", message=message, values=values)
         self.diagnostics_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))

@@ -6,7 +6,8 @@ Planner commands are ``mbrl_ros/PlannedCommand`` messages, mapped onto the gate'
 name and judged by their own stamp, status and disagreement; joint states by their header
 stamps. On SIGINT/SIGTERM the gate publishes a final hold before it exits.
 Run: ``python -m mbrl_ros.nodes.safety_gate_node --ros-args --params-file <robot.yaml>``;
-remap the output with ``-r /effort_controller/commands:=/<controller>/commands``.
+remap the output with ``-r effort_controller/commands:=<controller>/commands``. Topic names are
+relative (the node's namespace applies); /diagnostics is global.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.robots.robot_model import RobotModel
 from mbrl_ros.robots.urdf_resolver import resolve_urdf
 
-PLANNED_COMMAND_TOPIC = "/mbrl/planned_command"
-COMMAND_TOPIC = "/effort_controller/commands"
-JOINT_STATES_TOPIC = "/joint_states"
-GATE_STATUS_TOPIC = "/mbrl/gate/status"
+PLANNED_COMMAND_TOPIC = "mbrl/planned_command"
+COMMAND_TOPIC = "effort_controller/commands"
+JOINT_STATES_TOPIC = "joint_states"
+GATE_STATUS_TOPIC = "mbrl/gate/status"
 COMMAND_QOS = PLANNED_COMMAND_QOS
 """QoS of the planner's commands (liveliness: a dead planner is reported)."""
 OUTPUT_QOS = CONTROLLER_COMMAND_QOS
@@ -319,7 +320,8 @@ class SafetyGateNode(Node):
     @_guarded
     def _on_diagnostics(self) -> None:
         out = self._last
-        status = DiagnosticStatus(name=f"{self.get_name()}: safety gate", hardware_id="mbrl_ros")
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: safety gate",
+                                  hardware_id="mbrl_ros")
         if out is None:
             status.level, status.message = DiagnosticStatus.STALE, "no control tick yet"
         else:

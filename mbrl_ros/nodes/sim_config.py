@@ -13,8 +13,11 @@ from rclpy.parameter import Parameter
 from mbrl_ros.nodes.parameters import declare_config, field_docstrings
 
 from mbrl_ros.robots.mismatch import MismatchConfig
-from mbrl_ros.robots.mujoco_builder import CONTROL_MODES, HOME_KEY, BuildOptions
+from mbrl_ros.robots.defaults import robot_defaults
+from mbrl_ros.robots.mujoco_builder import CONTROL_MODES, DEFAULT_EE_LINK, HOME_KEY, BuildOptions
+from mbrl_ros.robots.robot_model import RobotModel
 from mbrl_ros.robots.simulator import SimulatorConfig
+from mbrl_ros.robots.urdf_resolver import ResolvedUrdf
 
 AUTO = "auto"
 
@@ -32,7 +35,8 @@ class SimConfig:
     control_mode: str = "effort"
     """Actuators: effort (torque), position (PD servo) or velocity."""
     controller_name: str = ""
-    """Commands arrive on /<controller_name>/commands; '' means '<control_mode>_controller'."""
+    """Commands arrive on <controller_name>/commands (in the node's namespace); '' means
+    '<control_mode>_controller'."""
     joints: Tuple[str, ...] = ()
     """Order of the values in a command; empty: all actuated joints in URDF order."""
     physics_timestep: float = field(default=0.002, metadata={"range": (1e-5, 0.1)})
@@ -48,17 +52,19 @@ class SimConfig:
     reset_keyframe: str = HOME_KEY
     """Keyframe that ~/reset restores."""
     home_positions: Tuple[float, ...] = ()
-    """Home joint positions in URDF joint order; empty: zero clipped to the limits."""
+    """Home joint positions in URDF joint order; empty: derived from the URDF (an arm's ready
+    pose, a legged robot's crouch; mbrl_ros/robots/defaults.py)."""
     floating_base: str = AUTO
     """'true', 'false' or 'auto' (floating iff the URDF root is not 'world' and it has feet)."""
     ee_link: str = AUTO
     """End-effector link ('auto': 'ee_link' if present; '' for none)."""
-    position_kp: Tuple[float, ...] = (100.0,)
+    position_kp: Tuple[float, ...] = ()
     """Position actuator stiffness [Nm/rad]: one value for all joints or one per joint (URDF
-    joint order)."""
-    position_kv: Tuple[float, ...] = (5.0,)
+    joint order); empty: derived from the URDF (the same bandwidth on every joint; the rule
+    ``mbrl-ros robot-config`` writes, mbrl_ros/robots/defaults.py)."""
+    position_kv: Tuple[float, ...] = ()
     """Position actuator damping [Nm s/rad]: one value for all joints or one per joint (URDF
-    joint order)."""
+    joint order); empty: derived with the gains."""
     velocity_kv: float = 10.0
     """Velocity actuator gain [Nm s/rad]."""
     friction_scale: float = 1.0
@@ -128,14 +134,30 @@ class SimConfig:
         if joint_names and self.home_positions and len(self.home_positions) != len(joint_names):
             raise ValueError(f"home_positions has {len(self.home_positions)} values for "
                              f"{len(joint_names)} joints {list(joint_names)}")
+        gains = {name: getattr(self, name) for name in ("position_kp", "position_kv")
+                 if getattr(self, name)}  # left out: derived by with_robot_defaults()
         return BuildOptions(
-            control_mode=self.control_mode, position_kp=self.position_kp,
-            position_kv=self.position_kv, velocity_kv=self.velocity_kv,
+            control_mode=self.control_mode, **gains, velocity_kv=self.velocity_kv,
             floating_base=floating, timestep=self.physics_timestep,
             ee_link=None if self.ee_link == AUTO else self.ee_link,
             home_positions=tuple(zip(joint_names, self.home_positions)),
             search_paths=self.package_search_paths,
             gravity_compensation=self.gravity_compensation)
+
+    def with_robot_defaults(self, urdf: ResolvedUrdf) -> "SimConfig":
+        """This config with the per-joint values left out (home, position gains) derived from
+        the URDF (:func:`mbrl_ros.robots.defaults.robot_defaults`)."""
+        missing_gains = self.control_mode == "position" and not (self.position_kp
+                                                                 and self.position_kv)
+        if self.home_positions and not missing_gains:
+            return self
+        floating = None if self.floating_base == AUTO else self.floating_base == "true"
+        robot = RobotModel(urdf, floating_base=floating,
+                           ee_frame=DEFAULT_EE_LINK if self.ee_link == AUTO else self.ee_link)
+        home, gains = robot_defaults(robot)  # canonical (URDF) joint order, as the sim's
+        return dataclasses.replace(self, home_positions=self.home_positions or tuple(home),
+                                   position_kp=self.position_kp or tuple(gains.kp),
+                                   position_kv=self.position_kv or tuple(gains.kd))
 
     def mismatch(self) -> MismatchConfig:
         """Model mismatch settings."""

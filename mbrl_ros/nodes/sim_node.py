@@ -51,8 +51,9 @@ class SimNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim", **kwargs)
         self.config: SimConfig = read_sim_config(self)
-        cfg = self.config
-        urdf_joints = tuple(resolve_urdf(cfg.urdf_source, cfg.package_search_paths).joint_limits)
+        resolved = resolve_urdf(self.config.urdf_source, self.config.package_search_paths)
+        self.config = cfg = self.config.with_robot_defaults(resolved)
+        urdf_joints = resolved.joint_names
         self.sim = Simulator(cfg.urdf_source, cfg.build_options(urdf_joints), cfg.mismatch(),
                              cfg.simulator())
         info = self.sim.info

@@ -2,7 +2,7 @@
 
 Training runs on a worker thread so the node keeps answering services and publishing
 diagnostics; a better model is written atomically as the next version and announced on
-/mbrl/model_update (transient local, so a planner that starts late gets the latest).
+mbrl/model_update (transient local, so a planner that starts late gets the latest).
 
 Shutdown is prompt: ``on_shutdown()`` (called by :func:`~mbrl_ros.nodes.spin.run_node` after
 SIGINT/SIGTERM) cancels a running round at its next minibatch, discards the partly trained
@@ -116,8 +116,9 @@ class TrainerNode(Node):
         device = torch.device(node_config.device)
         robot = load_robot(node_config.urdf, node_config.ee_frame)
         joints = tuple(robot.joint_names)
+        # relative topic names are matched in the bags under this node's namespace
         streams = declare_config(self, RobotStreamsConfig, "data.", overrides=dict(
-            joints=joints, command_topic=DEFAULT_COMMAND_TOPIC))
+            joints=joints, command_topic=DEFAULT_COMMAND_TOPIC)).resolved(self.resolve_topic_name)
         alignment = declare_config(self, AlignmentConfig, "alignment.", overrides=dict(
             control_rate_hz=1.0 / node_config.model_period_s))
         if abs(alignment.control_rate_hz * node_config.model_period_s - 1.0) > 1e-6:
@@ -134,7 +135,7 @@ class TrainerNode(Node):
         package_logger.addHandler(self._log_bridge)
         if package_logger.getEffectiveLevel() > logging.INFO:
             package_logger.setLevel(logging.INFO)
-        self.update_pub = self.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)
+        self.update_pub = self.create_publisher(ModelUpdate, "mbrl/model_update", LATCHED)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/save_now", self._on_save_now)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -224,8 +225,8 @@ class TrainerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         level, message, values = trainer_status(self.trainer, self._error)
-        status = DiagnosticStatus(level=level, name="mbrl_ros: trainer", hardware_id="mbrl",
-                                  message=message)
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: trainer",
+                                  hardware_id="mbrl", message=message)
         status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
         self.diagnostics_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 from mbrl_ros.core.checkpoint import CheckpointError
 from mbrl_ros.data.alignment import AlignedDataset, align_streams
 from mbrl_ros.data.bag_reader import read_robot_streams
+from mbrl_ros.data.dataset_config import resolve_topic_name
 from mbrl_ros.training.config_file import TrainingSetup, build_nominal, load_training_setup
 from mbrl_ros.training.model_errors import normalised_one_step_mse
 from mbrl_ros.training.online_trainer import MODEL_KINDS, Deployment, OnlineTrainer
@@ -82,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed (default: the trainer parameter seed)")
     parser.add_argument("--resume", action="store_true",
                         help="warm-start from the newest valid checkpoint in --out")
+    parser.add_argument("--namespace", default="/", metavar="NS",
+                        help="ROS namespace the bags were recorded in: relative topic names of "
+                             "the parameters file (joint_states) match /NS/joint_states in the "
+                             "bags; absolute names match as written (default: /, the root "
+                             "namespace)")
 
 
 class _StderrHandler(logging.Handler):
@@ -263,6 +270,8 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             overrides["model_dir"] = args.out
         setup = load_training_setup(args.config, args.urdf, overrides)
+        setup = dataclasses.replace(setup, streams=setup.streams.resolved(
+            lambda topic: resolve_topic_name(topic, args.namespace)))
         result = train_offline(args.bag, setup, resume=args.resume,
                                progress=not args.no_progress)
         print_result(result, setup)

@@ -75,6 +75,41 @@ def test_namespaces_remaps_and_scoping(write, resolve):
                                             for i in (1, 2)]
 
 
+@pytest.mark.parametrize('namespace, pushed, expected', [
+    ('', None, '/'),                      # the default: the root namespace, as launch_ros
+    ('robot_a', None, '/robot_a'),
+    ('/robot_a/', None, '/robot_a'),
+    ('robot_a', 'fleet', '/fleet/robot_a'),  # relative: below a pushed namespace
+    ('', 'fleet', '/fleet'),
+    ('/robot_a', 'fleet', '/robot_a'),    # absolute: the pushed namespace does not apply
+])
+def test_node_namespace_from_an_argument(write, resolve, namespace, pushed, expected):
+    """A ``namespace`` launch argument (default '') on the node's ``namespace`` attribute, as
+    the package's launch files use it; inline parameters are keyed by the full node name."""
+    push = '' if pushed is None else f'- push_ros_namespace: {{namespace: {pushed}}}'
+    path = write('ns.launch.yaml', f"""
+        launch:
+        - arg: {{name: namespace, default: ''}}
+        - group:
+            children:
+            {push}
+            - node:
+                {NODE}
+                name: gate
+                namespace: $(var namespace)
+                param: [{{name: rate, value: '50.0'}}]
+                remap: [{{from: effort_controller/commands, to: arm/commands}},
+                        {{from: /clock, to: clock}}]
+        """)
+    (gate,) = resolve(path, namespace=namespace)
+    full_name = expected.rstrip('/') + '/gate'
+    assert gate.node_name == full_name
+    assert ros_args(gate)[:5] == ['--ros-args', '-r', '__node:=gate', '-r', f'__ns:={expected}']
+    assert ros_args(gate)[-4:] == ['-r', 'effort_controller/commands:=arm/commands',
+                                   '-r', '/clock:=clock']
+    assert params_in(gate) == [{full_name: {'ros__parameters': {'rate': 50.0}}}]
+
+
 def test_command_line_arguments_override_defaults_and_required_args(write, resolve):
     path = write('a.launch.yaml', """
         launch:

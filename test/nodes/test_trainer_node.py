@@ -48,7 +48,7 @@ EPOCHS_BEFORE_STOP = 2
 """The stop comes once this many epochs of the round are done: mid-round, past set-up."""
 DOMAIN_ID = 101 + os.getpid() % 100
 """A DDS domain of this test run's own (other runs on the machine publish /diagnostics too)."""
-TRAINER_STATUS = "mbrl_ros: trainer"
+TRAINER_STATUS = "/trainer: trainer"
 
 
 @pytest.fixture(scope="module")
