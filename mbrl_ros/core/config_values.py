@@ -46,7 +46,7 @@ def coerce_value(name: str, value: Any, default: Any, annotation: Any = None) ->
       default's elements, or of the field's ``annotation`` (``Tuple[int, ...]``) when the
       default is empty; numbers for floats (converted). A single number stands for a
       one-element float list (``servo_kp: 100.0``, "one value for every joint"), as the nodes
-      declare non-empty float lists with dynamic typing for this; other lists must be lists;
+      declare float lists with dynamic typing for this; other lists must be lists;
     * None default (or another type): the value as it is.
 
     Raises:
@@ -70,7 +70,7 @@ def coerce_value(name: str, value: Any, default: Any, annotation: Any = None) ->
         return value
     if isinstance(default, tuple):
         kind = _element_kind(default, annotation)
-        if default and kind is float and _is_number(value):
+        if kind is float and _is_number(value):
             value = (value,)
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"parameter {name} must be a list, got {value!r}")

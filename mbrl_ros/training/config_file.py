@@ -34,14 +34,14 @@ from mbrl_ros.core.config_values import coerce_value
 from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
 from mbrl_ros.tasks.reach import load_robot, nominal_dynamics
-from mbrl_ros.robots.servo_model import servo_config
+from mbrl_ros.robots.servo_model import robot_servo_config
 from mbrl_ros.training.online_trainer import TrainerConfig
 
 ConfigT = TypeVar("ConfigT")
 
 NODE_NAME = "trainer"
 """Name of the trainer node whose section is read."""
-DEFAULT_COMMAND_TOPIC = "/effort_controller/commands"
+DEFAULT_COMMAND_TOPIC = "effort_controller/commands"
 """Command topic the trainer node defaults to (the effort controller's input)."""
 SECTIONS = {"ensemble.": EnsembleConfig, "data.": RobotStreamsConfig,
             "alignment.": AlignmentConfig}
@@ -78,11 +78,12 @@ class TrainerNodeConfig:
     command_mode: str = "effort"
     """What the commands are: "effort" (torques; nominal = URDF rigid-body model) or
     "position" (targets for the driver's joint servo; nominal = the servo model)."""
-    servo_kp: Tuple[float, ...] = (100.0,)
+    servo_kp: Tuple[float, ...] = ()
     """Position mode: the driver's servo stiffness per joint [N m/rad] (one value or one per
-    joint, URDF order)."""
-    servo_kd: Tuple[float, ...] = (5.0,)
-    """Position mode: the driver's servo damping per joint [N m s/rad]."""
+    joint, URDF order). Empty: derived from the URDF by the rule ``mbrl-ros robot-config``
+    writes (mbrl_ros/robots/defaults.py)."""
+    servo_kd: Tuple[float, ...] = ()
+    """Position mode: the driver's servo damping per joint [N m s/rad]; empty: derived."""
     device: str = "cpu"
     """Torch device for training."""
     torch_threads: int = 1
@@ -296,7 +297,11 @@ def build_nominal(setup: TrainingSetup, device: torch.device):
 
 def node_nominal(robot, node: TrainerNodeConfig, device: torch.device):
     """The nominal model under the residual for the trainer's settings (``nominal_dynamics``:
-    the URDF rigid-body model for torques, the joint servo model for position targets)."""
+    the URDF rigid-body model for torques, the joint servo model for position targets); None
+    for a floating-base robot, whose models are fixed-base only (the ensemble needs none)."""
+    if robot.floating_base:
+        return None
     return nominal_dynamics(robot, node.model_period_s, node.nominal_substeps, device,
                             node.gravity_compensated, node.command_mode,
-                            servo_config(node.servo_kp, node.servo_kd))
+                            robot_servo_config(robot, node.servo_kp, node.servo_kd)
+                            if node.command_mode == "position" else None)

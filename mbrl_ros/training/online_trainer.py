@@ -225,6 +225,9 @@ class OnlineTrainer:
     def _new_model(self, state_dim: int, action_dim: int):
         seed = self.config.seed
         if self.config.model_kind == "residual":
+            if self.nominal is None:
+                raise ValueError("model_kind 'residual' needs a nominal model, and this robot "
+                                 "has none (floating base): use model_kind 'ensemble'")
             return ResidualDynamics.create(self.nominal, state_dim, action_dim,
                                            self.ensemble_config, self.device, seed)
         return ProbabilisticEnsemble(state_dim, action_dim, self.ensemble_config, self.device,

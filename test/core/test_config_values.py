@@ -18,6 +18,7 @@ from mbrl_ros.core.config_values import coerce_value
     ([0, 3], (), "Tuple[int, ...]", (0, 3)),              # element type from the annotation
     (["bag"], (), "Tuple[str, ...]", ("bag",)),
     ([1, 2], (), "Tuple[float, ...]", (1.0, 2.0)),
+    (250, (), "Tuple[float, ...]", (250.0,)),             # one number: a one-value list
     ([1, "a"], (), None, (1, "a")),                       # nothing to check against
     ({"any": 1}, None, None, {"any": 1}),                 # None default: as it is
 ])
@@ -38,7 +39,7 @@ def test_values_are_converted_to_the_default_type(value, default, annotation, ex
     (5, "cpu", None, "a string"),
     (64, (200, 200), None, "a list"),                     # one value only for float lists
     ("x", ("a",), None, "a list"),
-    (1.0, (), "Tuple[float, ...]", "a list"),
+    (1.0, (), "Tuple[int, ...]", "a list"),               # int lists: no single number
     ("1.0", (1.0,), None, "a list"),
     ([1.0, 2.0], (200,), None, "a list of integers"),
     ([True], (1.0,), None, "a list of numbers"),

@@ -7,6 +7,8 @@ import pytest
 from rclpy.parameter import Parameter
 
 from mbrl_ros.nodes.sim_node import SimNode
+from mbrl_ros.robots.defaults import robot_defaults
+from mbrl_ros.robots.robot_model import RobotModel
 
 ARM = str(Path(__file__).resolve().parents[2] / "urdf" / "arm7.urdf")
 KP = [400.0, 350.0, 300.0, 200.0, 100.0, 50.0, 20.0]
@@ -27,7 +29,7 @@ def _gains(node):
 
 
 @pytest.mark.parametrize("kp, kv, expected_kp, expected_kv", [
-    (None, None, [100.0] * 7, [5.0] * 7),  # defaults
+    (None, None, None, None),  # left out: derived from the URDF
     (KP, KV, KP, KV),  # one per joint
     ([250.0], [12], [250.0] * 7, [12.0] * 7),  # one value; integers accepted
     (250.0, 12.0, [250.0] * 7, [12.0] * 7),  # a scalar (e.g. -p position_kp:=250.0) still works
@@ -36,12 +38,12 @@ def test_position_gains_per_joint(ros_context, kp, kv, expected_kp, expected_kv)
     params = {} if kp is None else {"position_kp": kp, "position_kv": kv}
     node = _node(ros_context, **params)
     try:
-        parameter = node.get_parameter("position_kp")
-        if kp is None:
-            assert parameter.type_ == Parameter.Type.DOUBLE_ARRAY
-            assert list(parameter.value) == [100.0]
-        expected_config = (100.0,) if kp is None else tuple(np.atleast_1d(kp).astype(float))
-        assert node.config.position_kp == expected_config
+        if kp is None:  # the rule robot-config writes, at the derived home
+            home, derived = robot_defaults(RobotModel.from_urdf(ARM))
+            expected_kp, expected_kv = derived.kp, derived.kd
+            np.testing.assert_allclose(node.sim.model.key("home").qpos, home)
+        else:
+            assert node.config.position_kp == tuple(np.atleast_1d(kp).astype(float))
         gains = _gains(node)
         np.testing.assert_allclose(gains[0], expected_kp)
         np.testing.assert_allclose(gains[1], expected_kv)

@@ -15,6 +15,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.parameter import Parameter
 from sim_bags import REPO
 
+from mbrl_ros.data.dataset_config import resolve_topic_name
 from mbrl_ros.nodes.parameters import read_config
 from mbrl_ros.nodes.trainer_node import TrainerNode
 from mbrl_ros.training.config_file import (ROS_BUILTIN_PREFIXES, TrainerNodeConfig,
@@ -90,8 +91,11 @@ def offline_configs(params_file: Path, urdf: str, folder: Path) -> dict:
     """What ``mbrl-ros train --config params_file --urdf urdf`` reads."""
     setup = load_training_setup(params_file, urdf, {
         "niceness": 0, "data_dir": str(folder / "data"), "model_dir": str(folder / "models")})
+    # the node runs in namespace /robot: its relative topics resolve there, as
+    # `mbrl-ros train --namespace robot` resolves them
+    streams = setup.streams.resolved(lambda topic: resolve_topic_name(topic, "/robot"))
     return dict(names=known_parameters(), node=setup.node, trainer=setup.trainer,
-                ensemble=setup.ensemble, streams=setup.streams, alignment=setup.alignment,
+                ensemble=setup.ensemble, streams=streams, alignment=setup.alignment,
                 metadata=setup.metadata())
 
 
