@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
+import pinocchio as pin
 
 from mbrl_ros.robots.robot_model import RobotModel
 
@@ -39,8 +40,8 @@ UNBOUNDED_RANGE = 2.0 * np.pi
 """A joint range at least this wide counts as unbounded: its centre is taken as 0."""
 HEIGHT_TOLERANCE = 1e-6
 """A joint this little below the base still counts as on it [m]."""
-FINITE_DIFFERENCE_STEP = 1e-6
-"""Joint step of the numerical Jacobians [rad or m]."""
+MOVING_TOLERANCE = 1e-6
+"""A joint moves a foot when the foot's Jacobian column is longer than this [m/rad]."""
 
 
 @dataclass(frozen=True)
@@ -109,15 +110,12 @@ def range_half_width(robot: RobotModel) -> np.ndarray:
 
 def position_jacobian(robot: RobotModel, frame: str, q: np.ndarray,
                       base_pose: Optional[np.ndarray] = None) -> np.ndarray:
-    """[3, J] numerical Jacobian of a frame's position w.r.t. the joints (base held)."""
-    base = robot.frame_pose(frame, robot.full_configuration(q, base_pose))[0]
-    jacobian = np.zeros((3, robot.num_joints))
-    for joint in range(robot.num_joints):
-        shifted = q.copy()
-        shifted[joint] += FINITE_DIFFERENCE_STEP
-        moved = robot.frame_pose(frame, robot.full_configuration(shifted, base_pose))[0]
-        jacobian[:, joint] = (moved - base) / FINITE_DIFFERENCE_STEP
-    return jacobian
+    """[3, J] Jacobian of a frame's world position w.r.t. the joints (base held), canonical
+    joint order (pinocchio's frame Jacobian, as the IK uses)."""
+    jacobian = pin.computeFrameJacobian(robot.model, robot.data,
+                                        robot.full_configuration(q, base_pose),
+                                        robot.frame_id(frame), pin.LOCAL_WORLD_ALIGNED)
+    return jacobian[:3, robot.v_indices]
 
 
 def arm_home(robot: RobotModel, config: DefaultsConfig = DefaultsConfig()) -> np.ndarray:
@@ -207,7 +205,7 @@ def leg_joints(robot: RobotModel, feet: Sequence[str]) -> Dict[str, Tuple[int, .
     legs = {}
     for foot in feet:
         jacobian = position_jacobian(robot, foot, q)
-        moving = np.flatnonzero(np.linalg.norm(jacobian, axis=0) > FINITE_DIFFERENCE_STEP)
+        moving = np.flatnonzero(np.linalg.norm(jacobian, axis=0) > MOVING_TOLERANCE)
         if moving.size == 0:
             raise ValueError(f"no joint moves foot '{foot}'")
         legs[foot] = tuple(int(i) for i in moving)
