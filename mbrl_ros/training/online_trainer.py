@@ -4,7 +4,22 @@ Data reaches the trainer as finished rosbag2 splits in ``data_dir`` (written by 
 or copied from a robot): a split counts once it has its ``metadata.yaml``. On start every split
 present is read again, so a restarted trainer loses nothing, and it warm-starts from the newest
 valid checkpoint in ``model_dir``. A refitted model is deployed (written as the next version)
-only when it beats the deployed one on held-out transitions.
+only when it beats the deployed one on held-out data.
+
+Held-out data are whole splits, never single transitions: neighbouring time steps of one
+recording are nearly the same transition, so a row-wise hold-out would score a model on what it
+was trained on. Whether a split is held out is decided by its file name alone
+(:func:`split_holdout_draw`: a hash of the name and ``seed``, held out when below
+``holdout_fraction``). That needs no state: the assignment is the same after a restart, on
+another host sharing the folder and whatever order the splits are read in, and a larger
+``holdout_fraction`` only adds splits to the held-out ones. (A JSON of assignments next to the
+models would do the same but could be lost or disagree with the data.)
+
+A candidate is judged against the deployed model on the held-out splits by its open-loop error
+at each of ``judge_horizons`` (see :func:`compare_errors`); with no held-out split yet, only the
+first model is deployed, unjudged. Every deployed version carries its held-out errors and the
+calibration of its predicted variance (:class:`~mbrl_ros.training.model_errors.Calibration`),
+in the :class:`Deployment` record and the checkpoint's metadata.
 
 A round can be cancelled (``run_round(should_stop=...)``, checked before every minibatch):
 the partly trained candidate is then discarded, nothing is written, and the deployed version
@@ -14,9 +29,11 @@ stays deployed; the next round starts again from the deployed checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -35,7 +52,8 @@ from mbrl_ros.data.alignment import align_streams
 from mbrl_ros.data.bag_reader import read_robot_streams
 from mbrl_ros.data.data_directory import DataDirectory
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
-from mbrl_ros.training.model_errors import normalised_one_step_mse
+from mbrl_ros.training.model_errors import (Calibration, calibration, consecutive_windows,
+                                            normalised_one_step_mse, open_loop_mse, run_ids)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +63,8 @@ StopCheck = Callable[[], bool]
 """``should_stop()``: True when the running round must be abandoned (node shutdown, reset)."""
 INGEST_CHUNK = 4
 """Bags read between two checks of a stop request."""
+HOLDOUT_HASH_BYTES = 8
+"""Bytes of a split's name hash read as its hold-out draw (a uniform number in [0, 1))."""
 
 
 @dataclass(frozen=True)
@@ -65,13 +85,21 @@ class TrainerConfig:
     retrain_period_s: float = 5.0
     """Seconds between training rounds (new data is read at every round)."""
     holdout_fraction: float = 0.1
-    """Share of each new batch of transitions held out to decide deployment."""
+    """Probability that a finished split (a whole bag) is held out to decide deployment
+    instead of trained on; fixed by the split's name and seed, so the same after a restart."""
     improvement_margin: float = 0.0
-    """A new model is deployed if its held-out error < (1 - margin) x the deployed one's."""
+    """A new model is deployed if the mean over judge_horizons of its held-out error / the
+    deployed one's is < 1 - margin."""
+    judge_horizons: Tuple[int, ...] = (1, 5, 20)
+    """Open-loop horizons [model steps] of the held-out errors a new model is judged on; one
+    longer than every run of consecutive held-out transitions is skipped."""
+    judge_max_windows: int = 4096
+    """Most open-loop rollouts per horizon when judging (evenly spaced over the held-out
+    data); bounds the time a round spends judging."""
     max_transitions: int = 500000
     """Most transitions kept for training (oldest dropped first)."""
     seed: int = 0
-    """Seed of the hold-out split and the model initialisation."""
+    """Seed of the hold-out assignment and the model initialisation."""
 
     def validate(self) -> "TrainerConfig":
         """Raise ValueError on a bad setting; return self."""
@@ -85,6 +113,10 @@ class TrainerConfig:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if not 0.0 <= self.improvement_margin < 1.0:
             raise ValueError("improvement_margin must be in [0, 1)")
+        if not self.judge_horizons or min(self.judge_horizons) < 1:
+            raise ValueError(f"judge_horizons must be >= 1, got {self.judge_horizons}")
+        if self.judge_max_windows < 1:
+            raise ValueError(f"judge_max_windows must be >= 1, got {self.judge_max_windows}")
         return self
 
 
@@ -96,10 +128,78 @@ class Deployment:
     path: str
     sha256: str
     num_transitions: int
+    """Transitions the trainer held (training and held-out)."""
     holdout_mse: float
+    """Normalised one-step error on every held-out transition (NaN: none held out yet)."""
     validation_nll: float
+    """Validation NLL (normalised) from the fit."""
     validation_mse: float
+    """Validation MSE (normalised) from the fit."""
     train_seconds: float
+    """Duration of the fit [s]."""
+    holdout_errors: Dict[int, float] = field(default_factory=dict)
+    """Horizon [model steps] -> normalised open-loop error on the held-out data, for each
+    judged horizon (empty: none held out yet)."""
+    calibration: Calibration = field(default_factory=Calibration)
+    """Calibration of the predicted one-step variance on the held-out data (NaN: none held
+    out yet, or the model predicts no variance)."""
+    decision: str = ""
+    """Why this version was written (the deployment decision, in words)."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The deployment decision on one candidate."""
+
+    deploy: bool
+    """True: the candidate replaces the deployed model."""
+    reason: str
+    """The decision in words (logged, and kept with a deployed version)."""
+    candidate_errors: Dict[int, float] = field(default_factory=dict)
+    """Horizon -> the candidate's held-out open-loop error."""
+    deployed_errors: Dict[int, float] = field(default_factory=dict)
+    """Horizon -> the deployed model's (inf where none is deployed)."""
+    score: float = math.nan
+    """Mean over horizons of candidate / deployed error (NaN: not compared)."""
+
+
+def split_holdout_draw(name: str, seed: int) -> float:
+    """A number in [0, 1) fixed by a split's file ``name`` and ``seed`` (sha256 of both):
+    the split is held out when it is below ``holdout_fraction``."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:HOLDOUT_HASH_BYTES], "big") / float(1 << 8 * HOLDOUT_HASH_BYTES)
+
+
+def error_ratio(candidate: float, deployed: float) -> float:
+    """``candidate / deployed`` error, with the limits: a non-finite candidate error is inf
+    (never better), a non-finite deployed one 0 (anything finite is better)."""
+    if not math.isfinite(candidate):
+        return math.inf
+    if not math.isfinite(deployed):
+        return 0.0
+    if deployed <= 0.0:
+        return 1.0 if candidate <= 0.0 else math.inf
+    return candidate / deployed
+
+
+def compare_errors(candidate: Dict[int, float], deployed: Dict[int, float],
+                   margin: float) -> Judgement:
+    """The deployment rule: deploy when the mean over horizons of candidate / deployed
+    held-out error is below ``1 - margin``.
+
+    The mean of ratios weighs every horizon alike whatever its error's size, and lets a
+    candidate that is much better at long horizons win against a slightly worse one-step
+    error (a planner relies on its whole horizon).
+    """
+    ratios = [error_ratio(candidate[h], deployed[h]) for h in sorted(candidate)]
+    score = float(np.mean(ratios))
+    threshold = 1.0 - margin
+    deploy = bool(score < threshold)
+    errors = ", ".join(f"{h} steps {candidate[h]:.5g} (deployed {deployed[h]:.5g})"
+                       for h in sorted(candidate))
+    verdict = "better: deploy" if deploy else "not better: keep the deployed model"
+    return Judgement(deploy, f"held-out error {errors}; mean ratio {score:.4g} vs "
+                             f"{threshold:.4g}: {verdict}", dict(candidate), dict(deployed), score)
 
 
 @dataclass
@@ -116,6 +216,8 @@ class RoundStats:
     """Normalised one-step error of the last round's candidate on held-out transitions."""
     last_validation_mse: float = float("nan")
     """Validation MSE (normalised) of the last round's candidate, from its fit."""
+    last_decision: str = ""
+    """Why the last round's candidate was deployed or not, in words."""
 
 
 def _never() -> bool:
@@ -146,9 +248,10 @@ class OnlineTrainer:
             logger.warning("removed %s: a checkpoint write cut short by a crash", name)
         self.data_dir = (DataDirectory(Path(config.data_dir).expanduser())
                          if config.data_dir else None)
-        self.rng = np.random.default_rng(config.seed)
         self.train_data: Optional[TransitionBatch] = None
         self.holdout: Optional[TransitionBatch] = None
+        self.split_held_out: Dict[str, bool] = {}
+        """Name -> held out, for every split added by name (see :func:`split_holdout_draw`)."""
         self.ingested: set = set()
         self.model = None
         self.deployed = None
@@ -191,21 +294,64 @@ class OnlineTrainer:
                 logger.error("could not use %d new bag(s): %s", len(chunk), error)
                 continue
             logger.info("ingested %d bag(s): %s", len(chunk), dataset.report.summary())
-            rows += self.add(dataset.batch)
+            for index, path in enumerate(chunk):
+                rows += self.add(dataset.batch[dataset.recording == index], split=path.name)
         return rows
 
-    def add(self, batch: TransitionBatch) -> int:
-        """Add transitions, holding a share out for deployment decisions."""
+    def is_held_out(self, split: str) -> bool:
+        """Whether the split named ``split`` is held out (the same on every start)."""
+        return split_holdout_draw(split, self.config.seed) < self.config.holdout_fraction
+
+    @property
+    def has_holdout(self) -> bool:
+        """True once some transitions are held out."""
+        return self.holdout is not None and len(self.holdout) > 0
+
+    def add(self, batch: TransitionBatch, split: Optional[str] = None) -> int:
+        """Add transitions, to the held-out or the training data.
+
+        Args:
+            split: the name of the split (bag) ``batch`` is: all of it is held out or all
+                trained on, as :meth:`is_held_out` says. None (transitions of unknown origin,
+                e.g. the offline tool's): the end of each of its episodes is held out
+                instead (see :meth:`_anonymous_holdout`).
+        """
         batch = batch[batch.finite_mask()]
         if len(batch) == 0:
             return 0
-        held = self.rng.random(len(batch)) < self.config.holdout_fraction
+        if split is None:
+            held = self._anonymous_holdout(batch)
+        else:
+            self.split_held_out[split] = self.is_held_out(split)
+            held = np.full(len(batch), self.split_held_out[split])
         for name, part in (("holdout", batch[held]), ("train_data", batch[~held])):
             current = getattr(self, name)
             joined = part if current is None else TransitionBatch.concatenate([current, part])
             setattr(self, name, joined[-self.config.max_transitions:])
         self.untrained_rows += len(batch)
         return len(batch)
+
+    def _anonymous_holdout(self, batch: TransitionBatch) -> np.ndarray:
+        """[N] bool held-out rows of a batch without a split name (e.g. the offline tool's
+        bags): the end of every run of consecutive transitions (:func:`run_ids`, an episode),
+        ``holdout_fraction`` of the batch in all, at least one row while nothing is held out.
+
+        Run ``r`` gives its last ``round(f * end_r) - round(f * start_r)`` rows (``start_r``,
+        ``end_r``: its row range in the batch), so the shares add up to ``round(f * N)`` even
+        for runs of one transition, of which every ``1 / f``-th is held out. A run's tail,
+        not random rows: only its first held-out transition neighbours training data. Not
+        whole episodes at random: a few long episodes would make the held-out share anything
+        from nothing to most of the data. The same batch always gives the same split.
+        """
+        runs = run_ids(batch)
+        lengths = np.bincount(runs)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        fraction = self.config.holdout_fraction
+        tails = np.round(fraction * ends) - np.round(fraction * starts)
+        if tails.sum() == 0 and not self.has_holdout:
+            tails[-1] = 1
+        return np.arange(len(batch)) >= (ends - tails)[runs]
 
     # -- models ----------------------------------------------------------------------------
     def _load(self, path: Path):
@@ -251,10 +397,47 @@ class OnlineTrainer:
         return dataclasses.replace(self.ensemble_config, **{
             name: getattr(own, name) for name in ARCHITECTURE_FIELDS})
 
+    def judged_horizons(self) -> Tuple[int, ...]:
+        """The ``judge_horizons`` with a window of as many consecutive held-out transitions
+        (the others are skipped, with a log line)."""
+        if not self.has_holdout:
+            return ()
+        judged = []
+        for horizon in sorted(set(self.config.judge_horizons)):
+            if len(consecutive_windows(self.holdout, horizon)) > 0:
+                judged.append(horizon)
+            else:
+                logger.info("horizon %d skipped: no %d consecutive held-out transitions",
+                            horizon, horizon)
+        return tuple(judged)
+
+    def holdout_errors(self, model, horizons: Tuple[int, ...]) -> Dict[int, float]:
+        """Horizon -> ``model``'s normalised open-loop error on the held-out data (inf
+        without a model)."""
+        return {h: open_loop_mse(model, self.holdout, h, self.config.judge_max_windows)
+                for h in horizons}
+
+    def judge(self, candidate) -> Judgement:
+        """Whether ``candidate`` should replace the deployed model (:func:`compare_errors` on
+        the held-out data). With nothing to judge on yet, only a first model is deployed."""
+        horizons = self.judged_horizons()
+        if not horizons:
+            missing = ("no held-out split yet" if not self.has_holdout else
+                       f"no held-out run as long as any of {self.config.judge_horizons} steps")
+            if self.deployed is None:
+                return Judgement(True, f"{missing}: the first model is deployed without a "
+                                       f"held-out comparison")
+            return Judgement(False, f"{missing}: cannot compare with deployed "
+                                    f"v{self.deployed_version}, which stays deployed")
+        return compare_errors(self.holdout_errors(candidate, horizons),
+                              self.holdout_errors(self.deployed, horizons),
+                              self.config.improvement_margin)
+
     def run_round(self, progress: Optional[Callable] = None, force: bool = False,
                   should_stop: Optional[StopCheck] = None) -> Optional[Deployment]:
         """Ingest new data, refit, and deploy the model if it beats the deployed one
-        (``force``: deploy it whatever its held-out error, as offline training does).
+        (:meth:`judge`; ``force``: deploy it whatever its held-out error, as offline training
+        does).
 
         Raises:
             TrainingCancelled: ``should_stop()`` returned True while the candidate was trained
@@ -266,7 +449,7 @@ class OnlineTrainer:
         if stop():
             raise TrainingCancelled("stop requested while reading bags")
         if self.num_transitions < self.config.min_transitions or self.train_data is None \
-                or self.holdout is None or len(self.holdout) == 0:
+                or len(self.train_data) == 0:
             return None
         if self.untrained_rows == 0 and self.model is not None and self.rounds > 0:
             return None
@@ -289,9 +472,8 @@ class OnlineTrainer:
                                   seed=self.config.seed + self.rounds, progress=on_epoch,
                                   should_stop=stop)
             train_seconds = time.monotonic() - start
-            candidate_error = normalised_one_step_mse(self.model, self.holdout)
-            deployed_error = (normalised_one_step_mse(self.deployed, self.holdout)
-                              if self.deployed is not None else float("inf"))
+            candidate_error = self._one_step_error(self.model)
+            judgement = self.judge(self.model)
             if stop():
                 raise TrainingCancelled("stopped on request after training")
         except TrainingCancelled:
@@ -303,15 +485,20 @@ class OnlineTrainer:
         self.stats.last_round_s = time.monotonic() - start
         self.stats.last_holdout_error = candidate_error
         self.stats.last_validation_mse = float(report.best_val_mse)
-        logger.info("round %d: %d transitions, held-out error %.5f (deployed %.5f), %.1f s",
-                    self.rounds, self.num_transitions, candidate_error, deployed_error,
-                    train_seconds)
-        if not force and not (candidate_error
-                              < (1.0 - self.config.improvement_margin) * deployed_error):
+        self.stats.last_decision = judgement.reason
+        logger.info("round %d: %d transitions (%d held out), %.1f s: %s", self.rounds,
+                    self.num_transitions, len(self.holdout) if self.has_holdout else 0,
+                    train_seconds, judgement.reason)
+        if not force and not judgement.deploy:
             self.stats.rounds_rejected += 1
             return None
+        reason = judgement.reason if judgement.deploy else f"forced ({judgement.reason})"
         return self._deploy(float(report.best_val_nll), float(report.best_val_mse),
-                            candidate_error, train_seconds)
+                            train_seconds, judgement.candidate_errors, reason)
+
+    def _one_step_error(self, model) -> float:
+        """Normalised one-step error on every held-out transition (NaN: none held out)."""
+        return normalised_one_step_mse(model, self.holdout) if self.has_holdout else math.nan
 
     def _discard_candidate(self) -> None:
         """Forget a partly trained candidate (a cancelled round does not count)."""
@@ -319,25 +506,36 @@ class OnlineTrainer:
         self.rounds -= 1
         self.stats.rounds_cancelled += 1
 
-    def _deploy(self, validation_nll: float, validation_mse: float, holdout_error: float,
-                train_seconds: float) -> Deployment:
+    def _deploy(self, validation_nll: float, validation_mse: float, train_seconds: float,
+                holdout_errors: Dict[int, float], decision: str) -> Deployment:
+        """Write the current model as the next version, with its held-out errors and
+        calibration in the checkpoint's metadata, and make it the deployed one."""
         version = max(self.registry.next_version(), self.deployed_version + 1)
         path = self.registry.path_for(version)
+        holdout_error = self._one_step_error(self.model)
+        calibrated = calibration(self.model, self.holdout) if self.has_holdout else Calibration()
         metadata = dict(self.metadata, version=version, num_transitions=self.num_transitions,
-                        holdout_mse=holdout_error, model_kind=self.config.model_kind)
+                        holdout_mse=holdout_error, model_kind=self.config.model_kind,
+                        holdout_errors={str(h): e for h, e in sorted(holdout_errors.items())},
+                        calibration=dataclasses.asdict(calibrated), decision=decision,
+                        holdout_splits=sum(self.split_held_out.values()),
+                        holdout_transitions=len(self.holdout) if self.has_holdout else 0)
         sha256 = self.model.save(str(path), metadata)
         self.deployed, self.deployed_version = self._load(path), version
         self.deployed_path = path
+        logger.info("deployed v%d: %s; held-out calibration: %s", version, decision,
+                    calibrated.summary())
         return Deployment(version, str(path), sha256, self.num_transitions, holdout_error,
-                          validation_nll, validation_mse, train_seconds)
+                          validation_nll, validation_mse, train_seconds, dict(holdout_errors),
+                          calibrated, decision)
 
     def save_now(self) -> Deployment:
         """Write the current model as the next version whatever its held-out error."""
         if self.model is None:
             raise ValueError("no model has been trained yet")
         nan = float("nan")
-        error = normalised_one_step_mse(self.model, self.holdout) if self.holdout else nan
-        return self._deploy(nan, nan, error, 0.0)
+        errors = self.holdout_errors(self.model, self.judged_horizons())
+        return self._deploy(nan, nan, 0.0, errors, "saved on request, not judged")
 
     def reset(self) -> None:
         """Forget the model (the next round trains a fresh one); data is kept."""
