@@ -27,6 +27,7 @@ import numpy as np
 from mbrl_ros.core.command_limits import rate_limited
 from mbrl_ros.core.safety_gate_config import (  # noqa: F401 - re-exported API
     CONTROL_MODES, FALLBACK_POLICIES, HOLD_REQUESTS, CommandStatus, Fault, GateConfig, GateState)
+from mbrl_ros.core.workspace import WorkspaceGuard
 
 logger = logging.getLogger(__name__)
 
@@ -118,17 +119,22 @@ class _Sample:
 
 
 class SafetyGate:
-    """Judges planner commands against freshness, validity, disagreement and joint limits.
+    """Judges planner commands against freshness, validity, disagreement, joint limits and
+    the workspace.
 
     Feed it with :meth:`set_command`, :meth:`set_joint_state`, :meth:`estop`; call :meth:`tick`
     at the control rate. Times are seconds on one clock (the node's, so simulation time works);
     stamps are the messages' header stamps. Not thread-safe: the caller serialises calls.
     ``gravity`` (effort mode) adds gravity compensation to the hold when the driver does not.
+    ``workspace`` (joint positions in the gate's order) refuses commands that would take the
+    robot's links below the floor or its end effector out of its box (None: no such check).
     """
 
-    def __init__(self, config: GateConfig, gravity: Optional[GravityFn] = None) -> None:
+    def __init__(self, config: GateConfig, gravity: Optional[GravityFn] = None,
+                 workspace: Optional[WorkspaceGuard] = None) -> None:
         config.validate()
         self.config = config
+        self._workspace = workspace
         n = config.num_joints
         self._index = {name: i for i, name in enumerate(config.joints)}
         self._lower, self._upper = config.per_joint("position_lower"), \
@@ -372,6 +378,9 @@ class SafetyGate:
         guard = self._limit_guard(clamped)
         if guard:
             return _Verdict(fallback, Fault.LIMIT_GUARD, guard)
+        outside = self._workspace_refusal(clamped)
+        if outside:
+            return _Verdict(fallback, Fault.WORKSPACE, outside)
         if np.array_equal(clamped, command):
             return _Verdict(GateState.PASS, None, "ok", clamped)
         return _Verdict(GateState.CLAMPED, None, f"clamped by the {bounds} (excess {excess:.3g})",
@@ -443,6 +452,24 @@ class SafetyGate:
             reasons.append(f"pushed beyond velocity limits: "
                            f"{[cfg.joints[i] for i in np.flatnonzero(velocity_out)]}")
         return "; ".join(reasons)
+
+    def _workspace_refusal(self, command: np.ndarray) -> str:
+        """Reason if ``command`` takes the robot further out of its workspace ("" if not).
+
+        The target judged: the commanded positions (position mode), where the commanded
+        velocity leads within ``limit_lookahead_s`` (velocity mode), or where the robot's own
+        motion does (effort mode; joints slower than ``guard_velocity_deadband`` stand still).
+        A robot outside its workspace may stay or move back; it may not go further out."""
+        if self._workspace is None:
+            return ""
+        cfg, q = self.config, self._positions
+        if cfg.control_mode == "position":
+            target = command
+        else:
+            moving = command if cfg.control_mode == "velocity" else np.where(
+                np.abs(self._velocities) > cfg.guard_velocity_deadband, self._velocities, 0.0)
+            target = q + moving * cfg.limit_lookahead_s
+        return self._workspace.refusal(target, q)
 
     def _resume_ramp(self, command: np.ndarray, now: float, was_passing: bool) -> np.ndarray:
         """Effort/velocity mode: blend from the last fallback output to the planner command over

@@ -65,6 +65,7 @@ class Fault(str, Enum):
     DISAGREEMENT = "disagreement"
     OUT_OF_LIMITS = "out_of_limits"
     LIMIT_GUARD = "limit_guard"
+    WORKSPACE = "workspace"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -136,7 +137,8 @@ class GateConfig:
     out_of_limits: str = "fallback"
     """Policy for commands beyond limits + margin: fallback or clamp."""
     limit_lookahead_s: float = field(default=0.05, metadata={"range": (0.0, 10.0)})
-    """Position guard: fall back if a joint would cross a position limit within this time."""
+    """Position guard: fall back if a joint would cross a position limit within this time.
+    The workspace check (effort and velocity mode) looks as far ahead."""
     guard_velocity_deadband: float = field(default=1e-3, metadata={"range": (0.0, 100.0)})
     """Position guard: joints slower than this are not considered moving."""
     velocity_guard_fraction: float = field(default=1.0, metadata={"range": (1e-3, 10.0)})

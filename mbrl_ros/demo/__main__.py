@@ -20,12 +20,17 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
+from mbrl_ros.core.workspace import WorkspaceConfig
 from mbrl_ros.demo.goals import GoalSampler
 from mbrl_ros.demo.report import write_report
 from mbrl_ros.demo.supervisor import DemoConfig, DemoSupervisor
 from mbrl_ros.tasks.reach import load_robot
+from mbrl_ros.training.config_file import build_config, read_node_parameters
 
 REPO = Path(__file__).resolve().parents[2]
+PARAMS_FILE = REPO / "config" / "arm7.yaml"
+"""The graph's parameters (arm_sim.launch.yaml's default); goals respect its planner's
+workspace."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -70,7 +75,10 @@ def main(argv=None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     robot = load_robot(str(REPO / "urdf" / "arm7.urdf"))
-    goals = GoalSampler().sample(robot, args.goals, np.random.default_rng(args.seed))
+    workspace = build_config(WorkspaceConfig, read_node_parameters(PARAMS_FILE, "planner"),
+                             "workspace.")
+    goals = GoalSampler().sample(robot, args.goals, np.random.default_rng(args.seed),
+                                 workspace)
     config = DemoConfig(data_phase_s=args.data_seconds, num_goals=args.goals,
                         goal_timeout_s=args.goal_timeout)
     logging.info("starting the arm graph (log: %s)", out / "graph.log")

@@ -1,13 +1,18 @@
-"""Random reachable end-effector goals: forward kinematics of random joint configurations."""
+"""Random reachable end-effector goals: forward kinematics of random joint configurations
+that keep the arm inside its workspace (every checked point above the floor, the end effector
+within its box; see :mod:`mbrl_ros.core.workspace`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Tuple
 
 import numpy as np
 
+from mbrl_ros.core.workspace import WorkspaceConfig
 from mbrl_ros.robots.defaults import range_centre, range_half_width
 from mbrl_ros.robots.robot_model import RobotModel
+from mbrl_ros.robots.workspace_points import workspace_guard
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,19 @@ class GoalSampler:
     reach_samples: int = 200
     """The reach is the farthest end-effector distance among this many drawn configurations."""
 
-    def sample(self, robot: RobotModel, count: int, rng: np.random.Generator) -> np.ndarray:
-        """[count, 3] goals, each the end-effector position of a joint configuration."""
+    def sample(self, robot: RobotModel, count: int, rng: np.random.Generator,
+               workspace: WorkspaceConfig = WorkspaceConfig()) -> np.ndarray:
+        """[count, 3] goals, each the end-effector position of a joint configuration that
+        ``workspace`` allows (the planner's: a goal it could not reach without leaving the
+        workspace is never drawn)."""
+        return self.sample_with_configurations(robot, count, rng, workspace)[0]
+
+    def sample_with_configurations(self, robot: RobotModel, count: int,
+                                   rng: np.random.Generator,
+                                   workspace: WorkspaceConfig = WorkspaceConfig()
+                                   ) -> Tuple[np.ndarray, np.ndarray]:
+        """([count, 3] goals, [count, J] the joint configurations they come from)."""
+        guard = workspace_guard(robot, workspace)
         centre = range_centre(robot)
         half = range_half_width(robot) * self.range_fraction
         reach = max(float(np.linalg.norm(robot.ee_pose(rng.uniform(centre - half,
@@ -34,12 +50,15 @@ class GoalSampler:
                     for _ in range(self.reach_samples))
         min_height, min_radius = (self.min_height_fraction * reach,
                                   self.min_radius_fraction * reach)
-        goals = []
+        goals, configurations = [], []
         for _ in range(1000 * count):
             q = rng.uniform(centre - half, centre + half)
             position, _ = robot.ee_pose(q)
-            if position[2] >= min_height and np.hypot(*position[:2]) >= min_radius:
+            if position[2] >= min_height and np.hypot(*position[:2]) >= min_radius \
+                    and (guard is None or guard.allows(q)):
                 goals.append(position)
+                configurations.append(q)
                 if len(goals) == count:
-                    return np.array(goals)
-        raise ValueError("could not find enough reachable goals; relax GoalSampler settings")
+                    return np.array(goals), np.array(configurations)
+        raise ValueError("could not find enough reachable goals; relax GoalSampler settings "
+                         "or the workspace")

@@ -42,6 +42,7 @@ from mbrl_ros.core.exploration import ExplorationConfig
 from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.safety_gate_config import CommandStatus
+from mbrl_ros.core.workspace import WorkspaceConfig
 from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
 from mbrl_ros.nodes.parameters import declare_config, read_config
 from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
@@ -52,6 +53,8 @@ from mbrl_ros.tasks.reach import (ReachCostConfig, build_reach_cost, load_robot,
                                   nominal_dynamics, reach_explorer, reach_limits,
                                   reach_warm_start)
 from mbrl_ros.robots.servo_model import robot_servo_config
+from mbrl_ros.robots.workspace_points import (checked_points, workspace_constraint,
+                                              workspace_unavailable)
 from mbrl_ros.tasks.stand import (StandCostConfig, StandLayout, StandTaskConfig,
                                   build_stand_cost, odom_vector, stand_explorer,
                                   stand_planner_limits, stand_warm_start)
@@ -63,6 +66,8 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 VISUAL = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 DIAGNOSTICS_PERIOD_S = 1.0
 """Period of the planner's /diagnostics status."""
+WORKSPACE_PREFIX = "workspace."
+"""Parameters of the reach task's workspace (:class:`WorkspaceConfig`), read once at start."""
 
 
 class PlannerNode(Node):
@@ -81,6 +86,8 @@ class PlannerNode(Node):
         self.state_dim = (StandLayout(self.robot.num_joints).state_dim if self.stand
                           else 2 * self.robot.num_joints)
         period = 1.0 / self.config.control_rate_hz
+        self.workspace: Optional[WorkspaceConfig] = None
+        """The reach task's workspace (None: the stand task has none)."""
         cost, explorer, planner_config = (self._stand_task(period) if self.stand
                                           else self._reach_task(period))
         warm_start = self._warm_start()
@@ -89,7 +96,8 @@ class PlannerNode(Node):
             warm_start=warm_start,
             disturbance=declare_config(self, DisturbanceConfig, "disturbance."),
             model_period_s=self.config.model_period_s,
-            jump_threshold=self.config.state_jump_threshold)
+            jump_threshold=self.config.state_jump_threshold,
+            constraint=None if self.stand else self._workspace_constraint())
         self.latest_odom = None
         self.state_map = JointNameMap(self.robot.joint_names)
         command_joints = self.config.joints or self.robot.joint_names
@@ -151,6 +159,22 @@ class PlannerNode(Node):
                                   self.robot, cfg.command_mode, period, cfg.gravity_compensated,
                                   self.servo.kp if self.servo else 0.0)
         return cost, explorer, planner_config
+
+    def _workspace_constraint(self):
+        """The reach task's workspace as a hard constraint of the plans (None, logged once,
+        where it is off or cannot apply)."""
+        self.workspace = declare_config(self, WorkspaceConfig, WORKSPACE_PREFIX)
+        off = workspace_unavailable(self.robot, self.workspace)
+        if off:
+            self.get_logger().info(f"workspace check off: {off}")
+            return None
+        names = checked_points(self.robot, self.workspace).names
+        self.get_logger().info(
+            f"workspace: {list(names)} stay at z >= {self.workspace.floor_limit:g} m"
+            + (f", the end effector within {list(self.workspace.ee_lower)}.."
+               f"{list(self.workspace.ee_upper)}" if self.workspace.bounded else ""))
+        return workspace_constraint(self.robot, self.workspace, self.config.command_mode,
+                                    self.device)
 
     def _warm_start(self):
         """The planner's seed on a new goal / after a reset (position targets only): a joint
@@ -217,6 +241,10 @@ class PlannerNode(Node):
             return
         self.controller.set_goal(position)
         self.get_logger().info(f"new goal {np.round(position, 3).tolist()}")
+        if self.workspace is not None and self.workspace.enabled \
+                and self.workspace.ee_excess(position) > 0.0:
+            self.get_logger().warn(f"goal {np.round(position, 3).tolist()} is outside the "
+                                   "workspace: the arm stops at its boundary")
 
     def _on_model_update(self, msg: ModelUpdate) -> None:
         """Hand the checkpoint to the loader thread; the control loop swaps the model in
@@ -251,6 +279,10 @@ class PlannerNode(Node):
             self.pending_model = (model, msg.version)
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
+        fixed = [p.name for p in parameters if p.name.startswith(WORKSPACE_PREFIX)]
+        if fixed:
+            return SetParametersResult(successful=False, reason=f"{fixed} are read at start "
+                                       "only: restart the planner with the new values")
         changes = {p.name: p.value for p in parameters if p.name.startswith("planner.")}
         if not changes:
             return SetParametersResult(successful=True)

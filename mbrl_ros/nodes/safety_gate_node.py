@@ -20,7 +20,8 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
@@ -36,13 +37,15 @@ from mbrl_ros.nodes.conversions import JointNameMap, stamp_to_seconds
 from mbrl_ros.core.safety_gate import (GateCommand, GateConfig, GateOutput, GateState,
                                        GravityFn, SafetyGate)
 from mbrl_ros.core.safety_gate_config import PER_JOINT_FIELDS
+from mbrl_ros.core.workspace import WorkspaceConfig, WorkspaceGuard
 from mbrl_ros.msg import GateStatus, PlannedCommand
-from mbrl_ros.nodes.parameters import field_docstrings
+from mbrl_ros.nodes.parameters import declare_config, field_docstrings
 from mbrl_ros.nodes.qos import (CONTROLLER_COMMAND_QOS, JOINT_STATE_QOS, LATCHED_STATUS_QOS,
                                 PLANNED_COMMAND_QOS)
 from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.robots.robot_model import RobotModel
 from mbrl_ros.robots.urdf_resolver import resolve_urdf
+from mbrl_ros.robots.workspace_points import workspace_guard, workspace_unavailable
 
 PLANNED_COMMAND_TOPIC = "mbrl/planned_command"
 COMMAND_TOPIC = "effort_controller/commands"
@@ -61,6 +64,10 @@ one (timers fire late under load, or once for several periods when simulated tim
 DIAGNOSTICS_PERIOD_S = 1.0
 """Default period of the /diagnostics message (parameter ``diagnostics_period_s``)."""
 DIAGNOSTICS_PERIOD_RANGE_S = (0.01, 60.0)
+WORKSPACE_PREFIX = "workspace."
+"""Parameters of the workspace check (:class:`WorkspaceConfig`), read once at start."""
+DEFAULT_EE_FRAME = "ee_link"
+"""End-effector frame of the workspace's box when the ``ee_frame`` parameter is not set."""
 DEFAULTS = GateConfig()
 DESCRIPTIONS = field_docstrings(GateConfig)
 
@@ -108,7 +115,8 @@ class SafetyGateNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("safety_gate", **kwargs)
         self.config, gravity = self._read_config()
-        self.gate = SafetyGate(self.config, gravity)
+        self.workspace = self._read_workspace()
+        self.gate = SafetyGate(self.config, gravity, self.workspace)
         self._joint_map = JointNameMap(self.config.joints)
         self._lock = threading.Lock()
         self._last: Optional[GateOutput] = None
@@ -128,6 +136,7 @@ class SafetyGateNode(Node):
         self.create_timer(self._period, self._on_tick,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(self.get_parameter("diagnostics_period_s").value, self._on_diagnostics)
+        self.add_on_set_parameters_callback(self._refuse_workspace_changes)
         self._raise_priority()
         self.get_logger().info(
             f"safety gate: {self.config.control_mode} mode, joints {list(self.config.joints)}, "
@@ -178,6 +187,39 @@ class SafetyGateNode(Node):
         if urdf and config.control_mode == "effort" and not config.driver_gravity_compensation:
             gravity = gravity_model(urdf, config.joints)
         return config, gravity
+
+    def _read_workspace(self) -> Optional[WorkspaceGuard]:
+        """The workspace check from ``workspace.*``, the URDF and ``ee_frame``; None (logged
+        once) when it is off or cannot apply (no URDF, a floating base, joints that are not
+        the URDF's)."""
+        workspace = declare_config(self, WorkspaceConfig, WORKSPACE_PREFIX)
+        ee_frame = self.declare_parameter("ee_frame", DEFAULT_EE_FRAME, ParameterDescriptor(
+            description="end-effector frame of the workspace's box (URDF link or frame)",
+            read_only=True)).value
+        urdf = self.get_parameter("urdf").value
+        guard, off = None, "no urdf parameter: the robot's kinematics are unknown"
+        if urdf and workspace.enabled:
+            robot = RobotModel.from_urdf(urdf, ee_frame=ee_frame or None)
+            off = workspace_unavailable(robot, workspace, self.config.joints)
+            guard = None if off else workspace_guard(robot, workspace, self.config.joints)
+        elif not workspace.enabled:
+            off = "switched off (workspace.enabled: false)"
+        if guard is None:
+            self.get_logger().info(f"workspace check off: {off}")
+        else:
+            self.get_logger().info(
+                f"workspace: {list(guard.names)} stay at z >= {workspace.floor_limit:g} m"
+                + (f", the end effector within {list(workspace.ee_lower)}.."
+                   f"{list(workspace.ee_upper)}" if workspace.bounded else ""))
+        return guard
+
+    def _refuse_workspace_changes(self, parameters) -> SetParametersResult:
+        """The workspace is read once at start: refuse changes rather than ignore them."""
+        changed = [p.name for p in parameters if p.name.startswith(WORKSPACE_PREFIX)]
+        if changed:
+            return SetParametersResult(successful=False, reason=f"{changed} are read at start "
+                                       "only: restart the gate with the new values")
+        return SetParametersResult(successful=True)
 
     def _raise_priority(self) -> None:
         """Real-time scheduling for every thread of this process (DDS threads included)."""

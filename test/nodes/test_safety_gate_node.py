@@ -383,3 +383,69 @@ def test_gate_process_sends_a_final_hold_and_exits_promptly(ros_context, tmp_pat
             gate.wait()
         executor.shutdown()
         fake.destroy_node()
+
+
+ARM_HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
+"""The 7-DoF arm's ready pose: its end effector 0.487 m above the base."""
+TABLE_HEIGHT = 0.45
+"""A table just under the end effector at home: 0.15 rad of the elbow puts it below."""
+
+
+class FakeArm(FakeRobotAndPlanner):
+    """The 7-DoF arm resting at home, and a planner commanding position targets."""
+
+    def __init__(self, context, joints):
+        super().__init__(context)
+        self.joints = list(joints)
+        self.command_joints = list(joints)
+        self.command = list(ARM_HOME)
+
+    def publish(self):
+        state = JointState(name=self.joints, position=ARM_HOME, velocity=[0.0] * 7)
+        state.header.stamp = self.now_stamp()
+        self.state_pub.publish(state)
+        if self.planning:
+            self.publish_command(state.header.stamp)
+
+
+def elbow_moved(delta: float):
+    command = list(ARM_HOME)
+    command[3] += delta
+    return command
+
+
+def test_a_target_under_the_table_is_held_and_one_back_above_passes(ros_context):
+    """Position mode, kinematics from the URDF: the gate holds a target that lowers the end
+    effector under the table (joints 1 and 2, fixed under it at 0.333 m, lock nothing) and
+    passes the planner again when it commands a way back up."""
+    no_urdf = gate_node.SafetyGateNode(context=ros_context, parameter_overrides=[
+        Parameter("joints", value=JOINTS), Parameter("effort_limit", value=1.0)])
+    assert no_urdf.workspace is None
+    no_urdf.destroy_node()
+    gate = gate_node.SafetyGateNode(context=ros_context, parameter_overrides=[
+        Parameter("urdf", value=str(ARM7_URDF)), Parameter("control_mode", value="position"),
+        Parameter("control_rate_hz", value=RATE_HZ),
+        Parameter("watchdog_timeout_s", value=1.5 / RATE_HZ),
+        Parameter("max_position_step", value=0.5),
+        Parameter("workspace.floor_height", value=TABLE_HEIGHT)])
+    assert gate.workspace is not None
+    fake = FakeArm(ros_context, gate.config.joints)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(gate)
+    executor.add_node(fake)
+    try:
+        wait_for_state(executor, fake, PASS)
+        fake.command = elbow_moved(-0.15)
+        index = wait_for_state(executor, fake, FALLBACK)
+        assert "ee_link" in fake.statuses[index].reason
+        assert "below the floor" in fake.statuses[index].reason
+        spin_until(executor, lambda: False, 2.0 / RATE_HZ)
+        np.testing.assert_allclose(fake.outputs[-1], ARM_HOME)      # held where it is
+        fake.command = elbow_moved(0.15)
+        wait_for_state(executor, fake, PASS)
+        assert spin_until(executor, lambda: np.allclose(fake.outputs[-1], fake.command),
+                          TIMEOUT_S)
+    finally:
+        executor.shutdown()
+        gate.destroy_node()
+        fake.destroy_node()

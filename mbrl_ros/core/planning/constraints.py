@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
+
+ConstraintFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""An extra hard constraint of the planner (e.g. the workspace, mbrl_ros.core.workspace):
+``constraint(states [M, N, H+1, S], actions [N, H, A]) -> violation [N]`` (physical units,
+>= 0; step 0 of the states is the current state, which the plan cannot change). It adds to the
+state-limit violation: feasible up to ``constraint_tolerance``, ranked by while none is."""
 
 
 class ActionScale:

@@ -12,7 +12,8 @@ import torch
 
 from mbrl_ros.core.planning.cem import cem_update
 from mbrl_ros.core.planning.config import PlannerConfig
-from mbrl_ros.core.planning.constraints import ActionScale, StateLimits, ranking_cost
+from mbrl_ros.core.planning.constraints import (ActionScale, ConstraintFn, StateLimits,
+                                                ranking_cost)
 from mbrl_ros.core.planning.gradient import refine_plan
 from mbrl_ros.core.planning.mppi import mppi_update
 from mbrl_ros.core.planning.rollout import (CostFn, PolicyFn, Rollout, ValueFn, propagate, score,
@@ -42,7 +43,8 @@ class PlanResult:
     planning_time: float
     """Wall time of the planning step in seconds (device work included)."""
     feasible: bool
-    """False if the plan violates state limits or its cost is not finite (fallback plan)."""
+    """False if the plan violates the state limits or the extra constraint, or its cost is not
+    finite (fallback plan)."""
 
 
 class Planner:
@@ -51,16 +53,20 @@ class Planner:
     ``dynamics``: ensemble with ``num_members``, ``state_dim``, ``action_dim``, ``device`` and
     ``predict(state [E|-, N, S], action [E|-, N, A]) -> (mean, var) [E, N, S]``.
     ``cost_fn(states [N, H+1, S], actions [N, H, A]) -> [N]``, ``value(state [N, S]) -> [N]``
-    (terminal cost = -value) and ``policy(state [N, S]) -> [N, A]`` (prior) are optional.
+    (terminal cost = -value) and ``policy(state [N, S]) -> [N, A]`` (prior) are optional;
+    so is ``constraint`` (:data:`ConstraintFn`, e.g. the workspace), a hard constraint
+    judged with the state limits.
     """
 
     def __init__(self, dynamics, config: PlannerConfig, cost_fn: Optional[CostFn] = None,
                  value: Optional[ValueFn] = None, policy: Optional[PolicyFn] = None,
-                 device: Optional[torch.device] = None) -> None:
+                 device: Optional[torch.device] = None,
+                 constraint: Optional[ConstraintFn] = None) -> None:
         """Validate the config against the dynamics' sizes; raise ValueError on mismatch."""
         self.config = config.validate()
         self.device = torch.device(device if device is not None else dynamics.device)
         self.dynamics, self.cost_fn, self.value, self.policy = dynamics, cost_fn, value, policy
+        self.constraint = constraint
         self.state_dim, self.action_dim = int(dynamics.state_dim), int(dynamics.action_dim)
         self.scale = ActionScale(config.action_low, config.action_high, self.action_dim,
                                  self.device)
@@ -208,7 +214,10 @@ class Planner:
         rollout = propagate(self.dynamics, state, physical, propagation, out, with_disagreement)
         cost = score(rollout, physical, self.cost_fn, self.value,
                      self.config.disagreement_weight, self.discounts)
-        violation = self.limits.violation(track_states(rollout))
+        states = track_states(rollout)
+        violation = self.limits.violation(states)
+        if self.constraint is not None:
+            violation = violation + self.constraint(states, physical)
         return cost, violation, self.limits.feasible(violation), rollout
 
     def _choose(self, state: torch.Tensor, options: torch.Tensor) -> PlanResult:
