@@ -117,6 +117,12 @@ class NominalOnly:
         self.nominal, self.state_dim, self.action_dim = nominal, state_dim, action_dim
         self.device = torch.device("cpu")
 
+    def set_operating_point(self, positions) -> None:
+        """The planner's current pose, for a nominal model that linearises about it."""
+        setter = getattr(self.nominal, "set_operating_point", None)
+        if setter is not None:
+            setter(positions)
+
     def predict(self, state: torch.Tensor, action: torch.Tensor):
         batch = torch.broadcast_shapes(state.shape[:-1], action.shape[:-1])
         flat = self.nominal.step(state.expand(*batch, self.state_dim).reshape(-1, self.state_dim),

@@ -20,6 +20,7 @@ from mbrl_ros.core.costs import TaskCost
 from mbrl_ros.core.disturbance import DisturbanceConfig, OffsetDynamics
 from mbrl_ros.core.exploration import SmoothExplorer
 from mbrl_ros.core.planning.config import PlannerConfig
+from mbrl_ros.core.planning.constraints import ConstraintFn
 from mbrl_ros.core.planning.planner import Planner, PlanResult
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ class ControlStep:
     error: str = ""
     """Why the planner failed on this tick (empty otherwise)."""
     recovering: bool = False
-    """No plan satisfies the state limits: ``command`` is the first action of the least
-    violating one, which leads back toward them (the gate judges it like any other)."""
+    """No plan satisfies the state limits (or the workspace): ``command`` is the first action
+    of the least violating one, which leads back toward them (the gate judges it like any
+    other)."""
 
     @property
     def failed(self) -> bool:
@@ -61,15 +63,19 @@ class ModelPredictiveController:
     moving more than ``jump_threshold`` between two ticks (the robot was reset or moved by
     hand) counts as a reset: the warm start (a plan for where the robot was) is dropped;
     ``disturbance`` (with ``model_period_s``) makes it offset-free (see
-    :mod:`mbrl_ros.core.disturbance`): pass a time stamp to :meth:`step` for it to learn."""
+    :mod:`mbrl_ros.core.disturbance`): pass a time stamp to :meth:`step` for it to learn;
+    ``constraint`` is an extra hard constraint of every plan (e.g. the workspace,
+    :class:`mbrl_ros.core.workspace.WorkspaceConstraint`)."""
 
     def __init__(self, planner_config: PlannerConfig, cost: TaskCost, explorer: SmoothExplorer,
                  device: torch.device, value: Optional[Callable] = None,
                  policy: Optional[Callable] = None, needs_goal: bool = True,
                  warm_start: Optional[WarmStartFn] = None,
                  disturbance: DisturbanceConfig = DisturbanceConfig(),
-                 model_period_s: float = 0.0, jump_threshold: float = math.inf):
+                 model_period_s: float = 0.0, jump_threshold: float = math.inf,
+                 constraint: Optional[ConstraintFn] = None):
         self.planner_config = planner_config.validate()
+        self.constraint = constraint
         self.disturbance = disturbance.validate()
         if self.disturbance.enabled and not model_period_s > 0.0:
             raise ValueError("the disturbance estimate needs model_period_s > 0")
@@ -121,7 +127,7 @@ class ModelPredictiveController:
             model = OffsetDynamics(model, self.disturbance)
         if self.planner is None:
             self.planner = Planner(model, self.planner_config, self.cost, self._value,
-                                   self._policy, self.device)
+                                   self._policy, self.device, self.constraint)
         else:
             self.planner.set_models(model)
         self.model_version = int(version)
@@ -131,7 +137,7 @@ class ModelPredictiveController:
         self.planner_config = config.validate()
         if self.planner is not None:
             self.planner = Planner(self.planner.dynamics, self.planner_config, self.cost,
-                                   self._value, self._policy, self.device)
+                                   self._value, self._policy, self.device, self.constraint)
 
     def reset(self) -> None:
         """New episode: forget the warm start and the exploration targets."""
@@ -164,6 +170,7 @@ class ModelPredictiveController:
         if offset is not None and stamp is not None:
             offset.update(torch.from_numpy(state), stamp, self.model_period_s)
         try:
+            self._set_operating_point(position)
             self._seed_planner(position)
             plan = self.planner.plan(state)
         except (ValueError, RuntimeError) as error:
@@ -179,6 +186,13 @@ class ModelPredictiveController:
         if offset is not None and stamp is not None:
             offset.expect(plan.states[1], stamp)
         return ControlStep(command, exploring=False, plan=plan)
+
+    def _set_operating_point(self, position: np.ndarray) -> None:
+        """Tell a model that linearises about the robot's pose (a servo nominal model) where
+        the robot is now; models without one ignore it."""
+        setter = getattr(self.planner.dynamics, "set_operating_point", None)
+        if setter is not None:
+            setter(np.asarray(position, dtype=np.float64))
 
     def _seed_planner(self, position: np.ndarray) -> None:
         """Seed the planner from ``warm_start`` after a reset or a new goal."""

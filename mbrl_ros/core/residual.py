@@ -115,6 +115,13 @@ class ResidualDynamics(DynamicsModel):
         return self.ensemble_model.config
 
     # ------------------------------------------------------------------------ interface
+    def set_operating_point(self, positions: Optional[np.ndarray]) -> None:
+        """Pass the robot's current joint positions to a nominal model that linearises about
+        an operating point (the planner, once per tick); None: each sample at its own."""
+        setter = getattr(self.nominal, "set_operating_point", None)
+        if setter is not None:
+            setter(positions)
+
     def nominal_step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Nominal prediction for ``state [..., S]``, ``action [..., A]`` -> ``[..., S]``."""
         lead = state.shape[:-1]
@@ -151,6 +158,7 @@ class ResidualDynamics(DynamicsModel):
     def training_targets(self, batch: TransitionBatch) -> np.ndarray:
         """``[N, S]`` residual targets ``next_state - f_nominal(state, action)`` (wrapped)."""
         device = self.device
+        self.set_operating_point(None)  # every transition linearised at its own state
         with torch.no_grad():
             state = torch.as_tensor(batch.state, device=device)
             action = torch.as_tensor(batch.action, device=device)

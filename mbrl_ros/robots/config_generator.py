@@ -21,8 +21,8 @@ import numpy as np
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
-from mbrl_ros.robots.defaults import (GRAVITY, DefaultsConfig, arm_home, servo_gains,
-                                      stand_postures)
+from mbrl_ros.robots.defaults import (GRAVITY, DefaultsConfig, arm_home, payload_load,
+                                      servo_gains, stand_postures)
 from mbrl_ros.robots.mujoco_builder import (DEFAULT_EE_LINK, BuildOptions,
                                             build_mujoco_model)
 from mbrl_ros.robots.robot_model import RobotModel
@@ -40,6 +40,8 @@ ACTION_MARGIN_RAD = 0.4
 """Legged: the planner's position targets span crouch..stand widened by this [rad]."""
 DISTURBANCE_MAX_OFFSET = 0.05
 """Offset-free MPC: largest position bias corrected per joint [rad or m]."""
+MISMATCH_PAYLOAD_FRACTION = 0.3
+"""Arms: the simulated model mismatch's unmodelled payload, a fraction of the rated payload."""
 DECIMALS = 4
 """Decimals of the generated numbers."""
 COMMENT_WIDTH = 99
@@ -239,9 +241,10 @@ def _ee_link(options: BuildOptions, urdf) -> str:
 def _gain_comment(defaults: DefaultsConfig, legged: bool) -> str:
     text = (f"kp = effective inertia at home x (2 pi {defaults.bandwidth_hz:g} Hz)^2, "
             f"kd for damping ratio {defaults.damping_ratio:g}")
-    if legged:
-        text += (f"; raised so a foot's share of the weight moves a joint at most "
-                 f"{defaults.max_sag_rad:g} rad")
+    load = ("a foot's share of the weight" if legged else
+            f"the rated payload ({defaults.rated_payload_fraction:g} x the arm's mass) at the "
+            "end effector")
+    text += f"; raised so {load} moves a joint at most {defaults.max_sag_rad:g} rad"
     return text + (f"; capped at effort limit / {defaults.saturation_error_rad:g} rad "
                    "(mbrl_ros/robots/defaults.py)")
 
@@ -255,7 +258,7 @@ def _servo_decision(robot: RobotModel, gains) -> str:
 def _arm(robot: RobotModel, ee_frame: str, defaults: DefaultsConfig) -> _Writer:
     writer = _Writer(ARM_TEMPLATE)
     home = arm_home(robot, defaults)
-    gains = servo_gains(robot, home, defaults)
+    gains = servo_gains(robot, home, defaults, payload_load(robot, home, defaults))
     joints = robot.num_joints
     writer.decisions.append("home: the most manipulable sampled pose in the central "
                             f"{defaults.home_range_fraction:g} of every range, end effector "
@@ -266,12 +269,19 @@ def _arm(robot: RobotModel, ee_frame: str, defaults: DefaultsConfig) -> _Writer:
     writer.set("sim", "position_kv", kd)
     writer.set("sim", "home_positions", _round(home),
                "a ready pose away from limits and singularities (mbrl_ros/robots/defaults.py)")
+    payload = MISMATCH_PAYLOAD_FRACTION * defaults.rated_payload_fraction * robot.total_mass()
+    writer.set("sim", "payload_mass", round(float(payload), DECIMALS),
+               f"{MISMATCH_PAYLOAD_FRACTION:g} x the rated payload "
+               f"({defaults.rated_payload_fraction:g} x the arm's {robot.total_mass():.2f} kg)")
     writer.set("sim", "ee_link", ee_frame, "the payload of the model mismatch hangs here")
     for node in ("planner", "trainer"):
         writer.set(node, "servo_kp", kp, "the driver's servo gains (= the sim's): " + comment)
         writer.set(node, "servo_kd", kd)
         writer.set(node, "ee_frame", ee_frame, "end-effector frame of the reaching task")
     writer.set("safety_gate", "servo_kp", kp)
+    writer.set("safety_gate", "ee_frame", ee_frame, "end effector checked against the workspace")
+    for node in ("planner", "safety_gate"):  # the template's box fits its own arm only
+        writer.drop(node, "workspace")  # the default: no link below the base plane
     writer.set("planner", "base_frame", robot.urdf.root_link)
     writer.nested("planner", "disturbance", "max_offset",
                   [DISTURBANCE_MAX_OFFSET] * joints + [0.0] * joints)

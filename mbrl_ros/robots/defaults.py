@@ -13,6 +13,8 @@ file, and the nodes compute the same values when a per-joint parameter is left o
   frequency ``sqrt(kp / m)``; ``kp = m (2 pi f)^2`` and ``kd = 2 zeta sqrt(kp m)``. Legged
   robots' stance joints also carry the body: ``kp`` is raised so that a foot's share of the
   robot's weight, acting at the foot's distance from the joint, moves it at most ``max_sag_rad``.
+  An arm's joints carry its payload: ``kp`` is raised so that the rated payload (a fixed
+  fraction of the arm's own mass) at the end effector moves a joint at most ``max_sag_rad``.
   ``kp`` is capped so that the servo saturates the URDF effort limit only beyond
   ``saturation_error_rad`` of tracking error.
 * **Stand postures (legged)**: every foot straight below where it hangs at the zero
@@ -55,8 +57,11 @@ class DefaultsConfig:
     saturation_error_rad: float = 0.1
     """Tracking error at which a servo reaches the URDF effort limit [rad or m]; caps kp."""
     max_sag_rad: float = 0.1
-    """Legged robots: a stance joint gives at most this much under its share of the robot's
-    weight acting at the foot [rad]."""
+    """A joint gives at most this much under its design load [rad]: legged robots, the foot's
+    share of the robot's weight; arms, the rated payload at the end effector."""
+    rated_payload_fraction: float = 0.2
+    """Arms: the payload an arm is rated for, as a fraction of its own mass (collaborative and
+    industrial arms carry 15-30 %: Franka 3 of 18 kg, UR5 5 of 18 kg)."""
     home_samples: int = 2000
     """Arms: random configurations searched for the home pose."""
     home_range_fraction: float = 0.5
@@ -86,7 +91,7 @@ class DefaultsConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("home_range_fraction", "home_min_elevation", "stand_fraction",
-                     "crouch_fraction"):
+                     "crouch_fraction", "rated_payload_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.home_samples < 1 or self.ik_iterations < 1:
@@ -158,7 +163,7 @@ class ServoGains:
     effective_inertia: np.ndarray
     """[J] effective inertia at home [kg m^2 or kg]."""
     load_torque: np.ndarray
-    """[J] static load at home carried by the servo [N m or N] (legged robots; 0 for arms)."""
+    """[J] static design load at home carried by the servo [N m or N]."""
     limited_by: Tuple[str, ...]
     """Per joint: "bandwidth", "load" or "effort" (which rule set kp)."""
 
@@ -167,7 +172,8 @@ def servo_gains(robot: RobotModel, home: np.ndarray, config: DefaultsConfig = De
                 load_torque: Optional[np.ndarray] = None) -> ServoGains:
     """Servo gains for the same bandwidth on every joint (see the module docstring).
 
-    ``load_torque``: [J] static torques the servos hold at home (legged stance); None: none.
+    ``load_torque``: [J] static torques the servos hold at home (legged stance, an arm's
+    payload); None: none.
     """
     config.validate()
     _, inertia = robot.gravity_and_inertia(np.asarray(home, dtype=float))
@@ -293,6 +299,17 @@ def stance_load(robot: RobotModel, legs: Dict[str, Tuple[int, ...]],
     return load
 
 
+def payload_load(robot: RobotModel, home: np.ndarray,
+                 config: DefaultsConfig = DefaultsConfig()) -> np.ndarray:
+    """[J] an arm's load per joint: the rated payload's weight at the end effector's distance
+    from the joint (the lever of any force on it, whatever its direction)."""
+    if robot.ee_frame_id is None:
+        raise ValueError("the payload load needs an end-effector frame")
+    frame = robot.model.frames[robot.ee_frame_id].name
+    weight = config.rated_payload_fraction * robot.total_mass() * GRAVITY
+    return weight * np.linalg.norm(position_jacobian(robot, frame, home), axis=0)
+
+
 def robot_defaults(robot: RobotModel, config: DefaultsConfig = DefaultsConfig()
                    ) -> Tuple[np.ndarray, ServoGains]:
     """(home [J], servo gains) of any robot by the rules above: legged robots start crouched
@@ -302,7 +319,8 @@ def robot_defaults(robot: RobotModel, config: DefaultsConfig = DefaultsConfig()
         postures = stand_postures(robot, robot.foot_links, config)
         return postures.crouch, servo_gains(robot, postures.stand, config,
                                             postures.load_torque)
-    home = arm_home(robot, config) if robot.ee_frame_id is not None and not \
-        robot.floating_base else np.clip(range_centre(robot), robot.position_lower,
-                                         robot.position_upper)
+    if robot.ee_frame_id is not None and not robot.floating_base:
+        home = arm_home(robot, config)
+        return home, servo_gains(robot, home, config, payload_load(robot, home, config))
+    home = np.clip(range_centre(robot), robot.position_lower, robot.position_upper)
     return home, servo_gains(robot, home, config)

@@ -275,6 +275,13 @@ class RobotModel:
         return np.clip(q, self.position_lower, self.position_upper)
 
     # ----------------------------------------------------------------- dynamics
+    def mass_matrix(self, joint_positions: np.ndarray) -> np.ndarray:
+        """Fixed base: [J, J] joint-space mass matrix at canonical joint positions [J], rows and
+        columns in the canonical order (pinocchio's CRBA)."""
+        mass = pin.crba(self.model, self.data, self.full_configuration(joint_positions))
+        mass = np.triu(mass) + np.triu(mass, 1).T
+        return mass[np.ix_(self.v_indices, self.v_indices)]
+
     def gravity_and_inertia(self, joint_positions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Fixed base: (gravity torque [J], effective joint inertia [J]) at canonical joint
         positions [J]; both canonical.

@@ -1,18 +1,22 @@
-"""Nominal model of a position-controlled joint: the driver's PD servo, per joint, in closed form.
+"""Nominal model of a position-controlled arm: the driver's PD servos on the arm's rigid body.
 
 A ros2_control position interface (or a joint impedance controller such as a Franka's) closes
 a PD loop per joint at a high rate: ``tau = kp (u - q) - kd qd``. Seen from the planner, at
-the planner's much slower rate, each joint is then a damped second-order system driven by its
-position target ``u``:
+the planner's much slower rate, the arm is then a coupled, damped second-order system driven
+by its position targets ``u``:
 
-    m_i qdd_i = kp_i (u_i - q_i) - (kd_i + b_i) qd_i
+    M(q) qdd = Kp (u - q) - (Kd + B) qd
 
-with ``m_i`` the joint's effective inertia ``1 / (M^-1)_ii`` at a reference pose and ``b_i``
-its URDF viscous damping. This module discretises that system exactly (zero-order hold on
-``u`` over one model period) and batches it in torch: one step is two multiply-adds per
-joint, so the residual ensemble on top of it costs about what the ensemble alone costs.
-What the decoupled model leaves out (coupling between joints, configuration-dependent inertia,
-friction, payload, torque saturation) is what the residual learns.
+with ``M`` the URDF's joint-space mass matrix and ``B`` its viscous damping (gravity is the
+driver's to compensate; Coriolis forces are small at servo speeds). For a fixed ``M`` this is
+linear, and this module discretises it exactly (matrix exponential, zero-order hold on ``u``
+over one model period). ``M`` changes a lot with the pose (a stretched arm's shoulder is ten
+times heavier than a folded one's), and the joints' coupling through it matters as much, so
+``M`` is taken at each transition's own pose (training targets, evaluation) or, in planning, at
+the pose the robot is in now (:meth:`JointServoModel.set_operating_point`, once per tick):
+a rollout step is then one matrix product, as cheap as a decoupled model. What the model
+leaves out (friction, payload, torque saturation, the pose change within a horizon) is what
+the residual learns.
 """
 
 from __future__ import annotations
@@ -36,8 +40,6 @@ class ServoConfig:
     """Stiffness per joint [N m / rad]: one value for all joints or one per joint."""
     kd: Tuple[float, ...] = (5.0,)
     """Damping per joint [N m s / rad]: one value for all joints or one per joint."""
-    reference_positions: Tuple[float, ...] = ()
-    """Pose whose effective joint inertias the model uses; empty: the middle of each range."""
 
     def per_joint(self, num_joints: int) -> Tuple[np.ndarray, np.ndarray]:
         """(kp, kd) as [num_joints] arrays; ValueError on a wrong count or a bad value."""
@@ -56,11 +58,12 @@ class ServoConfig:
 
 
 class JointServoModel:
-    """``(state [N, 2J], position target [N, J]) -> next state``, one decoupled servo per joint.
+    """``(state [N, 2J], position target [N, J]) -> next state``: the servoed arm, coupled
+    through its mass matrix (see the module docstring).
 
     Targets are clipped to the joint position limits, as a position controller does. Also
     carries the URDF's batched forward kinematics (``ee_position_batch``) for task costs.
-    Joints, gains and inertias are in the canonical order (:attr:`RobotModel.joint_names`).
+    Joints and gains are in the canonical order (:attr:`RobotModel.joint_names`).
     """
 
     def __init__(self, robot: RobotModel, config: ServoConfig, period_s: float,
@@ -72,26 +75,32 @@ class JointServoModel:
             raise ValueError(f"period_s must be > 0, got {period_s}")
         joints = robot.num_joints
         kp, kd = config.per_joint(joints)
-        reference = (np.asarray(config.reference_positions, dtype=float)
-                     if config.reference_positions
-                     else 0.5 * (robot.position_lower + robot.position_upper))
-        if reference.shape != (joints,):
-            raise ValueError(f"reference_positions needs {joints} values, got {reference.size}")
-        _, inertia = robot.gravity_and_inertia(reference)
+        self.robot = robot
         self.num_joints, self.device, self.dtype = joints, device, dtype
         self.period_s = float(period_s)
-        self.transition, self.input_gain = _discretise(kp, kd + robot.damping, inertia, period_s)
-        self.transition = self.transition.to(device, dtype)     # [J, 2, 2]
-        self.input_gain = self.input_gain.to(device, dtype)     # [J, 2]
+        self.kp = torch.as_tensor(kp, dtype=torch.float64)
+        self.damping = torch.as_tensor(kd + robot.damping, dtype=torch.float64)
         self.lower = torch.as_tensor(robot.position_lower, dtype=dtype, device=device)
         self.upper = torch.as_tensor(robot.position_upper, dtype=dtype, device=device)
         self.kinematics = AnalyticalDynamics(robot, AnalyticalConfig(dt=period_s, substeps=1),
                                              device, dtype)
+        self._operating: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self.descriptor: Dict[str, Any] = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "period_s": self.period_s, "kp": kp.tolist(), "kd": kd.tolist(),
-            "effective_inertia": np.round(inertia, 6).tolist()}
+            "mass_matrix": "coupled, at each pose"}
         """JSON-friendly description stored in residual checkpoints."""
+
+    def set_operating_point(self, positions: Optional[np.ndarray]) -> None:
+        """Take the mass matrix at joint positions [J] for every later :meth:`step` (the
+        planner, once per tick); None: at each sample's own pose again."""
+        if positions is None:
+            self._operating = None
+            return
+        positions = np.asarray(positions, dtype=float).reshape(-1)[:self.num_joints]
+        transition, input_gain = self._discretise(self._mass_matrices(positions[None]))
+        self._operating = (transition[0].to(self.device, self.dtype),
+                           input_gain[0].to(self.device, self.dtype))
 
     @torch.no_grad()
     def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -105,38 +114,42 @@ class JointServoModel:
         state = state.to(self.device, self.dtype)
         target = torch.maximum(torch.minimum(action.to(self.device, self.dtype), self.upper),
                                self.lower)
-        position, velocity = state[:, :joints], state[:, joints:]
-        a, b = self.transition, self.input_gain
-        next_position = a[:, 0, 0] * position + a[:, 0, 1] * velocity + b[:, 0] * target
-        next_velocity = a[:, 1, 0] * position + a[:, 1, 1] * velocity + b[:, 1] * target
-        return torch.cat([next_position, next_velocity], -1)
+        if self._operating is not None:
+            transition, input_gain = self._operating
+            return state @ transition.T + target @ input_gain.T
+        mass = self._mass_matrices(state[:, :joints].detach().cpu().numpy())
+        transition, input_gain = self._discretise(mass)
+        transition = transition.to(self.device, self.dtype)
+        input_gain = input_gain.to(self.device, self.dtype)
+        return (torch.einsum("nij,nj->ni", transition, state)
+                + torch.einsum("nij,nj->ni", input_gain, target))
 
     def ee_position_batch(self, positions: torch.Tensor) -> torch.Tensor:
         """End-effector positions [N, 3] in the base frame for joint positions [N, J]."""
         return self.kinematics.ee_position_batch(positions)
 
+    def _mass_matrices(self, positions: np.ndarray) -> torch.Tensor:
+        """[N, J, J] mass matrices (float64) at joint positions [N, J]."""
+        return torch.as_tensor(np.stack([self.robot.mass_matrix(q) for q in positions]))
 
-def _discretise(kp: np.ndarray, damping: np.ndarray, inertia: np.ndarray, period_s: float
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Exact zero-order-hold discretisation of ``m qdd = kp (u - q) - damping qd`` per joint.
+    def _discretise(self, mass: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Exact zero-order-hold discretisation of ``M qdd = Kp (u - q) - D qd`` per mass
+        matrix [N, J, J]: transitions [N, 2J, 2J] and input gains [N, 2J, J] of
+        ``x+ = A x + B u`` (float64)."""
+        joints, count = self.num_joints, mass.shape[0]
+        inverse = torch.linalg.inv(mass)
+        continuous = torch.zeros(count, 3 * joints, 3 * joints, dtype=torch.float64)
+        continuous[:, :joints, joints:2 * joints] = torch.eye(joints, dtype=torch.float64)
+        continuous[:, joints:2 * joints, :joints] = -inverse * self.kp
+        continuous[:, joints:2 * joints, joints:2 * joints] = -inverse * self.damping
+        continuous[:, joints:2 * joints, 2 * joints:] = inverse * self.kp
+        discrete = torch.linalg.matrix_exp(continuous * self.period_s)
+        return discrete[:, :2 * joints, :2 * joints], discrete[:, :2 * joints, 2 * joints:]
 
-    Returns the transition ``[J, 2, 2]`` and input gain ``[J, 2]`` of ``x+ = A x + B u``.
-    """
-    joints = kp.shape[0]
-    continuous = torch.zeros(joints, 3, 3, dtype=torch.float64)
-    continuous[:, 0, 1] = 1.0
-    continuous[:, 1, 0] = torch.as_tensor(-kp / inertia)
-    continuous[:, 1, 1] = torch.as_tensor(-damping / inertia)
-    continuous[:, 1, 2] = torch.as_tensor(kp / inertia)
-    discrete = torch.linalg.matrix_exp(continuous * period_s)
-    return discrete[:, :2, :2], discrete[:, :2, 2]
 
-
-def servo_config(kp: Sequence[float], kd: Sequence[float],
-                 reference_positions: Optional[Sequence[float]] = None) -> ServoConfig:
+def servo_config(kp: Sequence[float], kd: Sequence[float]) -> ServoConfig:
     """A :class:`ServoConfig` from ROS-parameter style lists."""
-    return ServoConfig(tuple(float(v) for v in kp), tuple(float(v) for v in kd),
-                       tuple(float(v) for v in (reference_positions or ())))
+    return ServoConfig(tuple(float(v) for v in kp), tuple(float(v) for v in kd))
 
 
 def robot_servo_config(robot: RobotModel, kp: Sequence[float], kd: Sequence[float]
