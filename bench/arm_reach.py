@@ -25,6 +25,7 @@ from tqdm import tqdm
 from bench.params import config_from, graph_params, simulator_from
 from mbrl_ros.core.controller import ModelPredictiveController
 from mbrl_ros.core.disturbance import DisturbanceConfig
+from mbrl_ros.core.dynamics_model import set_operating_point
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
 from mbrl_ros.core.planning.config import PlannerConfig
@@ -119,9 +120,7 @@ class NominalOnly:
 
     def set_operating_point(self, positions) -> None:
         """The planner's current pose, for a nominal model that linearises about it."""
-        setter = getattr(self.nominal, "set_operating_point", None)
-        if setter is not None:
-            setter(positions)
+        set_operating_point(self.nominal, positions)
 
     def predict(self, state: torch.Tensor, action: torch.Tensor):
         batch = torch.broadcast_shapes(state.shape[:-1], action.shape[:-1])

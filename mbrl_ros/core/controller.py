@@ -18,6 +18,7 @@ import torch
 
 from mbrl_ros.core.costs import TaskCost
 from mbrl_ros.core.disturbance import DisturbanceConfig, OffsetDynamics
+from mbrl_ros.core.dynamics_model import set_operating_point
 from mbrl_ros.core.exploration import SmoothExplorer
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.planning.constraints import ConstraintFn
@@ -190,9 +191,7 @@ class ModelPredictiveController:
     def _set_operating_point(self, position: np.ndarray) -> None:
         """Tell a model that linearises about the robot's pose (a servo nominal model) where
         the robot is now; models without one ignore it."""
-        setter = getattr(self.planner.dynamics, "set_operating_point", None)
-        if setter is not None:
-            setter(np.asarray(position, dtype=np.float64))
+        set_operating_point(self.planner.dynamics, np.asarray(position, dtype=np.float64))
 
     def _seed_planner(self, position: np.ndarray) -> None:
         """Seed the planner from ``warm_start`` after a reset or a new goal."""

@@ -85,6 +85,14 @@ class DynamicsModel(abc.ABC):
         """Read a checkpoint written by :meth:`save` (no code is unpickled)."""
 
 
+def set_operating_point(model: Any, positions: Optional[Any]) -> None:
+    """Pass joint positions [J] to a model (or nominal model) that linearises about the
+    robot's pose (``set_operating_point``); models without one ignore it."""
+    setter = getattr(model, "set_operating_point", None)
+    if setter is not None:
+        setter(positions)
+
+
 def as_model_input(x: Any, device: torch.device) -> torch.Tensor:
     """``x`` as a float32 tensor on ``device`` (no copy when it already is one)."""
     return torch.as_tensor(x, dtype=torch.float32, device=device)

@@ -9,6 +9,7 @@ import torch
 
 from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, as_model_input,
+                                          set_operating_point,
                                           broadcast_inputs)
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.model_training import FitReport, fit_dynamics
@@ -118,9 +119,7 @@ class ResidualDynamics(DynamicsModel):
     def set_operating_point(self, positions: Optional[np.ndarray]) -> None:
         """Pass the robot's current joint positions to a nominal model that linearises about
         an operating point (the planner, once per tick); None: each sample at its own."""
-        setter = getattr(self.nominal, "set_operating_point", None)
-        if setter is not None:
-            setter(positions)
+        set_operating_point(self.nominal, positions)
 
     def nominal_step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Nominal prediction for ``state [..., S]``, ``action [..., A]`` -> ``[..., S]``."""

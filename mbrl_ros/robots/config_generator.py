@@ -22,7 +22,7 @@ import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
 from mbrl_ros.robots.defaults import (GRAVITY, DefaultsConfig, arm_home, payload_load,
-                                      servo_gains, stand_postures)
+                                      rated_payload, servo_gains, stand_postures)
 from mbrl_ros.robots.mujoco_builder import (DEFAULT_EE_LINK, BuildOptions,
                                             build_mujoco_model)
 from mbrl_ros.robots.robot_model import RobotModel
@@ -269,7 +269,7 @@ def _arm(robot: RobotModel, ee_frame: str, defaults: DefaultsConfig) -> _Writer:
     writer.set("sim", "position_kv", kd)
     writer.set("sim", "home_positions", _round(home),
                "a ready pose away from limits and singularities (mbrl_ros/robots/defaults.py)")
-    payload = MISMATCH_PAYLOAD_FRACTION * defaults.rated_payload_fraction * robot.total_mass()
+    payload = MISMATCH_PAYLOAD_FRACTION * rated_payload(robot, defaults)
     writer.set("sim", "payload_mass", round(float(payload), DECIMALS),
                f"{MISMATCH_PAYLOAD_FRACTION:g} x the rated payload "
                f"({defaults.rated_payload_fraction:g} x the arm's {robot.total_mass():.2f} kg)")

@@ -299,6 +299,11 @@ def stance_load(robot: RobotModel, legs: Dict[str, Tuple[int, ...]],
     return load
 
 
+def rated_payload(robot: RobotModel, config: DefaultsConfig = DefaultsConfig()) -> float:
+    """An arm's rated payload [kg]: ``rated_payload_fraction`` of its own mass."""
+    return config.rated_payload_fraction * robot.total_mass()
+
+
 def payload_load(robot: RobotModel, home: np.ndarray,
                  config: DefaultsConfig = DefaultsConfig()) -> np.ndarray:
     """[J] an arm's load per joint: the rated payload's weight at the end effector's distance
@@ -306,7 +311,7 @@ def payload_load(robot: RobotModel, home: np.ndarray,
     if robot.ee_frame_id is None:
         raise ValueError("the payload load needs an end-effector frame")
     frame = robot.model.frames[robot.ee_frame_id].name
-    weight = config.rated_payload_fraction * robot.total_mass() * GRAVITY
+    weight = rated_payload(robot, config) * GRAVITY
     return weight * np.linalg.norm(position_jacobian(robot, frame, home), axis=0)
 
 

@@ -97,7 +97,10 @@ class JointServoModel:
         if positions is None:
             self._operating = None
             return
-        positions = np.asarray(positions, dtype=float).reshape(-1)[:self.num_joints]
+        positions = np.asarray(positions, dtype=float)
+        if positions.shape != (self.num_joints,):
+            raise ValueError(f"operating point needs {self.num_joints} joint positions, "
+                             f"got shape {positions.shape}")
         transition, input_gain = self._discretise(self._mass_matrices(positions[None]))
         self._operating = (transition[0].to(self.device, self.dtype),
                            input_gain[0].to(self.device, self.dtype))
