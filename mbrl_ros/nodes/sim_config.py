@@ -75,6 +75,15 @@ class SimConfig:
     """Mismatch: extra mass at the end effector [kg]."""
     actuator_gain_scale: float = 1.0
     """Mismatch: multiplier on actuator gains."""
+    coulomb_friction_fraction: float = 0.0
+    """Mismatch: extra dry friction per joint, as a fraction of its URDF effort limit."""
+    viscous_friction_fraction: float = 0.0
+    """Mismatch: extra viscous friction per joint, this fraction of its URDF effort limit per
+    rad/s."""
+    actuator_lag_s: float = 0.0
+    """Mismatch: first-order lag between a command and the actuator [s]."""
+    backlash_rad: float = 0.0
+    """Mismatch: play between a position command and the servo's target [rad]."""
     gravity_compensation: bool = False
     """Compensate the links' weight like a torque-controlled arm's driver (fixed base only)."""
     push_rate_hz: float = 0.0
@@ -164,6 +173,9 @@ class SimConfig:
         return MismatchConfig(
             friction_scale=self.friction_scale, damping_scale=self.damping_scale,
             payload_mass=self.payload_mass, actuator_gain_scale=self.actuator_gain_scale,
+            coulomb_friction_fraction=self.coulomb_friction_fraction,
+            viscous_friction_fraction=self.viscous_friction_fraction,
+            actuator_lag_s=self.actuator_lag_s, backlash_rad=self.backlash_rad,
             push_rate_hz=self.push_rate_hz, push_force=self.push_force,
             push_duration=self.push_duration)
 

@@ -342,7 +342,11 @@ def add_home_keyframe(spec: mujoco.MjSpec, info: BuildInfo,
     ctrl = np.zeros(model.nu)
     if options.control_mode == "position":
         ctrl = np.array([qpos[model.joint(j).qposadr[0]] for j in info.joint_names])
-    spec.add_key(name=HOME_KEY, qpos=qpos, ctrl=ctrl)
+    act = np.zeros(model.na)  # actuators with a lag start settled on their home command
+    for actuator in range(model.nu):
+        if model.actuator_actadr[actuator] >= 0:
+            act[model.actuator_actadr[actuator]] = ctrl[actuator]
+    spec.add_key(name=HOME_KEY, qpos=qpos, ctrl=ctrl, act=act)
     return spec.compile()
 
 

@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Tuple
 import mujoco
 import numpy as np
 
-from mbrl_ros.robots.mismatch import MismatchConfig, RandomPusher, apply_mismatch
+from mbrl_ros.robots.mismatch import Backlash, MismatchConfig, RandomPusher, apply_mismatch
 from mbrl_ros.robots.mujoco_builder import (HOME_KEY, IMU_SENSORS, BuildInfo, BuildOptions,
                                             add_home_keyframe, build_mujoco_spec)
 from mbrl_ros.robots.trajectory import JointTrajectory
@@ -63,6 +63,9 @@ class Simulator:
         if self.info.floating_base:
             self._pusher = RandomPusher(self.model, self.info.root_body, mismatch,
                                         np.random.default_rng(config.seed))
+        self._backlash: Optional[Backlash] = None
+        if mismatch.backlash_rad > 0 and self.info.control_mode == "position":
+            self._backlash = Backlash(mismatch.backlash_rad, self._ctrl())
         self._trajectory: Optional[JointTrajectory] = None
         self._trajectory_indices = np.arange(len(self.joint_names))
         self.reset()
@@ -109,7 +112,12 @@ class Simulator:
         ranges = self.model.actuator_ctrlrange[actuators]
         limited = self.model.actuator_ctrllimited[actuators].astype(bool)
         clipped = np.where(limited, np.clip(values, ranges[:, 0], ranges[:, 1]), values)
-        self.data.ctrl[actuators] = clipped
+        self.data.ctrl[actuators] = (clipped if self._backlash is None
+                                     else self._backlash(clipped, indices))
+
+    def _ctrl(self) -> np.ndarray:
+        """The actuators' current inputs, in joint order."""
+        return self.data.ctrl[self._actuators].copy()
 
     def step(self, num_periods: int = 1) -> None:
         """Advance ``num_periods`` control periods (commands held, trajectory sampled)."""
@@ -140,6 +148,8 @@ class Simulator:
         self._trajectory = None
         if self._pusher is not None:
             self._pusher.reset()
+        if self._backlash is not None:
+            self._backlash.reset(self._ctrl())
         mujoco.mj_forward(self.model, self.data)
 
     # ------------------------------------------------------------------ outputs

@@ -58,6 +58,67 @@ def test_mismatch_changes_mass_friction_gain():
         MismatchConfig(payload_mass=-1.0).validate()
 
 
+READY = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)  # every joint away from its limits
+POSITION = BuildOptions(control_mode="position", position_kp=(400.0,), position_kv=(40.0,),
+                        gravity_compensation=True,
+                        home_positions=tuple((f"arm_joint{i + 1}", q)
+                                             for i, q in enumerate(READY)))
+
+
+def test_friction_in_proportion_to_the_effort_limits():
+    nominal = Simulator(ARM)
+    changed = Simulator(ARM, mismatch=MismatchConfig(friction_scale=2.0, damping_scale=0.5,
+                                                     coulomb_friction_fraction=0.05,
+                                                     viscous_friction_fraction=0.02))
+    efforts = changed.info.effort_limits
+    np.testing.assert_allclose(changed.model.dof_frictionloss,
+                               2 * nominal.model.dof_frictionloss + 0.05 * efforts)
+    np.testing.assert_allclose(changed.model.dof_damping,
+                               0.5 * nominal.model.dof_damping + 0.02 * efforts)
+
+
+def test_actuator_lag_delays_the_command_and_reset_starts_settled():
+    step_size = -0.1
+
+    def moved(lag):
+        sim = Simulator(ARM, POSITION, MismatchConfig(actuator_lag_s=lag))
+        start = sim.joint_state()[0]
+        sim.step(20)  # a lagged actuator starts on its home command: nothing moves
+        np.testing.assert_allclose(sim.joint_state()[0], start, atol=1e-3)
+        sim.set_command(start + step_size)
+        sim.step(3)
+        early = sim.joint_state()[0] - start
+        sim.step(100)
+        return early, sim.joint_state()[0] - start
+
+    early_now, late_now = moved(0.0)
+    early_lag, late_lag = moved(0.05)
+    assert abs(early_lag[0]) < 0.5 * abs(early_now[0])  # 30 ms after the step: well behind
+    np.testing.assert_allclose(late_lag, late_now, atol=2e-3)  # the same end point
+
+
+def test_backlash_leaves_the_joint_short_by_half_the_play_after_a_reversal():
+    play = 0.02
+    sim = Simulator(ARM, POSITION, MismatchConfig(backlash_rad=play))
+    start = sim.joint_state()[0]
+    np.testing.assert_allclose(sim.data.ctrl, start)  # no offset from the reset
+    sim.set_command(start - 0.1)  # down: the target trails the command by half the play
+    np.testing.assert_allclose(sim.data.ctrl, start - 0.1 + play / 2)
+    sim.set_command(start - 0.1 + play / 2)  # back within the play: nothing moves
+    np.testing.assert_allclose(sim.data.ctrl, start - 0.1 + play / 2)
+    sim.set_command(start - 0.2)  # on down, then back up past the play
+    sim.set_command(start - 0.1)
+    np.testing.assert_allclose(sim.data.ctrl, start - 0.1 - play / 2)
+    sim.step(100)
+    np.testing.assert_allclose(sim.joint_state()[0][:4], (start - 0.1 - play / 2)[:4],
+                               atol=5e-3)
+    sim.reset()
+    np.testing.assert_allclose(sim.data.ctrl, start)
+    effort = Simulator(ARM, mismatch=MismatchConfig(backlash_rad=play))  # torque: no play
+    effort.set_command(np.full(7, 1.0))
+    np.testing.assert_allclose(effort.data.ctrl, 1.0)
+
+
 def test_position_trajectory_is_tracked():
     sim = Simulator(ARM, BuildOptions(control_mode="position", position_kp=(400.0,),
                                       position_kv=(40.0,)))
