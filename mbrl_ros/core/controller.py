@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -23,6 +23,9 @@ from mbrl_ros.core.exploration import SmoothExplorer
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.planning.constraints import ConstraintFn
 from mbrl_ros.core.planning.planner import Planner, PlanResult
+from mbrl_ros.core.recovery import (MODE_EXPLORING, MODE_RECOVERY, MODE_TASK, RecoveryConfig,
+                                    RecoveryStats, TrustedPoses, recovery_cost)
+from mbrl_ros.core.trust import DisagreementHysteresis, plan_disagreement
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,12 @@ class ControlStep:
     """No plan satisfies the state limits (or the workspace): ``command`` is the first action
     of the least violating one, which leads back toward them (the gate judges it like any
     other)."""
+    mode: str = MODE_TASK
+    """The controller's mode on this tick (``mbrl_ros.core.recovery``): "task", "recovery"
+    (``command`` is a recovery plan's: back toward trusted poses) or "exploring"."""
+    disagreement: float = 0.0
+    """Disagreement of the plan behind ``command`` as the gate judges it (the largest along
+    the plan; 0 without a plan)."""
 
     @property
     def failed(self) -> bool:
@@ -66,7 +75,9 @@ class ModelPredictiveController:
     ``disturbance`` (with ``model_period_s``) makes it offset-free (see
     :mod:`mbrl_ros.core.disturbance`): pass a time stamp to :meth:`step` for it to learn;
     ``constraint`` is an extra hard constraint of every plan (e.g. the workspace,
-    :class:`mbrl_ros.core.workspace.WorkspaceConstraint`)."""
+    :class:`mbrl_ros.core.workspace.WorkspaceConstraint`); ``recovery`` (None: off) switches
+    to planning back toward trusted poses while the task's plans are untrusted (see
+    :mod:`mbrl_ros.core.recovery`), with :attr:`recovery_stats` counting it."""
 
     def __init__(self, planner_config: PlannerConfig, cost: TaskCost, explorer: SmoothExplorer,
                  device: torch.device, value: Optional[Callable] = None,
@@ -74,8 +85,22 @@ class ModelPredictiveController:
                  warm_start: Optional[WarmStartFn] = None,
                  disturbance: DisturbanceConfig = DisturbanceConfig(),
                  model_period_s: float = 0.0, jump_threshold: float = math.inf,
-                 constraint: Optional[ConstraintFn] = None):
+                 constraint: Optional[ConstraintFn] = None,
+                 recovery: Optional[RecoveryConfig] = None):
         self.planner_config = planner_config.validate()
+        self.recovery = None if recovery is None or not recovery.enabled \
+            else recovery.validate()
+        """Recovery settings (None: recovery off)."""
+        self._trust = None if self.recovery is None else DisagreementHysteresis.of(self.recovery)
+        self._trusted_poses = TrustedPoses(1 if self.recovery is None
+                                           else self.recovery.history_ticks)
+        self._recovery_planner: Optional[Planner] = None
+        self._recovering = False
+        self._try_task = False
+        """Recovering, and the plans sent have been trusted long enough: plan for the task
+        on the next tick (recovery ends once that plan is trusted)."""
+        self.recovery_stats = RecoveryStats()
+        """Recoveries and times to recover."""
         self.constraint = constraint
         self.disturbance = disturbance.validate()
         if self.disturbance.enabled and not model_period_s > 0.0:
@@ -95,6 +120,19 @@ class ModelPredictiveController:
         self.model_version = 0
         self._value, self._policy = value, policy
         self.goal: Optional[np.ndarray] = None
+
+    @property
+    def mode(self) -> str:
+        """"exploring", "task" or "recovery" (planning back toward trusted poses)."""
+        if self.exploring:
+            return MODE_EXPLORING
+        return MODE_RECOVERY if self._recovering else MODE_TASK
+
+    @property
+    def plans_trusted(self) -> bool:
+        """False while the disagreement hysteresis (the gate's rule, on the plans this
+        controller judged) says untrusted; always True with recovery off."""
+        return self._trust is None or not self._trust.tripped
 
     @property
     def exploring(self) -> bool:
@@ -131,6 +169,8 @@ class ModelPredictiveController:
                                    self._policy, self.device, self.constraint)
         else:
             self.planner.set_models(model)
+        if self._recovery_planner is not None:
+            self._recovery_planner.set_models(model)
         self.model_version = int(version)
 
     def set_planner_config(self, config: PlannerConfig) -> None:
@@ -139,6 +179,8 @@ class ModelPredictiveController:
         if self.planner is not None:
             self.planner = Planner(self.planner.dynamics, self.planner_config, self.cost,
                                    self._value, self._policy, self.device, self.constraint)
+        if self._recovery_planner is not None:
+            self._recovery_planner = self._make_recovery_planner(self._recovery_planner.cost_fn)
 
     def reset(self) -> None:
         """New episode: forget the warm start and the exploration targets."""
@@ -163,8 +205,11 @@ class ModelPredictiveController:
         if jumped:
             logger.info("the robot jumped (reset or moved by hand): planning afresh")
             self.reset()
+            if self._recovering:
+                self._end_recovery(stamp, recovered=False)
         if self.exploring:
-            return ControlStep(self.explorer(position, velocity), exploring=True)
+            return ControlStep(self.explorer(position, velocity), exploring=True,
+                               mode=MODE_EXPLORING)
         parts = [position, velocity] + ([] if extra_state is None else [extra_state])
         state = np.concatenate(parts).astype(np.float32)
         offset = self._offset_model
@@ -172,21 +217,106 @@ class ModelPredictiveController:
             offset.update(torch.from_numpy(state), stamp, self.model_period_s)
         try:
             self._set_operating_point(position)
-            self._seed_planner(position)
-            plan = self.planner.plan(state)
         except (ValueError, RuntimeError) as error:
             logger.warning("planner failed, asking for a hold this tick: %s", error)
             return ControlStep(None, exploring=False, error=f"planner error: {error}")
+        step = self._recovery_step(state, position, stamp) \
+            if self._recovering and not self._try_task else self._task_step(state, position, stamp)
+        if offset is not None and stamp is not None and step.plan is not None \
+                and not step.failed and step.plan.feasible:
+            offset.expect(step.plan.states[1], stamp)
+        return step
+
+    def _plan(self, planner: Planner, state: np.ndarray, mode: str) -> ControlStep:
+        """One plan with ``planner``; a failed or non-finite plan asks for a hold."""
+        try:
+            plan = planner.plan(state)
+        except (ValueError, RuntimeError) as error:
+            logger.warning("planner failed, asking for a hold this tick: %s", error)
+            return ControlStep(None, exploring=False, error=f"planner error: {error}",
+                               mode=mode)
         command = plan.action.detach().cpu().numpy().astype(np.float64)
         if not (np.all(np.isfinite(command)) and math.isfinite(plan.cost)):
             logger.warning("planner returned a non-finite action or cost; asking for a hold")
-            return ControlStep(None, exploring=False, plan=plan,
+            return ControlStep(None, exploring=False, plan=plan, mode=mode,
                                error="planner returned a non-finite action or cost")
-        if not plan.feasible:  # the least-violating plan leads back toward the limits
-            return ControlStep(command, exploring=False, plan=plan, recovering=True)
-        if offset is not None and stamp is not None:
-            offset.expect(plan.states[1], stamp)
-        return ControlStep(command, exploring=False, plan=plan)
+        disagreement = plan_disagreement(plan.disagreement.detach().cpu().reshape(-1).tolist())
+        # an infeasible plan is the least-violating one: it leads back toward the limits
+        return ControlStep(command, exploring=False, plan=plan, recovering=not plan.feasible,
+                           mode=mode, disagreement=disagreement)
+
+    def _task_step(self, state: np.ndarray, position: np.ndarray,
+                   stamp: Optional[float]) -> ControlStep:
+        """Plan for the task. An untrusted plan is never sent: recovery begins (or, when this
+        was a try to return to the task, goes on) this very tick; a trusted one ends a
+        recovery."""
+        try:
+            self._seed_planner(position)
+        except (ValueError, RuntimeError) as error:
+            logger.warning("planner failed, asking for a hold this tick: %s", error)
+            return ControlStep(None, exploring=False, error=f"planner error: {error}")
+        step = self._plan(self.planner, state, MODE_TASK)
+        if self._trust is None or step.failed:
+            return step
+        if not self._trust.update(step.disagreement):
+            if step.disagreement < self._trust.resume:
+                self._trusted_poses.add(position)
+            if self._recovering:
+                self._end_recovery(stamp, recovered=True)
+            return step
+        if self._recovering:
+            logger.debug("recovery: the task's plan is still untrusted (disagreement %.3g)",
+                         step.disagreement)
+        else:
+            self._begin_recovery(position, step.disagreement, stamp)
+        self._try_task = False
+        return self._recovery_step(state, position, stamp)
+
+    def _recovery_step(self, state: np.ndarray, position: np.ndarray,
+                       stamp: Optional[float]) -> ControlStep:
+        """Plan back toward the trusted pose; once the plans sent have been trusted long enough
+        (the gate's resume rule), try the task again on the next tick."""
+        step = self._plan(self._recovery_planner, state, MODE_RECOVERY)
+        if not step.failed and not self._trust.update(step.disagreement):
+            self._try_task = True
+            self._needs_seed = True  # the task's last plan was made for where the robot was
+            self.planner.reset()
+            _hand_over(self._recovery_planner, self.planner)
+        return step
+
+    def _begin_recovery(self, position: np.ndarray, disagreement: float,
+                        stamp: Optional[float]) -> None:
+        anchor = self._trusted_poses.anchor(position)
+        if self._recovery_planner is None:
+            self._recovery_planner = self._make_recovery_planner(recovery_cost(
+                self.recovery, anchor, self.planner.state_dim, self.device))
+        self._recovery_planner.cost_fn.term("joint_position").set_target(anchor.tolist())
+        self._recovery_planner.reset()
+        _hand_over(self.planner, self._recovery_planner)  # start from the current motion
+        self._recovering = True
+        self.recovery_stats.begin(stamp)
+        logger.info("recovery: plan disagreement %.3g > %g: planning back toward the %s "
+                    "(recovery %d)", disagreement, self._trust.threshold,
+                    "last trusted pose" if len(self._trusted_poses) else "current pose",
+                    self.recovery_stats.recoveries)
+
+    def _end_recovery(self, stamp: Optional[float], recovered: bool) -> None:
+        self._recovering = self._try_task = False
+        self._trust.reset()
+        elapsed = self.recovery_stats.end(stamp, recovered)
+        logger.info("recovery %s after %.3g s: planning for the task again",
+                    "done: the task's plans are trusted" if recovered else "ended by a reset",
+                    elapsed)
+
+    def _make_recovery_planner(self, cost: TaskCost) -> Planner:
+        """A planner with the task's settings, model and constraints, but the recovery cost
+        and disagreement weight (and a propagation that measures disagreement)."""
+        config = self.planner_config
+        propagation = "ensemble" if config.propagation == "partition" else config.propagation
+        config = replace(config, disagreement_weight=self.recovery.disagreement_weight,
+                         propagation=propagation)
+        return Planner(self.planner.dynamics, config, cost, None, None, self.device,
+                       self.constraint)
 
     def _set_operating_point(self, position: np.ndarray) -> None:
         """Tell a model that linearises about the robot's pose (a servo nominal model) where
@@ -202,3 +332,10 @@ class ModelPredictiveController:
                                self.planner_config.horizon)
         if seed is not None:
             self.planner.seed(seed)
+
+
+def _hand_over(source: Planner, target: Planner) -> None:
+    """Start ``target``'s next plan from ``source``'s (shifted) plan, when it has one."""
+    actions = source.warm_start
+    if actions is not None:
+        target.seed(actions.detach().cpu().numpy())

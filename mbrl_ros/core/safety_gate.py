@@ -27,6 +27,7 @@ import numpy as np
 from mbrl_ros.core.command_limits import rate_limited
 from mbrl_ros.core.safety_gate_config import (  # noqa: F401 - re-exported API
     CONTROL_MODES, FALLBACK_POLICIES, HOLD_REQUESTS, CommandStatus, Fault, GateConfig, GateState)
+from mbrl_ros.core.trust import DisagreementHysteresis
 from mbrl_ros.core.workspace import WorkspaceGuard
 
 logger = logging.getLogger(__name__)
@@ -152,8 +153,8 @@ class SafetyGate:
         self._positions, self._velocities = np.zeros(n), np.zeros(n)
         self._state_stamps = np.full(n, -math.inf)
         self._disagreement = math.inf
-        self._disagreement_tripped = False
-        self._ticks_below_resume = 0
+        self._trust = DisagreementHysteresis.of(config)
+        """The disagreement hysteresis, the same class (and settings) as the planner's."""
         self._estop = False
         self._latched_reason: Optional[str] = None
         self._state, self._fault = GateState.FALLBACK, Fault.NO_COMMAND
@@ -270,7 +271,7 @@ class SafetyGate:
         sample = self._sample(now)
         if sample.command is not None:  # only a usable command says anything of the model
             self._disagreement = sample.disagreement
-            self._update_disagreement_hysteresis()
+            self._trust.update(self._disagreement)
         verdict = self._evaluate(now, sample, honour_latches=True)
         if verdict.fault is not None and verdict.fault.value in self.config.latching_faults:
             self._latched_reason = verdict.reason
@@ -305,17 +306,6 @@ class SafetyGate:
         if state in taken and self._state not in taken:
             self.interventions += 1
         self._state, self._fault = state, fault
-
-    def _update_disagreement_hysteresis(self) -> None:
-        if not self._disagreement_tripped:
-            self._disagreement_tripped = self._disagreement > self.config.disagreement_threshold
-            self._ticks_below_resume = 0
-        elif self._disagreement < self.config.disagreement_resume:
-            self._ticks_below_resume += 1
-            if self._ticks_below_resume >= self.config.resume_ticks:
-                self._disagreement_tripped, self._ticks_below_resume = False, 0
-        else:
-            self._ticks_below_resume = 0
 
     # ----------------------------------------------------------------------------- judging
     def _sample(self, now: float) -> _Sample:
@@ -364,7 +354,7 @@ class SafetyGate:
         stale = self._stale_joints(now)
         if stale:
             return _Verdict(fallback, Fault.STATE_UNAVAILABLE, self._state_reason(now, stale))
-        if self._disagreement_tripped:
+        if self._trust.tripped:
             return _Verdict(fallback, Fault.DISAGREEMENT,
                             f"disagreement {self._disagreement:.3g} (enter > "
                             f"{cfg.disagreement_threshold}, resume < {cfg.disagreement_resume} "

@@ -11,6 +11,8 @@ import numpy as np
 
 from mbrl_ros.core.command_limits import (EXPLORATION_LIMIT_FRACTION, command_rate_bound,
                                           position_step_bound)
+from mbrl_ros.core.trust import (DEFAULT_DISAGREEMENT_RESUME, DEFAULT_DISAGREEMENT_THRESHOLD,
+                                 DEFAULT_RESUME_TICKS, RESUME_TICKS_RANGE, trust_settings_error)
 
 
 CONTROL_MODES = ("effort", "position", "velocity")
@@ -87,13 +89,13 @@ class GateConfig:
     max_clock_offset_s: float = field(default=0.05, metadata={"range": (0.0, 10.0)})
     """Stamps up to this far in the future are accepted (clock offset between hosts); later
     ones are rejected as from the future."""
-    disagreement_threshold: float = 1.0
+    disagreement_threshold: float = DEFAULT_DISAGREEMENT_THRESHOLD
     """Fall back when the disagreement of the forwarded plan point (the message's units) exceeds
-    this (inf disables the check)."""
-    disagreement_resume: float = 0.5
+    this (inf disables the check). The planner's ``recovery`` settings must be the same."""
+    disagreement_resume: float = DEFAULT_DISAGREEMENT_RESUME
     """After a disagreement fallback, resume only once disagreement stays below this..."""
-    resume_ticks: int = field(default=10, metadata={"range": (1, 1_000_000)})
-    """...for this many consecutive control ticks."""
+    resume_ticks: int = field(default=DEFAULT_RESUME_TICKS, metadata={"range": RESUME_TICKS_RANGE})
+    """...for this many consecutive control ticks (core.trust.DisagreementHysteresis)."""
     fallback: str = "hold"
     """Effort-mode fallback: hold (PD hold + damping), zero_effort or damping (-kd * qd)."""
     hold_kp: Tuple[float, ...] = (20.0,)
@@ -193,12 +195,10 @@ class GateConfig:
         if self.control_mode != "effort" and self.fallback != "hold":
             raise ValueError(f"fallback {self.fallback!r} needs control_mode 'effort'; "
                              f"{self.control_mode} mode always holds position / stops")
-        if not 0.0 <= self.disagreement_resume <= self.disagreement_threshold:
-            raise ValueError("need 0 <= disagreement_resume <= disagreement_threshold, got "
-                             f"{self.disagreement_resume} and {self.disagreement_threshold}")
-        if isinstance(self.resume_ticks, bool) or not isinstance(self.resume_ticks, int) \
-                or self.resume_ticks < 1:
-            raise ValueError(f"resume_ticks must be an integer >= 1, got {self.resume_ticks!r}")
+        trust = trust_settings_error(self.disagreement_threshold, self.disagreement_resume,
+                                     self.resume_ticks)
+        if trust:
+            raise ValueError(trust)
         for name in ("clamp_margin", "limit_lookahead_s", "guard_velocity_deadband",
                      "max_clock_offset_s", "resume_ramp_s", "hold_settle_s"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):

@@ -8,7 +8,10 @@ between ticks; a corrupt or foreign checkpoint is refused and the current model 
 
 Each tick publishes one ``mbrl_ros/PlannedCommand``: stamped with the joint state the plan
 started from, numbered, with the model version, a status (planned / exploring / failed) and the
-plan's disagreement. A failed plan asks the gate for a hold, never for exploration.
+plan's disagreement. A failed plan asks the gate for a hold, never for exploration. When the
+task's plans become untrusted (the gate's disagreement rule, parameters ``recovery.*``), the
+controller plans back toward poses where they were trusted (status recovering) until the task's
+plans are trusted again; the mode and the recovery counts are in PlanStatus and /diagnostics.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.exploration import ExplorationConfig
 from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.planning.config import PlannerConfig
+from mbrl_ros.core.recovery import MODE_RECOVERY, RecoveryConfig
 from mbrl_ros.core.safety_gate_config import CommandStatus
 from mbrl_ros.core.workspace import WorkspaceConfig
 from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
@@ -68,6 +72,8 @@ DIAGNOSTICS_PERIOD_S = 1.0
 """Period of the planner's /diagnostics status."""
 WORKSPACE_PREFIX = "workspace."
 """Parameters of the reach task's workspace (:class:`WorkspaceConfig`), read once at start."""
+RECOVERY_PREFIX = "recovery."
+"""Parameters of the recovery mode (:class:`RecoveryConfig`), read once at start."""
 
 
 class PlannerNode(Node):
@@ -97,7 +103,11 @@ class PlannerNode(Node):
             disturbance=declare_config(self, DisturbanceConfig, "disturbance."),
             model_period_s=self.config.model_period_s,
             jump_threshold=self.config.state_jump_threshold,
-            constraint=None if self.stand else self._workspace_constraint())
+            constraint=None if self.stand else self._workspace_constraint(),
+            recovery=declare_config(self, RecoveryConfig, RECOVERY_PREFIX))
+        self.mode = self.controller.mode
+        """The controller's mode on the last tick (logged when it changes)."""
+        self._last_recovered = 0
         self.latest_odom = None
         self.state_map = JointNameMap(self.robot.joint_names)
         command_joints = self.config.joints or self.robot.joint_names
@@ -279,7 +289,8 @@ class PlannerNode(Node):
             self.pending_model = (model, msg.version)
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
-        fixed = [p.name for p in parameters if p.name.startswith(WORKSPACE_PREFIX)]
+        fixed = [p.name for p in parameters
+                 if p.name.startswith((WORKSPACE_PREFIX, RECOVERY_PREFIX))]
         if fixed:
             return SetParametersResult(successful=False, reason=f"{fixed} are read at start "
                                        "only: restart the planner with the new values")
@@ -329,10 +340,31 @@ class PlannerNode(Node):
         self.tick += 1
         self.failed_plans += int(step.failed)
         self.last_step, self.last_planning_ms = step, (time.perf_counter() - start) * 1e3
+        self._log_mode()
         self._publish_status(step, self.last_planning_ms)
         every = self.config.visualize_every
         if step.plan is not None and every and self.tick % every == 0:
             self._publish_plan(step.plan)
+
+    def _log_mode(self) -> None:
+        """One line per change of the controller's mode (exploring / task / recovery)."""
+        mode, previous = self.controller.mode, self.mode
+        if mode == previous:
+            return
+        self.mode = mode
+        stats = self.controller.recovery_stats
+        if mode == MODE_RECOVERY:
+            self.get_logger().warn(
+                f"plans untrusted (disagreement above "
+                f"{self.controller.recovery.disagreement_threshold:g}): recovering toward the "
+                f"last trusted pose (recovery {stats.recoveries})")
+        elif previous == MODE_RECOVERY:
+            how = (f"done in {stats.last_time_s:.2f} s"
+                   if stats.recovered != self._last_recovered else "ended by a reset")
+            self.get_logger().info(f"recovery {how}; mode now: {mode}")
+        else:
+            self.get_logger().info(f"mode now: {mode}")
+        self._last_recovered = stats.recovered
 
     def _publish_command(self, step: ControlStep, source: Header) -> None:
         """One PlannedCommand: the first action, stamped with its source joint state."""
@@ -343,12 +375,12 @@ class PlannerNode(Node):
             times, disagreement = [], []
         else:
             status = CommandStatus.EXPLORING if step.exploring else \
-                CommandStatus.RECOVERING if step.recovering else CommandStatus.PLANNED
+                CommandStatus.RECOVERING if step.recovering or step.mode == MODE_RECOVERY \
+                else CommandStatus.PLANNED
             commands, reason = step.command[self.command_order][None, :], ""
             times = [0.0]
-            plan = step.plan
-            disagreement = [float(plan.disagreement.max()) if plan is not None
-                            and plan.disagreement.numel() else 0.0]
+            # the plan's largest disagreement: the value the controller judged it by
+            disagreement = [step.disagreement]
         self.command_pub.publish(planned_command_message(
             self.command_joints, commands, times, disagreement, source.stamp, self.sequence,
             self.controller.model_version, int(status), reason, self.config.base_frame))
@@ -356,32 +388,43 @@ class PlannerNode(Node):
     def _publish_diagnostics(self) -> None:
         """Planner health on /diagnostics: OK planning, WARN exploring / stale input / last plan
         failed."""
-        step = self.last_step
+        step, stats = self.last_step, self.controller.recovery_stats
         if self.stale or step is None:
             level, message = DiagnosticStatus.WARN, "no fresh joint state: not commanding"
         elif step.failed:
             level, message = DiagnosticStatus.WARN, f"last plan failed: {step.error}"
         elif step.exploring:
             level, message = DiagnosticStatus.OK, "exploring (no model or no goal yet)"
+        elif self.mode == MODE_RECOVERY:
+            level = DiagnosticStatus.WARN
+            message = ("recovering: the task's plans are untrusted, planning back toward the "
+                       "last trusted pose")
         else:
             level = DiagnosticStatus.OK
             message = f"planning with model v{self.controller.model_version}"
         values = [KeyValue(key=key, value=str(value)) for key, value in (
             ("model_version", self.controller.model_version), ("commands", self.sequence),
             ("failed_plans", self.failed_plans), ("refused_models", self.refused_models),
-            ("last_step_ms", round(self.last_planning_ms, 2)))]
+            ("last_step_ms", round(self.last_planning_ms, 2)), ("mode", self.mode),
+            ("recoveries", stats.recoveries), ("recoveries_completed", stats.recovered),
+            ("last_recovery_s", round(stats.last_time_s, 3)),
+            ("mean_recovery_s", round(stats.mean_time_s, 3)))]
         status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: planner",
                                   hardware_id="mbrl_ros", message=message, values=values)
         self.diagnostics_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
     def _publish_status(self, step, elapsed_ms: float) -> None:
-        cfg = self.controller.planner_config
+        cfg, stats = self.controller.planner_config, self.controller.recovery_stats
         status = PlanStatus(header=Header(stamp=self.get_clock().now().to_msg(),
                                           frame_id=self.config.base_frame),
                             model_version=self.controller.model_version,
                             exploring=step.exploring, planning_time_ms=elapsed_ms,
-                            planner="explore" if step.plan is None else cfg.method)
+                            planner="explore" if step.plan is None else cfg.method,
+                            mode=step.mode, recoveries=stats.recoveries,
+                            recoveries_completed=stats.recovered,
+                            last_recovery_s=stats.last_time_s,
+                            mean_recovery_s=stats.mean_time_s)
         if step.plan is not None:
             disagreement = step.plan.disagreement.detach().cpu().numpy().astype(float)
             status.iterations, status.num_samples = step.plan.iterations, cfg.num_samples
