@@ -16,7 +16,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,9 +25,9 @@ from tqdm import tqdm
 from bench.params import config_from, graph_params, simulator_from
 from mbrl_ros.core.controller import ModelPredictiveController
 from mbrl_ros.core.disturbance import DisturbanceConfig
-from mbrl_ros.core.dynamics_model import set_operating_point
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
+from mbrl_ros.core.nominal_only import NominalOnlyModel
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.residual import ResidualDynamics
 from mbrl_ros.core.types import TransitionBatch
@@ -45,8 +45,11 @@ class ArmSetup:
     """Robot, simulator and controller settings read from a parameters file (config/*.yaml)."""
 
     def __init__(self, config_path: Path, urdf: str, seed: int,
-                 package_paths: Sequence[str] = ()):
-        self.sim_params, self.planner_params, self.trainer_params = graph_params(config_path)
+                 package_paths: Sequence[str] = (),
+                 params: Optional[Tuple[dict, dict, dict]] = None):
+        """``params``: the (sim, planner, trainer) parameters to use instead of the file's."""
+        self.sim_params, self.planner_params, self.trainer_params = (
+            params if params is not None else graph_params(config_path))
         self.urdf, self.seed, self.package_paths = str(urdf), seed, tuple(package_paths)
         self.robot = load_robot(self.urdf, self.planner_params.get("ee_frame", "ee_link"),
                                 self.package_paths)
@@ -65,7 +68,8 @@ class ArmSetup:
                               self.robot.joint_names, self.seed)
 
     def explorer(self) -> SmoothExplorer:
-        config = config_from(ExplorationConfig, self.planner_params.get("exploration"))
+        config = config_from(ExplorationConfig, dict(self.planner_params.get("exploration")
+                                                     or {}, seed=self.seed))
         return reach_explorer(config, self.robot, self.mode, self.period, self.compensated)
 
     def controller(self, model, offset_free: bool = True,
@@ -109,33 +113,10 @@ def collect(setup: ArmSetup, seconds: float) -> TransitionBatch:
     return TransitionBatch(states[:-1], np.array(actions, dtype=np.float32), states[1:])
 
 
-class NominalOnly:
-    """The nominal model alone (URDF rigid body or joint servo) as a one-member "ensemble"."""
-
-    num_members = 1
-
-    def __init__(self, nominal, state_dim: int, action_dim: int):
-        self.nominal, self.state_dim, self.action_dim = nominal, state_dim, action_dim
-        self.device = torch.device("cpu")
-
-    def set_operating_point(self, positions) -> None:
-        """The planner's current pose, for a nominal model that linearises about it."""
-        set_operating_point(self.nominal, positions)
-
-    def predict(self, state: torch.Tensor, action: torch.Tensor):
-        batch = torch.broadcast_shapes(state.shape[:-1], action.shape[:-1])
-        flat = self.nominal.step(state.expand(*batch, self.state_dim).reshape(-1, self.state_dim),
-                                 action.expand(*batch, self.action_dim)
-                                 .reshape(-1, self.action_dim))
-        mean = flat.reshape(*batch, self.state_dim)
-        mean = mean if mean.dim() == 3 else mean.unsqueeze(0)
-        return mean, torch.zeros_like(mean)
-
-
 def train(setup: ArmSetup, kind: str, data: TransitionBatch):
     config = config_from(EnsembleConfig, setup.trainer_params.get("ensemble"))
     if kind == "nominal":
-        return NominalOnly(setup.nominal, data.state_dim, data.action_dim)
+        return NominalOnlyModel(setup.nominal, data.state_dim, data.action_dim)
     if kind == "residual":
         model = ResidualDynamics.create(setup.nominal, data.state_dim, data.action_dim, config,
                                         "cpu", setup.seed)

@@ -8,6 +8,8 @@ from typing import Tuple
 TRIGGERS = ("timer", "joint_states")
 TASKS = ("reach", "stand")
 COMMAND_MODES = ("effort", "position")
+MODEL_SOURCES = ("learned", "nominal")
+LEARNED, NOMINAL = MODEL_SOURCES
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,11 @@ class PlannerNodeConfig:
     """"reach": end-effector goals (state [q, qd]); "stand": a legged robot holds base
     height and orientation (state [q, qd, odometry], position targets; see
     mbrl_ros/tasks/stand.py)."""
+    model_source: str = LEARNED
+    """What the planner plans with: "learned": the trainer's models (exploring until the first
+    arrives); "nominal": the hand-derived model alone (the URDF rigid body, or the joint servo
+    in position mode; reach task only), with no data — learned models that arrive are kept
+    and used once this is set to "learned". May be changed while running."""
     command_mode: str = "effort"
     """Reach task: "effort" (joint torques) or "position" (targets for the driver's joint
     servo, e.g. a ros2_control forward position controller); must match the trainer's."""
@@ -80,6 +87,7 @@ class PlannerNodeConfig:
             raise ValueError("parameter model_dir (the trainer's checkpoint folder) is required")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        model_source_error(self.model_source, self.task)
         if self.command_mode not in COMMAND_MODES:
             raise ValueError(f"command_mode must be one of {COMMAND_MODES}, "
                              f"got {self.command_mode!r}")
@@ -100,3 +108,12 @@ class PlannerNodeConfig:
             raise ValueError("nominal_substeps and torch_threads must be >= 1, "
                              "visualize_every >= 0")
         return self
+
+
+def model_source_error(source: str, task: str) -> None:
+    """Raise ValueError when ``source`` is not a model source ``task`` can plan with."""
+    if source not in MODEL_SOURCES:
+        raise ValueError(f"model_source must be one of {MODEL_SOURCES}, got {source!r}")
+    if source == NOMINAL and task != "reach":
+        raise ValueError(f"model_source 'nominal' needs the reach task (the {task} task has "
+                         "no hand-derived model)")

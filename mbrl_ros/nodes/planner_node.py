@@ -43,6 +43,7 @@ from mbrl_ros.core.controller import ControlStep, ModelPredictiveController
 from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.exploration import ExplorationConfig
 from mbrl_ros.core.model_loading import load_model
+from mbrl_ros.core.nominal_only import NominalOnlyModel
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.recovery import MODE_RECOVERY, RecoveryConfig
 from mbrl_ros.core.safety_gate_config import CommandStatus
@@ -52,7 +53,8 @@ from mbrl_ros.nodes.parameters import declare_config, read_config
 from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
 from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.nodes.plan_visualization import plan_markers, plan_path
-from mbrl_ros.nodes.planner_config import PlannerNodeConfig
+from mbrl_ros.nodes.planner_config import (LEARNED, NOMINAL, PlannerNodeConfig,
+                                           model_source_error)
 from mbrl_ros.tasks.reach import (ReachCostConfig, build_reach_cost, load_robot,
                                   nominal_dynamics, reach_explorer, reach_limits,
                                   reach_warm_start)
@@ -72,6 +74,8 @@ DIAGNOSTICS_PERIOD_S = 1.0
 """Period of the planner's /diagnostics status."""
 WORKSPACE_PREFIX = "workspace."
 """Parameters of the reach task's workspace (:class:`WorkspaceConfig`), read once at start."""
+NOMINAL_VERSION = 0
+"""Model version reported while planning with the nominal model alone."""
 RECOVERY_PREFIX = "recovery."
 """Parameters of the recovery mode (:class:`RecoveryConfig`), read once at start."""
 
@@ -126,6 +130,12 @@ class PlannerNode(Node):
         self.last_planning_ms = 0.0
         self.stale = False
         self.pending_model = None
+        self.model_source = self.config.model_source
+        """What the planner plans with now ("learned" or "nominal"; a runtime parameter)."""
+        self.learned_model = None
+        """(model, version) of the last learned model accepted."""
+        if self.model_source == NOMINAL:
+            self.pending_model = (self._nominal_model(), NOMINAL_VERSION)
         self.pending_config: Optional[PlannerConfig] = None
         self._model_lock = threading.Lock()
 
@@ -151,8 +161,10 @@ class PlannerNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"planning for {self.robot.num_joints} joints at {self.config.control_rate_hz} Hz; "
-            f"({self.config.task}); exploring until a model is announced"
-            + ("" if self.stand else " and a goal arrives"))
+            f"({self.config.task}); " + (
+                "with the nominal model alone; exploring until a goal arrives"
+                if self.model_source == NOMINAL else "exploring until a model is announced"
+                + ("" if self.stand else " and a goal arrives")))
 
     def _reach_task(self, period: float):
         """Cost, explorer and planner settings of end-effector reaching (torques or position
@@ -259,7 +271,8 @@ class PlannerNode(Node):
     def _on_model_update(self, msg: ModelUpdate) -> None:
         """Hand the checkpoint to the loader thread; the control loop swaps the model in
         between ticks."""
-        if msg.version > self.controller.model_version:
+        learned_version = self.learned_model[1] if self.learned_model is not None else 0
+        if msg.version > learned_version:
             self._loader.submit(self._load_model, msg)
 
     def _trusted_checkpoint(self, path: str) -> pathlib.Path:
@@ -286,7 +299,27 @@ class PlannerNode(Node):
             return
         self.get_logger().info(f"accepted model v{msg.version} from {path}")
         with self._model_lock:
-            self.pending_model = (model, msg.version)
+            self.learned_model = (model, msg.version)
+            if self.model_source == LEARNED:
+                self.pending_model = self.learned_model
+
+    def _nominal_model(self) -> NominalOnlyModel:
+        """The hand-derived model alone, as the planner's dynamics."""
+        return NominalOnlyModel(self.nominal, self.state_dim, self.robot.num_joints,
+                                self.device)
+
+    def _set_model_source(self, source: str) -> None:
+        """Plan with the nominal model or the last learned one from the next tick on."""
+        model_source_error(source, self.config.task)
+        with self._model_lock:
+            self.model_source = source
+            if source == NOMINAL:
+                self.pending_model = (self._nominal_model(), NOMINAL_VERSION)
+            elif self.learned_model is not None:
+                self.pending_model = self.learned_model
+        self.get_logger().info(f"model source: {source}" + (
+            "" if source == NOMINAL or self.learned_model is not None
+            else " (none learned yet: planning on with the current model until one arrives)"))
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         fixed = [p.name for p in parameters
@@ -294,6 +327,12 @@ class PlannerNode(Node):
         if fixed:
             return SetParametersResult(successful=False, reason=f"{fixed} are read at start "
                                        "only: restart the planner with the new values")
+        for parameter in parameters:
+            if parameter.name == "model_source":
+                try:
+                    self._set_model_source(parameter.value)
+                except ValueError as error:
+                    return SetParametersResult(successful=False, reason=str(error))
         changes = {p.name: p.value for p in parameters if p.name.startswith("planner.")}
         if not changes:
             return SetParametersResult(successful=True)
@@ -314,7 +353,9 @@ class PlannerNode(Node):
             self.controller.set_planner_config(config)
         if model is not None:
             self.controller.set_model(*model)
-            self.get_logger().info(f"now planning with model v{model[1]}")
+            self.get_logger().info("now planning with " + (
+                "the nominal model alone" if isinstance(model[0], NominalOnlyModel)
+                else f"model v{model[1]}"))
 
     def _on_timer(self) -> None:
         self._apply_pending()

@@ -1,5 +1,6 @@
 """planner_node on real topics: hot-swaps models between ticks, refuses corrupt and foreign
-checkpoints, stamps each command with its source joint state, stops promptly."""
+checkpoints, stamps each command with its source joint state, stops promptly; plans with the
+nominal model alone when told to, and switches model source at runtime."""
 
 import pathlib
 import signal
@@ -11,6 +12,8 @@ import numpy as np
 import rclpy
 import torch
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, Pose, PoseStamped
@@ -154,3 +157,67 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         probe.destroy_node()
     assert planner.returncode == 0 and stop_s < 3.0, (planner.returncode, stop_s)
     assert len(statuses) > 2 * RATE_HZ
+
+
+def test_nominal_model_source_plans_without_data_and_switches_at_runtime(
+        ros_context, tmp_path):
+    torch.set_num_threads(1)
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    planner = subprocess.Popen([
+        sys.executable, "-m", "mbrl_ros.nodes.planner_node", "--ros-args",
+        "-p", f"urdf:={URDF}", "-p", f"control_rate_hz:={RATE_HZ}",
+        "-p", f"model_dir:={model_dir}", "-p", "model_source:=nominal",
+        "-p", f"model_period_s:={1.0 / RATE_HZ}", "-p", "command_mode:=position",
+        "-p", f"servo_kp:={list(KP)}", "-p", f"servo_kd:={list(KD)}",
+        "-p", "state_timeout_s:=1.0", "-p", "planner.num_samples:=32",
+        "-p", "planner.horizon:=5", "-p", "planner.num_iterations:=1"])
+    probe = rclpy.create_node("nominal_probe", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(probe)
+    commands = []
+    probe.create_subscription(PlannedCommand, "/mbrl/planned_command", commands.append,
+                              PLANNED_COMMAND_QOS)
+    joint_pub = probe.create_publisher(JointState, "/joint_states", 10)
+    update_pub = probe.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)
+    goal_pub = probe.create_publisher(PoseStamped, "/mbrl/goal", 10)
+    robot = load_robot(URDF)
+    probe.create_timer(0.01, lambda: joint_pub.publish(JointState(
+        header=Header(stamp=probe.get_clock().now().to_msg()), name=list(robot.joint_names),
+        position=HOME, velocity=[0.0] * 7)))
+    parameters = AsyncParameterClient(probe, "planner")
+
+    def set_source(value):
+        future = parameters.set_parameters([Parameter("model_source", value=value)])
+        executor.spin_until_future_complete(future, timeout_sec=10.0)
+        return future.result().results[0].successful
+
+    def newest(condition):
+        count = len(commands)
+        return spin_until(executor, lambda: len(commands) > count and condition(commands[-1]),
+                          20.0)
+    try:
+        assert newest(lambda c: c.status == CommandStatus.EXPLORING), "no exploration"
+        goal_pub.publish(PoseStamped(header=Header(frame_id="world"),
+                                     pose=Pose(position=Point(x=0.4, y=0.1, z=0.5))))
+        # no data and no model: planned with the nominal model (version 0)
+        assert newest(lambda c: c.status == CommandStatus.PLANNED and c.model_version == 0)
+        checkpoint = model_dir / "model_000001.mbrl"
+        sha = _checkpoint(checkpoint, 0)
+        update_pub.publish(ModelUpdate(version=1, checkpoint_path=str(checkpoint), sha256=sha,
+                                       model_kind="residual"))
+        spin_until(executor, lambda: False, 1.0)
+        assert newest(lambda c: True) and commands[-1].model_version == 0, \
+            "a learned model replaced the nominal one"
+        assert parameters.wait_for_services(timeout_sec=10.0)
+        assert not set_source("neither"), "a bad model source was accepted"
+        assert set_source("learned")
+        assert newest(lambda c: c.model_version == 1), "the learned model kept aside is unused"
+        assert set_source("nominal")
+        assert newest(lambda c: c.model_version == 0), "no switch back to the nominal model"
+    finally:
+        planner.send_signal(signal.SIGINT)
+        planner.wait(timeout=30)
+        executor.shutdown()
+        probe.destroy_node()
+    assert planner.returncode == 0

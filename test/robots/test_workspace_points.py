@@ -7,6 +7,7 @@ import pinocchio as pin
 import pytest
 import torch
 
+from mbrl_ros.core.nominal_only import NominalOnlyModel
 from mbrl_ros.core.planning import Planner, PlannerConfig
 from mbrl_ros.core.workspace import WorkspaceConfig
 from mbrl_ros.demo.goals import GoalSampler
@@ -93,21 +94,6 @@ def test_the_workspace_applies_to_fixed_base_arms_only(arm):
                                 torch.device("cpu")) is None
 
 
-class NominalOnly:
-    """The servo model as a one-member ensemble (the planner's dynamics interface)."""
-
-    num_members = 1
-
-    def __init__(self, servo: JointServoModel, num_joints: int):
-        self.servo = servo
-        self.state_dim, self.action_dim = 2 * num_joints, num_joints
-        self.device = torch.device("cpu")
-
-    def predict(self, state, action):
-        mean = self.servo.step(state.reshape(-1, self.state_dim), action)[None]
-        return mean, torch.zeros_like(mean)
-
-
 def arm_planner(arm, constraint):
     """The arm's position-mode planner as config/arm7.yaml sets it up (servo model only)."""
     torch.manual_seed(0)
@@ -119,7 +105,8 @@ def arm_planner(arm, constraint):
     cost = build_reach_cost(arm, servo.ee_position_batch, ReachCostConfig(
         end_effector_weight=500.0, effort_weight=0.0), np.array([0.55, 0.0, -0.2]),
         torch.device("cpu"))
-    return servo, Planner(NominalOnly(servo, arm.num_joints), config, cost,
+    model = NominalOnlyModel(servo, 2 * arm.num_joints, arm.num_joints)
+    return servo, Planner(model, config, cost,
                           constraint=constraint)
 
 
