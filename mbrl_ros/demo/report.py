@@ -46,6 +46,38 @@ def plot_run(supervisor, path: Path) -> Path:
     return path
 
 
+def plot_comparison(supervisor, path: Path) -> Optional[Path]:
+    """Per goal, the final and the closest distance with each model, side by side (None when
+    the run has one model only)."""
+    phases = {phase: [r for r in supervisor.results if r.model == phase]
+              for phase in supervisor.phases}
+    if len(phases) < 2 or not all(phases.values()):
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(phases)
+    for offset, (phase, results) in enumerate(phases.items()):
+        x = np.arange(1, len(results) + 1) + (offset - (len(phases) - 1) / 2) * width
+        reached = sum(r.reached for r in results)
+        ax.bar(x, [100 * r.final_distance_m for r in results], width,
+               label=f"{phase} model: {reached}/{len(results)} reached")
+        ax.scatter(x, [100 * r.min_distance_m for r in results], color="k", s=8, zorder=3)
+    ax.axhline(100 * supervisor.config.success_radius_m, color="g", ls="--",
+               label="success radius")
+    ax.set_yscale("log")
+    ax.set_xlabel("goal (the same goals with each model)")
+    ax.set_ylabel("final distance [cm] (dots: closest)")
+    ax.legend(loc="upper right")
+    ax.set_title("under model mismatch: the hand-derived model alone vs the learned model")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def render_goal_strip(urdf: str, supervisor, path: Path) -> Optional[Path]:
     """The arm at the end of each goal, with the goal marked; None if no GL backend works."""
     os.environ.setdefault("MUJOCO_GL", "osmesa")
@@ -83,8 +115,8 @@ def render_goal_strip(urdf: str, supervisor, path: Path) -> Optional[Path]:
 def write_report(supervisor, out_dir: Path, urdf: str, wall_s: float) -> Path:
     """results: report.md, demo.png, goals.png (if rendering works), run.json."""
     results = supervisor.results
-    reached = sum(r.reached for r in results)
     plot = plot_run(supervisor, out_dir / "demo.png")
+    comparison = plot_comparison(supervisor, out_dir / "comparison.png")
     strip = render_goal_strip(urdf, supervisor, out_dir / "goals.png")
     models = supervisor.models_seen
     last = models[-1] if models else {}
@@ -99,17 +131,31 @@ def write_report(supervisor, out_dir: Path, urdf: str, wall_s: float) -> Path:
         f"- transitions in the last model: {last.get('transitions', 0)}",
         f"- model versions deployed: {len(models)} (last v{last.get('version', 0)}, held-out "
         f"one-step error {last.get('holdout_error') or float('nan'):.4f} in normalised units)",
-        f"- goals reached within {100 * supervisor.config.success_radius_m:.0f} cm: "
-        f"**{reached}/{len(results)}**",
+    ]
+    for phase in supervisor.phases:
+        done = [r for r in results if r.model == phase]
+        lines.append(f"- goals reached within {100 * supervisor.config.success_radius_m:.0f} cm "
+                     f"with the {phase} model: **{sum(r.reached for r in done)}/{len(done)}**")
+    lines += [
         f"- safety-gate interventions: {supervisor.interventions}",
+        f"- planner recoveries (untrusted plans): {supervisor.recoveries}, "
+        f"{supervisor.recovered} back to the task (mean time to recover "
+        f"{supervisor.recovery_s:.1f} s)",
+    ]
+    if supervisor.switch_error:
+        lines.append(f"- stopped early: {supervisor.switch_error}")
+    lines += [
         "",
-        "| goal | reached | time [s] | final distance [cm] | closest [cm] | model |",
-        "|---|---|---|---|---|---|",
+        "| goal | model | reached | time [s] | final distance [cm] | closest [cm] | version |",
+        "|---|---|---|---|---|---|---|",
     ]
     for number, r in enumerate(results, 1):
-        lines.append(f"| {number} | {'yes' if r.reached else 'no'} | {r.time_to_reach_s:.1f} | "
+        lines.append(f"| {(number - 1) % len(supervisor.goals) + 1} | {r.model} | "
+                     f"{'yes' if r.reached else 'no'} | {r.time_to_reach_s:.1f} | "
                      f"{100 * r.final_distance_m:.1f} | {100 * r.min_distance_m:.1f} | "
                      f"v{r.model_version} |")
+    if comparison is not None:
+        lines += ["", f"![nominal vs learned]({comparison.name})"]
     lines += ["", f"![run]({plot.name})"]
     if strip is not None:
         lines += ["", "The arm at the end of each goal:", "", f"![goals]({strip.name})"]
@@ -117,5 +163,6 @@ def write_report(supervisor, out_dir: Path, urdf: str, wall_s: float) -> Path:
     report.write_text("\n".join(lines) + "\n")
     (out_dir / "run.json").write_text(json.dumps(dict(
         goals=[asdict(r) for r in results], models=models, interventions=supervisor.interventions,
-        wall_s=wall_s), indent=1))
+        recoveries=supervisor.recoveries, recovered=supervisor.recovered,
+        mean_recovery_s=supervisor.recovery_s, wall_s=wall_s), indent=1))
     return report

@@ -1,4 +1,8 @@
-"""A node that drives the demo: waits for data and a model, sends goals, measures reaching."""
+"""A node that drives the demo: waits for data and a model, sends goals, measures reaching.
+
+With ``compare_nominal`` the goals run twice: first with the planner on the hand-derived model
+alone (its ``model_source`` parameter "nominal"), then, after switching it to "learned", the
+same goals with the learned model."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -40,6 +45,16 @@ class DemoConfig:
     """Frame of the goals."""
     reset_between_goals: bool = True
     """Reset the simulated robot to its home pose (``/sim/reset``) before each goal."""
+    compare_nominal: bool = True
+    """Run the goals first with the nominal model alone, then with the learned one (the
+    planner must start with ``model_source: nominal``)."""
+    planner_node: str = "/planner"
+    """The planner node whose ``model_source`` parameter the demo switches."""
+    switch_timeout_s: float = 10.0
+    """Wall seconds to wait for the planner to accept the switch to the learned model."""
+
+
+NOMINAL, LEARNED = "nominal", "learned"
 
 
 @dataclass
@@ -52,6 +67,8 @@ class GoalResult:
     final_distance_m: float
     min_distance_m: float
     model_version: int
+    model: str = LEARNED
+    """"nominal" (the hand-derived model alone) or "learned"."""
 
 
 @dataclass
@@ -70,9 +87,9 @@ class Timeline:
 class DemoSupervisor(Node):
     """Phase 1: collect ``data_phase_s`` of data and wait for a model. Phase 2: goals."""
 
-    def __init__(self, robot: RobotModel, goals: np.ndarray, config: DemoConfig):
+    def __init__(self, robot: RobotModel, goals: np.ndarray, config: DemoConfig, **kwargs):
         super().__init__("demo_supervisor",
-                         parameter_overrides=[Parameter("use_sim_time", value=True)])
+                         parameter_overrides=[Parameter("use_sim_time", value=True)], **kwargs)
         self.robot, self.goals, self.config = robot, goals, config
         self.joint_map = JointNameMap(robot.joint_names)
         self.goal_pub = self.create_publisher(PoseStamped, "/mbrl/goal", RELIABLE)
@@ -81,6 +98,13 @@ class DemoSupervisor(Node):
         self.create_subscription(GateStatus, "/mbrl/gate/status", self._on_gate, LATCHED)
         self.create_subscription(PlanStatus, "/mbrl/plan/status", self._on_plan, RELIABLE)
         self.reset_client = self.create_client(Trigger, "/sim/reset")
+        self.planner_parameters = AsyncParameterClient(self, config.planner_node)
+        self.phases = ([NOMINAL, LEARNED] if config.compare_nominal else [LEARNED])
+        """The model of each round of goals, in order."""
+        self.switching = False
+        """Waiting for the planner to switch to the learned model."""
+        self.switch_error = ""
+        self.recoveries, self.recovered, self.recovery_s = 0, 0, float("nan")
         self.model_version, self.models_seen = 0, []
         self.gate_state, self.interventions, self.planning_ms = 0, 0, 0.0
         self.first_time: Optional[float] = None
@@ -105,6 +129,8 @@ class DemoSupervisor(Node):
 
     def _on_plan(self, msg: PlanStatus) -> None:
         self.planning_ms = msg.planning_time_ms
+        self.recoveries, self.recovered = msg.recoveries, msg.recoveries_completed
+        self.recovery_s = msg.mean_recovery_s
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -117,9 +143,11 @@ class DemoSupervisor(Node):
         if self.first_time is None:
             self.first_time = now
         ee, _ = self.robot.ee_pose(arrays.position)
-        distance = (float(np.linalg.norm(ee - self.goals[self.goal_index]))
+        distance = (float(np.linalg.norm(ee - self.goal))
                     if self.goal_index >= 0 else float("nan"))
         self._record(now, distance, arrays.position)
+        if self.switching:
+            return
         if self.goal_index < 0:
             if now - self.first_time >= self.config.data_phase_s and self.model_version > 0:
                 self._next_goal(now)
@@ -149,24 +177,69 @@ class DemoSupervisor(Node):
         if now - self.goal_start >= self.config.goal_timeout_s:
             self._finish_goal(False, float("nan"), distance)
 
+    @property
+    def goal(self) -> np.ndarray:
+        """The current goal (each round of goals repeats the same list)."""
+        return self.goals[self.goal_index % len(self.goals)]
+
+    @property
+    def phase(self) -> str:
+        """The model of the current round ("nominal" or "learned")."""
+        return self.phases[max(self.goal_index, 0) // len(self.goals)]
+
+    @property
+    def total_goals(self) -> int:
+        return len(self.goals) * len(self.phases)
+
     def _finish_goal(self, reached: bool, elapsed: float, distance: float) -> None:
-        self.results.append(GoalResult(self.goals[self.goal_index].tolist(), reached, elapsed,
-                                       distance, float(self.min_distance), self.model_version))
+        self.results.append(GoalResult(self.goal.tolist(), reached, elapsed,
+                                       distance, float(self.min_distance), self.model_version,
+                                       self.phase))
         self.get_logger().info(
-            f"goal {self.goal_index + 1}/{len(self.goals)}: "
+            f"goal {self.goal_index + 1}/{self.total_goals} ({self.phase} model): "
             f"{'reached in %.1f s' % elapsed if reached else 'not reached'} "
             f"(final distance {100 * distance:.1f} cm, model v{self.model_version})")
-        if self.goal_index + 1 >= len(self.goals):
+        if self.goal_index + 1 >= self.total_goals:
             self.done = True
+        elif (self.goal_index + 1) % len(self.goals) == 0:
+            self._switch_to_learned()
         else:
             self._next_goal(self._now())
+
+    def _switch_to_learned(self) -> None:
+        """Set the planner's model_source to "learned"; the next round starts once it has."""
+        self.switching = True
+        self.switch_started = self.get_clock().now()
+        if not self.planner_parameters.wait_for_services(timeout_sec=self.config.switch_timeout_s):
+            self._switch_failed("the planner's parameter service is not available")
+            return
+        future = self.planner_parameters.set_parameters(
+            [Parameter("model_source", value=LEARNED)])
+        future.add_done_callback(self._on_switched)
+
+    def _on_switched(self, future) -> None:
+        try:
+            result = future.result().results[0]
+        except Exception as error:  # noqa: BLE001 - any failure ends the demo with a reason
+            self._switch_failed(f"setting model_source failed: {error}")
+            return
+        if not result.successful:
+            self._switch_failed(f"the planner refused model_source=learned: {result.reason}")
+            return
+        self.get_logger().info("planner switched to the learned model; the same goals again")
+        self.switching = False
+        self._next_goal(self._now())
+
+    def _switch_failed(self, reason: str) -> None:
+        self.get_logger().error(reason)
+        self.switch_error, self.switching, self.done = reason, False, True
 
     def _next_goal(self, now: float) -> None:
         if self.config.reset_between_goals and self.reset_client.service_is_ready():
             self.reset_client.call_async(Trigger.Request())
         self.goal_index += 1
         self.goal_start, self.inside_since, self.min_distance = now, None, np.inf
-        goal = self.goals[self.goal_index]
+        goal = self.goal
         msg = PoseStamped()
         msg.header.frame_id = self.config.base_frame
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -178,7 +251,7 @@ class DemoSupervisor(Node):
         """One line for the console."""
         elapsed = (self.timeline.time_s[-1] if self.timeline.time_s else 0.0)
         phase = ("collecting data / waiting for a model" if self.goal_index < 0
-                 else f"goal {self.goal_index + 1}/{len(self.goals)}")
+                 else f"goal {self.goal_index + 1}/{self.total_goals} ({self.phase} model)")
         reached = sum(r.reached for r in self.results)
         distance = self.timeline.distance_m[-1] if self.timeline.distance_m else float("nan")
         return (f"sim {elapsed:6.1f} s | {phase} | model v{self.model_version} | "

@@ -70,9 +70,9 @@ def graph(tmp_path_factory):
     config = yaml.safe_load((REPO / "config" / "arm7.yaml").read_text())
     config["/**/logger"]["ros__parameters"]["split_duration_s"] = SPLIT_S
     config["/**/trainer"]["ros__parameters"]["retrain_period_s"] = 2.0
-    # the deliberate unmodelled 0.5 kg payload of config/arm7.yaml deflects the soft wrist
-    # servo (kp 40) by up to 0.026 rad at rest, which no position hold can remove: the suite
-    # judges the gate's hold without it (docs/safety_gate.md gives both figures)
+    # the deliberate unmodelled payload of config/arm7.yaml deflects the soft wrist servo at
+    # rest, which no position hold can remove: the suite judges the gate's hold without it
+    # (docs/safety_gate.md gives both figures)
     config["/**/sim"]["ros__parameters"]["payload_mass"] = float(
         os.environ.get("MBRL_FAULT_PAYLOAD_KG", 0.0))
     # a starved simulator slows down instead of catching up in bursts of steps (a real robot

@@ -128,3 +128,20 @@ def test_command_line_writes_the_file_and_explains(tmp_path, capsys):
 def test_command_line_reports_bad_input_clearly(tmp_path, capsys):
     assert cli_main(["robot-config", str(tmp_path / "missing.urdf")]) == 2
     assert "missing.urdf" in capsys.readouterr().err
+
+
+def test_arm_configs_carry_the_physical_mismatch_scaled_to_the_arm(arm_config):
+    """The shipped arm config and every generated one: the same fractions (friction of the
+    effort limits, lag, backlash, gain error) and 0.3 x the arm's own rated payload."""
+    robot = RobotModel.from_urdf(ARM)
+    shipped = yaml.safe_load((REPO / "config" / "arm7.yaml").read_text())
+    shipped = shipped["/**/sim"]["ros__parameters"]
+    generated = arm_config.parameters["sim"]
+    expected = dict(friction_scale=1.0, damping_scale=1.0, coulomb_friction_fraction=0.05,
+                    viscous_friction_fraction=0.02, actuator_lag_s=0.02,
+                    backlash_rad=pytest.approx(np.deg2rad(0.5), abs=1e-4),
+                    actuator_gain_scale=0.8)
+    for sim in (shipped, generated):
+        assert {key: sim[key] for key in expected} == expected
+        assert sim["payload_mass"] == pytest.approx(
+            0.3 * DefaultsConfig().rated_payload_fraction * robot.total_mass(), abs=1e-3)
