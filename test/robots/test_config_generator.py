@@ -145,3 +145,18 @@ def test_arm_configs_carry_the_physical_mismatch_scaled_to_the_arm(arm_config):
         assert {key: sim[key] for key in expected} == expected
         assert sim["payload_mass"] == pytest.approx(
             0.3 * DefaultsConfig().rated_payload_fraction * robot.total_mass(), abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["arm7.yaml", "quadruped12.yaml", "generated arm",
+                                  "generated legged"])
+def test_planner_recovery_and_gate_trust_plans_on_the_same_numbers(name, arm_config,
+                                                                   legged_config):
+    if name.startswith("generated"):
+        params = (arm_config if name.endswith("arm") else legged_config).parameters
+    else:
+        raw = yaml.safe_load((REPO / "config" / name).read_text())
+        params = {key.removeprefix("/**/"): value["ros__parameters"]
+                  for key, value in raw.items()}
+    recovery, gate = params["planner"]["recovery"], params["safety_gate"]
+    for key in ("disagreement_threshold", "disagreement_resume", "resume_ticks"):
+        assert recovery[key] == gate[key], key
