@@ -46,7 +46,7 @@ from tqdm import tqdm
 from bench.arm_reach import REPO, ArmSetup, collect, train
 from bench.params import graph_params
 from mbrl_ros.core.workspace import WorkspaceConfig
-from mbrl_ros.robots.workspace_points import workspace_guard
+from mbrl_ros.demo.goals import TravelGoals, goals_within_travel
 
 MISMATCH_PARAMETERS = ("friction_scale", "damping_scale", "payload_mass",
                        "coulomb_friction_fraction", "viscous_friction_fraction",
@@ -57,10 +57,6 @@ NO_MISMATCH = dict(friction_scale=1.0, damping_scale=1.0, payload_mass=0.0,
                    actuator_lag_s=0.0, backlash_rad=0.0, actuator_gain_scale=1.0)
 
 ARMS = ("position", "effort")
-CANDIDATES_PER_GOAL = 100
-"""Joint configurations drawn at most per goal kept."""
-MIN_TRAVEL_FRACTION = 0.5
-"""Goals need at least this fraction of the travel time budget (no trivial goals)."""
 KINDS = ("nominal", "residual", "ensemble")
 
 
@@ -168,27 +164,13 @@ def tracking(loop: ClosedLoop, start: np.ndarray, protocol: Protocol) -> dict:
 
 def reachable_in_time(setup: ArmSetup, count: int, rng: np.random.Generator,
                       workspace: WorkspaceConfig, travel_s: float) -> np.ndarray:
-    """[count, 3] goals: the end effector at random joint configurations around the home pose
-    whose slowest joint needs between ``MIN_TRAVEL_FRACTION`` and all of ``travel_s`` at the
-    speed the planner's goal seed moves at (its ``goal_seed_speed_fraction`` of the URDF
-    velocity limits), inside the joint limits and the planner's workspace."""
+    """[count, 3] goals around the home pose whose slowest joint needs 50-100 % of
+    ``travel_s`` at the speed the planner's goal seed moves at (its
+    ``goal_seed_speed_fraction`` of the URDF velocity limits)."""
     home = setup.simulator().joint_state()[0]
-    reach = travel_s * setup.planner_params.get("goal_seed_speed_fraction", 1.0) \
-        * setup.robot.velocity_limits
-    guard = workspace_guard(setup.robot, workspace)
-    goals = []
-    for _ in range(count * CANDIDATES_PER_GOAL):
-        step = rng.uniform(-1.0, 1.0, home.shape)
-        q = home + step * reach
-        if np.max(np.abs(step)) < MIN_TRAVEL_FRACTION or np.any(q < setup.robot.position_lower) \
-                or np.any(q > setup.robot.position_upper) \
-                or (guard is not None and not guard.allows(q)):
-            continue
-        goals.append(setup.robot.ee_pose(q)[0])
-        if len(goals) == count:
-            return np.array(goals)
-    raise ValueError(f"only {len(goals)} of {count} goals found within {travel_s} s of travel "
-                     "from home inside the limits and the workspace")
+    speed = setup.planner_params.get("goal_seed_speed_fraction", 1.0)
+    return goals_within_travel(setup.robot, home, count, rng,
+                               TravelGoals(travel_s=travel_s, speed_fraction=speed), workspace)
 
 
 def evaluate(setup: ArmSetup, model, goals: np.ndarray, protocol: Protocol) -> dict:

@@ -24,7 +24,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
 from mbrl_ros.core.workspace import WorkspaceConfig
-from mbrl_ros.demo.goals import GoalSampler
+from mbrl_ros.demo.goals import TravelGoals, goals_within_travel
 from mbrl_ros.demo.report import write_report
 from mbrl_ros.demo.supervisor import DemoConfig, DemoSupervisor
 from mbrl_ros.tasks.reach import load_robot
@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--goals", type=int, default=DemoConfig.num_goals)
     parser.add_argument("--data-seconds", type=float, default=DemoConfig.data_phase_s)
     parser.add_argument("--goal-timeout", type=float, default=DemoConfig.goal_timeout_s)
+    parser.add_argument("--goal-travel", type=float, default=TravelGoals.travel_s,
+                        help="goals up to this long a move from the home pose at the planner's "
+                             "goal-seed speed [s] (as in bench/mismatch.py)")
     parser.add_argument("--real-time-factor", type=float, default=0.3,
                         help="simulated seconds per wall second (planning runs on sim time)")
     parser.add_argument("--model-kind", choices=("residual", "ensemble"), default="residual")
@@ -81,10 +84,12 @@ def main(argv=None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     robot = load_robot(str(REPO / "urdf" / "arm7.urdf"))
-    workspace = build_config(WorkspaceConfig, read_node_parameters(PARAMS_FILE, "planner"),
-                             "workspace.")
-    goals = GoalSampler().sample(robot, args.goals, np.random.default_rng(args.seed),
-                                 workspace)
+    sim, planner = (read_node_parameters(PARAMS_FILE, node) for node in ("sim", "planner"))
+    workspace = build_config(WorkspaceConfig, planner, "workspace.")
+    travel = TravelGoals(travel_s=args.goal_travel,
+                         speed_fraction=planner.get("goal_seed_speed_fraction", 1.0))
+    goals = goals_within_travel(robot, np.asarray(sim["home_positions"], dtype=float),
+                                args.goals, np.random.default_rng(args.seed), travel, workspace)
     config = DemoConfig(data_phase_s=args.data_seconds, num_goals=args.goals,
                         goal_timeout_s=args.goal_timeout, compare_nominal=not args.no_compare)
     logging.info("starting the arm graph (log: %s)", out / "graph.log")

@@ -1,6 +1,8 @@
 """Random reachable end-effector goals: forward kinematics of random joint configurations
 that keep the arm inside its workspace (every checked point above the floor, the end effector
-within its box; see :mod:`mbrl_ros.core.workspace`)."""
+within its box; see :mod:`mbrl_ros.core.workspace`): anywhere in the middle of the joint ranges
+(:class:`GoalSampler`), or within a given travel time of a start pose
+(:func:`goals_within_travel`)."""
 
 from __future__ import annotations
 
@@ -62,3 +64,41 @@ class GoalSampler:
                     return np.array(goals), np.array(configurations)
         raise ValueError("could not find enough reachable goals; relax GoalSampler settings "
                          "or the workspace")
+
+
+@dataclass(frozen=True)
+class TravelGoals:
+    """Goals a given time of joint travel away from a start pose."""
+
+    travel_s: float = 0.6
+    """The slowest joint needs at most this long to get there at ``speed_fraction`` [s]."""
+    min_travel_fraction: float = 0.5
+    """... and at least this fraction of it (no trivial goals)."""
+    speed_fraction: float = 0.5
+    """Speed of the travel, as a fraction of the URDF velocity limits (the planner's goal
+    seed moves at its ``goal_seed_speed_fraction``)."""
+    candidates_per_goal: int = 100
+    """Joint configurations drawn at most per goal kept."""
+
+
+def goals_within_travel(robot: RobotModel, start: np.ndarray, count: int,
+                        rng: np.random.Generator, config: TravelGoals = TravelGoals(),
+                        workspace: WorkspaceConfig = WorkspaceConfig()) -> np.ndarray:
+    """[count, 3] goals: the end effector at random joint configurations around ``start`` whose
+    slowest joint needs ``min_travel_fraction`` to all of ``travel_s`` at ``speed_fraction``
+    of the velocity limits, inside the joint limits and ``workspace``."""
+    reach = config.travel_s * config.speed_fraction * robot.velocity_limits
+    guard = workspace_guard(robot, workspace)
+    goals = []
+    for _ in range(count * config.candidates_per_goal):
+        step = rng.uniform(-1.0, 1.0, start.shape)
+        q = start + step * reach
+        if np.max(np.abs(step)) < config.min_travel_fraction \
+                or np.any(q < robot.position_lower) or np.any(q > robot.position_upper) \
+                or (guard is not None and not guard.allows(q)):
+            continue
+        goals.append(robot.ee_pose(q)[0])
+        if len(goals) == count:
+            return np.array(goals)
+    raise ValueError(f"only {len(goals)} of {count} goals found within {config.travel_s} s of "
+                     "travel inside the joint limits and the workspace")
