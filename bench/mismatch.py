@@ -273,6 +273,26 @@ def plot(table: Dict[str, dict], path: Path, data_seconds: List[float]) -> None:
     figure.savefig(path, dpi=110)
 
 
+def combine(paths: List[Path], out: Path, plot_path: Path) -> int:
+    """One result file and plot from runs of different arms with the same protocol."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    first = parts[0]
+    for part in parts[1:]:
+        for key in ("mismatch", "seeds", "goals", "data_seconds"):
+            if part[key] != first[key]:
+                raise SystemExit(f"cannot combine: {key} differs ({part[key]} vs {first[key]})")
+    merged = dict(first, table={}, runs={}, protocol={}, wall_s={})
+    for part in parts:
+        merged["table"].update(part["table"])
+        merged["runs"].update(part["runs"])
+        for arm in part["table"]:  # e.g. fewer tracking runs for the slower torque arm
+            merged["protocol"][arm], merged["wall_s"][arm] = part["protocol"], part["wall_s"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(merged, indent=1, default=float))
+    plot(merged["table"], plot_path, merged["data_seconds"])
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -298,7 +318,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(REPO / "results" / "bench" / "mismatch.json"))
     parser.add_argument("--plot", default=str(REPO / "docs" / "img" / "mismatch.png"))
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="merge the arms of earlier runs' results (one arm per process, "
+                             "run side by side) into --out and --plot, and run nothing")
     args = parser.parse_args(argv)
+    if args.combine:
+        return combine([Path(path) for path in args.combine], Path(args.out), Path(args.plot))
     torch.set_num_threads(args.threads)
     protocol = Protocol(args.radius, args.reach_time, args.hold, args.track_radius,
                         args.track_period, args.track_settle, args.track_episodes)

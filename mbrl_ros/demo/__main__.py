@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--real-time-factor", type=float, default=0.3,
                         help="simulated seconds per wall second (planning runs on sim time)")
     parser.add_argument("--model-kind", choices=("residual", "ensemble"), default="residual")
-    parser.add_argument("--max-minutes", type=float, default=14.0,
+    parser.add_argument("--max-minutes", type=float, default=10.0,
                         help="stop and report after this much wall time")
     parser.add_argument("--no-compare", action="store_true",
                         help="only the learned model (skip the round with the nominal model)")

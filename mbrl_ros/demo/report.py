@@ -134,8 +134,12 @@ def write_report(supervisor, out_dir: Path, urdf: str, wall_s: float) -> Path:
     ]
     for phase in supervisor.phases:
         done = [r for r in results if r.model == phase]
+        times = [r.time_to_reach_s for r in done if r.reached] or [float("nan")]
+        final = [r.final_distance_m for r in done] or [float("nan")]
         lines.append(f"- goals reached within {100 * supervisor.config.success_radius_m:.0f} cm "
-                     f"with the {phase} model: **{sum(r.reached for r in done)}/{len(done)}**")
+                     f"with the {phase} model: **{sum(r.reached for r in done)}/{len(done)}** "
+                     f"(median time {np.median(times):.1f} s, median final distance "
+                     f"{100 * np.median(final):.1f} cm)")
     lines += [
         f"- safety-gate interventions: {supervisor.interventions}",
         f"- planner recoveries (untrusted plans): {supervisor.recoveries}, "

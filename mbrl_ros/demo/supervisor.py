@@ -31,11 +31,11 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 class DemoConfig:
     """What the demo asks of the robot."""
 
-    data_phase_s: float = 60.0
+    data_phase_s: float = 30.0
     """Simulated seconds of exploration data before the first goal."""
     num_goals: int = 10
     """Random reachable goals to reach, one after the other."""
-    goal_timeout_s: float = 10.0
+    goal_timeout_s: float = 4.0
     """Simulated seconds allowed per goal."""
     success_radius_m: float = 0.02
     """A goal is reached when the end effector stays this close for ``dwell_s``."""
