@@ -9,14 +9,18 @@ put back into its crouch when it falls, as an operator would), one ensemble fit,
 its last ``--window`` seconds, the base height stays within ``--height-tolerance`` (a fraction
 of it) of the target and the tilt (roll and pitch) under ``--max-tilt-deg``. For reference, the
 same trials (same pushes) are run with a scripted baseline that ramps the position targets from
-the crouch to the standing posture in ``--ramp-seconds`` and holds them.
+the crouch to the standing posture in ``--ramp-seconds`` and holds them. The model is the
+ensemble in the heading frame (``HeadingFrameModel``: no dependence on the base's x, y, yaw;
+``--model-frame odom`` for the plain ensemble on odometry states). ``--seeds`` repeats all of
+it (exploration, fit, trials) for several seeds and summarises them (mean, min, max).
 
-    python -m bench.quadruped_stand --explore-seconds 120 --trials 10
+    python -m bench.quadruped_stand --explore-seconds 90 --trials 10 --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -36,8 +40,8 @@ from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.tasks.reach import load_robot
 from mbrl_ros.robots.simulator import Simulator
 from mbrl_ros.tasks.stand import (StandCostConfig, StandTaskConfig,
-                                  build_stand_cost, odom_vector, stand_explorer,
-                                  stand_state, stand_warm_start, tilt_angle)
+                                  HeadingFrameModel, build_stand_cost, odom_vector,
+                                  stand_explorer, stand_state, stand_warm_start, tilt_angle)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,6 +66,7 @@ class StandSetup:
 
     def explorer(self):
         config = config_from(ExplorationConfig, self.planner_params.get("exploration"))
+        config = dataclasses.replace(config, seed=config.seed + self.seed)
         return stand_explorer(config, self.task_config, self.cost_config.posture,
                               self.robot.position_lower, self.robot.position_upper, self.period,
                               self.robot.velocity_limits)
@@ -69,6 +74,7 @@ class StandSetup:
     def controller(self, model) -> ModelPredictiveController:
         values = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in (self.planner_params.get("planner") or {}).items()}
+        values["seed"] = values.get("seed", 0) + self.seed
         cost = build_stand_cost(self.robot.num_joints, self.cost_config, torch.device("cpu"))
         p = self.planner_params
         warm_start = stand_warm_start(self.cost_config.posture, self.robot.velocity_limits,
@@ -90,9 +96,9 @@ def observe(sim: Simulator):
     return q, qd, odom_vector(position, np.roll(quat_wxyz, -1), linear, angular)
 
 
-def collect(setup: StandSetup, seconds: float, fall_tilt: float) -> TransitionBatch:
-    """Exploration transitions at the model period; a fallen robot is put back in its crouch
-    (no transition spans the reset)."""
+def collect(setup: StandSetup, seconds: float, fall_tilt: float):
+    """``(transitions, falls)``: exploration transitions at the model period; a fallen robot
+    (tilt above ``fall_tilt``) is put back in its crouch (no transition spans the reset)."""
     sim, explorer = setup.simulator(setup.seed, pushes=True), setup.explorer()
     periods = int(round(setup.period / sim.config.control_period))
     states, actions, next_states, episodes = [], [], [], []
@@ -116,12 +122,16 @@ def collect(setup: StandSetup, seconds: float, fall_tilt: float) -> TransitionBa
     print(f"explored {seconds:.0f} s: {len(states)} transitions, {resets} falls (reset)")
     return TransitionBatch(np.array(states, np.float32), np.array(actions, np.float32),
                            np.array(next_states, np.float32),
-                           episode=np.array(episodes, np.int64))
+                           episode=np.array(episodes, np.int64)), resets
 
 
-def train(setup: StandSetup, data: TransitionBatch) -> ProbabilisticEnsemble:
+def train(setup: StandSetup, data: TransitionBatch, frame: str):
+    """The trainer's ensemble fitted to ``data``: in the heading frame (``frame`` "heading")
+    or on the odometry states as they are ("odom")."""
     config = config_from(EnsembleConfig, setup.trainer_params.get("ensemble"))
     model = ProbabilisticEnsemble(data.state_dim, data.action_dim, config, "cpu", setup.seed)
+    if frame == "heading":
+        model = HeadingFrameModel(model, setup.robot.num_joints)
     model.fit(data, seed=setup.seed)
     return model
 
@@ -172,17 +182,79 @@ def ramp_policy(setup: StandSetup, ramp_seconds: float):
     return policy
 
 
+TRIAL_SEED_BASE = 1000
+"""Trial ``k`` of seed ``s`` pushes with seed ``TRIAL_SEED_BASE + s * trials + k``: the learned
+and scripted controllers face the same pushes, and different seeds different ones."""
+
+
 def run_trials(setup: StandSetup, make_policy, args, label: str) -> dict:
-    results = [trial(setup, setup.seed + 1000 + k, make_policy(), args)
+    first = TRIAL_SEED_BASE + setup.seed * args.trials
+    results = [trial(setup, first + k, make_policy(), args)
                for k in tqdm(range(args.trials), desc=label, leave=False)]
-    rate = float(np.mean([r["success"] for r in results]))
+    successes = int(sum(r["success"] for r in results))
     planning = [r["planning_ms_p50"] for r in results if r["planning_ms_p50"] is not None]
-    print(f"{label:9s}: {100 * rate:5.1f} % of {args.trials} trials standing (height within "
+    print(f"{label:9s}: {successes}/{args.trials} trials standing (height within "
           f"{100 * args.height_tolerance:.0f} % of {setup.cost_config.height_target} m, tilt "
           f"< {args.max_tilt_deg:.0f} deg over the last {args.window:.0f} s); median worst tilt "
           f"{np.median([r['max_tilt_deg'] for r in results]):.1f} deg"
           + (f", planning p50 {np.median(planning):.1f} ms" if planning else ""))
-    return dict(success_rate=rate, trials=results)
+    return dict(successes=successes, success_rate=successes / args.trials, trials=results)
+
+
+def run_seed(args, seed: int) -> dict:
+    """Explore, fit and run the learned and scripted trials for one seed."""
+    torch.manual_seed(seed)
+    setup = StandSetup(Path(args.config), args.urdf, seed, args.package_path)
+    start = time.monotonic()
+    data, falls = collect(setup, args.explore_seconds, np.radians(args.fall_tilt_deg))
+    model = train(setup, data, args.model_frame)
+    result = dict(seed=seed, transitions=len(data), exploration_falls=falls, push=dict(
+        rate_hz=setup.sim_params.get("push_rate_hz"), force_n=setup.sim_params.get("push_force"),
+        duration_s=setup.sim_params.get("push_duration")))
+    result["mpc"] = run_trials(setup, lambda: mpc_policy(setup, model), args, "mpc")
+    result["ramp_baseline"] = run_trials(setup, lambda: ramp_policy(setup, args.ramp_seconds),
+                                         args, "ramp")
+    result["wall_s"] = time.monotonic() - start
+    return result
+
+
+def spread(values) -> dict:
+    """Mean, min and max of per-seed figures."""
+    values = np.asarray(values, dtype=float)
+    return dict(mean=float(values.mean()), min=float(values.min()), max=float(values.max()))
+
+
+def summarise(runs, trials: int) -> dict:
+    """Per-seed successes of the learned and scripted controllers and exploration falls, with
+    their mean, min and max over the seeds."""
+    table = {name: [run[key]["successes"] for run in runs]
+             for name, key in (("mpc", "mpc"), ("ramp", "ramp_baseline"))}
+    falls = [run["exploration_falls"] for run in runs]
+    summary = dict(seeds=[run["seed"] for run in runs], trials_per_seed=trials,
+                   mpc_successes=table["mpc"], ramp_successes=table["ramp"],
+                   exploration_falls=falls, mpc=spread(table["mpc"]),
+                   ramp=spread(table["ramp"]), falls=spread(falls))
+    print(f"{'seed':>6s} {'mpc':>7s} {'ramp':>7s} {'falls':>6s}")
+    for seed, mpc, ramp, fall in zip(summary["seeds"], table["mpc"], table["ramp"], falls):
+        print(f"{seed:6d} {mpc:4d}/{trials:<2d} {ramp:4d}/{trials:<2d} {fall:6d}")
+    for name in ("mpc", "ramp", "falls"):
+        print(f"{name:>6s}: mean {summary[name]['mean']:.1f}, min {summary[name]['min']:.0f}, "
+              f"max {summary[name]['max']:.0f}" + ("" if name == "falls" else f" of {trials}"))
+    return summary
+
+
+def pooled(runs) -> dict:
+    """All seeds' trials pooled, under the keys of a one-seed run (``mpc``, ``ramp_baseline``,
+    ``transitions``, ``exploration_falls``, ``push``), for readers of the earlier format."""
+    out = dict(transitions=sum(run["transitions"] for run in runs),
+               exploration_falls=sum(run["exploration_falls"] for run in runs),
+               push=runs[0]["push"])
+    for key in ("mpc", "ramp_baseline"):
+        trials = [t for run in runs for t in run[key]["trials"]]
+        successes = int(sum(t["success"] for t in trials))
+        out[key] = dict(successes=successes, success_rate=successes / len(trials),
+                        trials=trials)
+    return out
 
 
 def main(argv=None) -> int:
@@ -202,24 +274,24 @@ def main(argv=None) -> int:
     parser.add_argument("--max-tilt-deg", type=float, default=15.0)
     parser.add_argument("--fall-tilt-deg", type=float, default=60.0)
     parser.add_argument("--ramp-seconds", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-frame", choices=("heading", "odom"), default="heading",
+                        help="the ensemble in each state's heading frame (x, y, yaw removed) "
+                             "or on the odometry states as they are")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of a one-seed run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="run every seed (exploration, fit, trials) and summarise them")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(REPO / "results" / "bench" /
                                              "quadruped_stand.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    setup = StandSetup(Path(args.config), args.urdf, args.seed, args.package_path)
     start = time.monotonic()
-    data = collect(setup, args.explore_seconds, np.radians(args.fall_tilt_deg))
-    model = train(setup, data)
-    summary = dict(args=vars(args), transitions=len(data), push=dict(
-        rate_hz=setup.sim_params.get("push_rate_hz"), force_n=setup.sim_params.get("push_force"),
-        duration_s=setup.sim_params.get("push_duration")))
-    summary["mpc"] = run_trials(setup, lambda: mpc_policy(setup, model), args, "mpc")
-    summary["ramp_baseline"] = run_trials(setup, lambda: ramp_policy(setup, args.ramp_seconds),
-                                          args, "ramp")
-    summary["wall_s"] = time.monotonic() - start
+    runs = []
+    for seed in (args.seeds or [args.seed]):
+        print(f"--- seed {seed}")
+        runs.append(run_seed(args, seed))
+    summary = dict(args=vars(args), summary=summarise(runs, args.trials), runs=runs,
+                   **pooled(runs), wall_s=time.monotonic() - start)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
     print(f"wrote {args.out} ({summary['wall_s']:.0f} s)")

@@ -6,7 +6,8 @@ In effort mode the tracking law is inertia-aware when the robot's model is given
 ``tau = g(q) + m(q) * (w^2 (target - q) - 2 w qd + noise)``, with ``m`` each joint's
 effective inertia ``1 / (M^-1)_ii`` and the bandwidth ``w`` limited by the control rate, so
 light distal links are not thrown around by gains meant for heavy proximal ones. The output
-always respects the limits.
+always respects the limits. Optionally (``goal_sampler``) a task draws the random targets
+itself, e.g. around a posture the robot must not leave (a legged robot that should not fall).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class SmoothExplorer:
                  dynamics_terms: Optional[Callable[[np.ndarray], Tuple[np.ndarray,
                                                                        np.ndarray]]] = None,
                  velocity_limit: Optional[np.ndarray] = None,
-                 position_lead: Optional[np.ndarray] = None):
+                 position_lead: Optional[np.ndarray] = None,
+                 goal_sampler: Optional[Callable[[np.random.Generator], np.ndarray]] = None):
         """
         Args:
             dynamics_terms: effort mode: ``q -> (gravity torque [J], effective inertia [J])``
@@ -98,6 +100,9 @@ class SmoothExplorer:
             position_lead: position mode: [J] bound on |command - measured position| (e.g.
                 ``command_limits.exploration_lead``, what the safety gate passes for
                 exploration); the smaller of it and ``max_position_lead`` applies.
+            goal_sampler: ``rng -> [J]`` draws each random joint target (clipped to the
+                position limits) with the explorer's seeded generator; None: uniform within
+                ``target_range_fraction`` of the range around its centre.
         """
         if control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode must be one of {CONTROL_MODES}, got {control_mode!r}")
@@ -108,6 +113,7 @@ class SmoothExplorer:
         self.limit = np.abs(np.asarray(command_limit, dtype=np.float64))
         self.dt = float(control_period_s)
         self.dynamics_terms = dynamics_terms
+        self.goal_sampler = goal_sampler
         lead = np.inf if position_lead is None else np.asarray(position_lead, np.float64)
         self.lead = np.minimum(config.max_position_lead, lead)
         self.max_target_step = (np.inf if velocity_limit is None else
@@ -133,7 +139,9 @@ class SmoothExplorer:
         if self._tracked is None:
             self._tracked = np.clip(position, self.lower, self.upper)
         if self._time_to_next <= 0.0:
-            self._goal = self._rng.uniform(self._target_low, self._target_high)
+            self._goal = (self._rng.uniform(self._target_low, self._target_high)
+                          if self.goal_sampler is None else
+                          np.clip(self.goal_sampler(self._rng), self.lower, self.upper))
             self._time_to_next = self.config.target_period_s
         self._time_to_next -= self.dt
         step = self._filter_gain * (self._goal - self._tracked)

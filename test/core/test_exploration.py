@@ -85,3 +85,35 @@ def test_position_targets_stay_within_the_gates_exploration_bound():
     for _ in range(500):
         command = explorer(held, np.zeros(2))
         assert np.all(np.abs(command - held) <= lead + 1e-12)
+
+
+def _track(explorer, ticks=400):
+    """Positions of a servo that tracks every position command exactly."""
+    position, positions = np.zeros(3), []
+    for _ in range(ticks):
+        position = explorer(position, np.zeros(3))
+        positions.append(position)
+    return np.array(positions)
+
+
+def test_goal_sampler_draws_the_targets_within_the_limits():
+    """A task's sampler replaces the uniform draw, seeded by the explorer and clipped to the
+    limits; without one the targets spread over the range."""
+    centre = np.array([0.5, -1.0, 2.0])
+
+    def sampler(rng):
+        return centre + rng.uniform(-0.05, 0.05, 3)
+
+    def config():
+        return ExplorationConfig(seed=3, noise_fraction=0.0)
+
+    guided = _track(SmoothExplorer(config(), "position", LOWER, UPPER, LIMIT, 0.01,
+                                   goal_sampler=sampler))
+    np.testing.assert_allclose(guided[-100:], np.tile(centre, (100, 1)), atol=0.1)
+    assert np.array_equal(guided, _track(SmoothExplorer(config(), "position", LOWER, UPPER,
+                                                        LIMIT, 0.01, goal_sampler=sampler)))
+    uniform = _track(SmoothExplorer(config(), "position", LOWER, UPPER, LIMIT, 0.01))
+    assert np.abs(uniform - centre).max() > 0.5
+    outside = _track(SmoothExplorer(config(), "position", LOWER, UPPER, LIMIT, 0.01,
+                                    goal_sampler=lambda rng: UPPER + 5.0))
+    assert np.all(outside <= UPPER) and np.allclose(outside[-1], UPPER, atol=0.05)

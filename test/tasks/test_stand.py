@@ -151,3 +151,138 @@ def test_posture_warm_start_ramps_to_the_standing_posture_within_speed():
     np.testing.assert_allclose(path[-1], posture)
     with pytest.raises(ValueError, match="posture needs 3"):
         PostureWarmStart(posture[:2], np.ones(3), 0.04)
+
+
+def _limits():
+    return np.array([-0.8, -1.0, -2.7]), np.array([0.8, 3.5, -0.9])
+
+
+def test_path_exploration_targets_stay_near_the_crouch_stand_path():
+    from mbrl_ros.core.exploration import ExplorationConfig
+    from mbrl_ros.tasks.stand import PathTargets, stand_explorer
+    lower, upper = _limits()
+    crouch = np.array([0.0, 1.4, -2.5])
+    deviation = 0.05 * (upper - lower)
+    targets = PathTargets(crouch, POSTURE, deviation, 0.5, lower, upper)
+    rng = np.random.default_rng(0)
+    drawn = np.array([targets(rng) for _ in range(2000)])
+    # each target is within the deviation (per joint) of some point of the crouch-stand path
+    path = crouch + np.linspace(0.0, 1.0, 401)[:, None] * (np.asarray(POSTURE) - crouch)
+    near = np.all(np.abs(drawn[:, None] - path[None]) <= deviation + 2e-3, axis=-1)
+    assert np.all(near.any(axis=1))
+    at_stand = np.all(np.abs(drawn - POSTURE) <= deviation + 1e-9, axis=-1)
+    assert at_stand.mean() > 0.5  # half drawn around the standing end, a few more near it
+    assert drawn[:, 0].std() > 0.02  # every joint is explored, the hip too
+    # the explorer in "path" mode commands near the path; "box" mode throws the legs wider
+    task = StandTaskConfig(crouch=tuple(crouch), exploration_margin=0.4, limit_margin=0.0)
+    spreads = {}
+    for mode in ("path", "box"):
+        explorer = stand_explorer(ExplorationConfig(seed=1, noise_fraction=0.0),
+                                  StandTaskConfig(**{**task.__dict__,
+                                                     "exploration_targets": mode}),
+                                  POSTURE, lower, upper, 0.04, np.full(3, 10.0))
+        position = crouch.copy()
+        commands = []
+        for _ in range(1500):
+            position = explorer(position, np.zeros(3))
+            commands.append(position)
+        spreads[mode] = np.ptp(np.array(commands)[:, 0])
+    assert spreads["path"] <= 2 * 0.05 * 1.6 + 1e-9 < spreads["box"]
+    with pytest.raises(ValueError, match="exploration_targets"):
+        StandTaskConfig(crouch=(0.0,), exploration_targets="cube").validate()
+    with pytest.raises(ValueError, match="stand_probability"):
+        StandTaskConfig(crouch=(0.0,), stand_probability=1.5).validate()
+
+
+def _rotate(state, yaw, shift):
+    """``state`` turned by ``yaw`` about the world z axis and shifted by ``shift`` (x, y)."""
+    layout = StandLayout(JOINTS)
+    out = state.copy()
+    c, s = np.cos(yaw), np.sin(yaw)
+    px, py = state[layout.base_position][:2]
+    out[layout.base_position.start:layout.base_position.start + 2] = (
+        c * px - s * py + shift[0], s * px + c * py + shift[1])
+    heading = _quat_xyzw([0, 0, 1], yaw)
+    x1, y1, z1, w1 = heading
+    x2, y2, z2, w2 = state[layout.quaternion]
+    out[layout.quaternion] = [w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                              w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+                              w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+                              w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2]
+    return out
+
+
+def _yaw(quaternion):
+    x, y, z, w = quaternion
+    return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
+class _Recorder:
+    """A one-member model that remembers its inputs and moves the base 1 cm forward (base x)
+    and turns it by 0.1 rad of yaw."""
+
+    state_dim, action_dim, num_members, device = 2 * JOINTS + ODOM_SIZE, JOINTS, 1, \
+        torch.device("cpu")
+
+    def __init__(self):
+        self.seen = []
+
+    def predict(self, state, action, grad=False):
+        self.seen.append(state.clone())
+        layout = StandLayout(JOINTS)
+        forward = state.clone()
+        forward[..., layout.base_position.start] += 0.01
+        quaternion = forward[..., layout.quaternion]
+        turn = torch.tensor(_quat_xyzw([0, 0, 1], 0.1), dtype=state.dtype)
+        x1, y1, z1, w1 = (turn[i] for i in range(4))
+        x2, y2, z2, w2 = (quaternion[..., i] for i in range(4))
+        forward[..., layout.quaternion] = torch.stack(
+            [w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2, w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+             w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2, w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2],
+            dim=-1)
+        return forward.unsqueeze(0), torch.zeros_like(forward).unsqueeze(0)
+
+    def disagreement(self, mean):
+        return mean.var(dim=0).sum(dim=-1)
+
+    def fit(self, batch, seed=0, progress=None):
+        self.fitted = batch
+
+
+def test_heading_frame_model_ignores_position_and_yaw_and_predicts_in_the_odometry_frame():
+    from mbrl_ros.core.types import TransitionBatch
+    from mbrl_ros.tasks.stand import HeadingFrameModel
+    layout = StandLayout(JOINTS)
+    tilted = _state(0.28, _quat_xyzw([1, 0.3, 0], 0.2), linear=(0.1, -0.2, 0.05))
+    moved = [_rotate(tilted, yaw, shift) for yaw, shift in ((0.0, (0, 0)), (2.0, (1.5, -3.0)),
+                                                            (-2.8, (-0.4, 0.7)))]
+    inner = _Recorder()
+    model = HeadingFrameModel(inner, JOINTS)
+    action = torch.zeros(1, JOINTS)
+    means = [model.predict(torch.tensor(m[None]), action)[0][0, 0].numpy() for m in moved]
+    # the network sees the same input whatever the base's x, y and yaw
+    for seen in inner.seen[1:]:
+        np.testing.assert_allclose(seen.numpy(), inner.seen[0].numpy(), atol=1e-5)
+    assert inner.seen[0][0, layout.base_position.start] == 0.0
+    np.testing.assert_allclose(inner.seen[0][0, layout.height], 0.28, atol=1e-6)
+    # and its heading-frame step (1 cm forward, a 0.1 rad turn) comes back in each frame
+    for start, mean in zip(moved, means):
+        yaw = _yaw(start[layout.quaternion])
+        step = mean[layout.base_position][:2] - start[layout.base_position][:2]
+        np.testing.assert_allclose(step, 0.01 * np.array([np.cos(yaw), np.sin(yaw)]), atol=1e-5)
+        assert _yaw(mean[layout.quaternion]) - yaw == pytest.approx(0.1, abs=1e-5)
+        np.testing.assert_allclose(mean[layout.height], 0.28, atol=1e-6)
+        np.testing.assert_allclose(mean[layout.linear_velocity],
+                                   start[layout.linear_velocity], atol=1e-6)
+    np.testing.assert_allclose(np.diff([tilt_angle(m[layout.quaternion]) for m in means]), 0,
+                               atol=1e-5)
+    # training data are moved into each state's heading frame
+    batch = TransitionBatch(np.stack(moved).astype(np.float32), np.zeros((3, JOINTS), np.float32),
+                            np.stack([_rotate(m, 0.0, (0.01, 0.0)) for m in moved]
+                                     ).astype(np.float32))
+    model.fit(batch)
+    fitted = inner.fitted
+    np.testing.assert_allclose(fitted.state, np.tile(fitted.state[:1], (3, 1)), atol=1e-5)
+    assert fitted.state.dtype == np.float32
+    with pytest.raises(ValueError, match="state_dim"):
+        HeadingFrameModel(inner, JOINTS + 1)
