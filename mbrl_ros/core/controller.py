@@ -95,6 +95,8 @@ class ModelPredictiveController:
         self._trusted_poses = TrustedPoses(1 if self.recovery is None
                                            else self.recovery.history_ticks)
         self._recovery_planner: Optional[Planner] = None
+        self._previous_command: Optional[np.ndarray] = None
+        """[A] the last command sent (None: none since the start or the last reset)."""
         self._recovering = False
         self._try_task = False
         """Recovering, and the plans sent have been trusted long enough: plan for the task
@@ -183,9 +185,11 @@ class ModelPredictiveController:
             self._recovery_planner = self._make_recovery_planner(self._recovery_planner.cost_fn)
 
     def reset(self) -> None:
-        """New episode: forget the warm start and the exploration targets."""
+        """New episode: forget the warm start, the exploration targets and the last command
+        sent (the next plan's first action is not compared with it)."""
         self.explorer.reset()
         self._needs_seed = True
+        self._set_previous_action(None)
         if self.planner is not None:
             self.planner.reset()
         if self._offset_model is not None:
@@ -197,7 +201,29 @@ class ModelPredictiveController:
         """One control tick from joint positions and velocities [J] (finite); the planner's
         state is ``[position, velocity, extra_state]`` (``extra_state``: task-specific, e.g.
         the base odometry [13] of a legged robot). ``stamp``: time of the state [s], for the
-        disturbance estimate (None: no update this tick)."""
+        disturbance estimate (None: no update this tick). The command decided (not a failed
+        plan's hold) is what the costs' smoothness terms compare the next plan's first action
+        with (:meth:`_set_previous_action`)."""
+        step = self._decide(position, velocity, extra_state, stamp)
+        if not step.failed:
+            self._set_previous_action(step.command)
+        return step
+
+    def _set_previous_action(self, command: Optional[np.ndarray]) -> None:
+        """Tell the task's and the recovery's costs (their terms with a
+        ``set_previous_action``, e.g. :class:`~mbrl_ros.core.costs.SmoothnessCost`) the command
+        sent ``[A]``; None: forget it."""
+        self._previous_command = None if command is None else np.array(command, np.float64)
+        costs = [self.cost] + ([] if self._recovery_planner is None
+                               else [self._recovery_planner.cost_fn])
+        for cost in costs:
+            setter = getattr(cost, "set_previous_action", None)
+            if callable(setter):
+                setter(None if command is None else self._previous_command.tolist())
+
+    def _decide(self, position: np.ndarray, velocity: np.ndarray,
+                extra_state: Optional[np.ndarray], stamp: Optional[float]) -> ControlStep:
+        """This tick's command (see :meth:`step`)."""
         last, self._last_position = self._last_position, np.array(position, dtype=np.float64)
         jumped = (last is not None and last.shape == self._last_position.shape
                   and float(np.max(np.abs(self._last_position - last), initial=0.0))
@@ -290,6 +316,7 @@ class ModelPredictiveController:
         if self._recovery_planner is None:
             self._recovery_planner = self._make_recovery_planner(recovery_cost(
                 self.recovery, anchor, self.planner.state_dim, self.device))
+            self._set_previous_action(self._previous_command)  # the new cost's terms too
         self._recovery_planner.cost_fn.term("joint_position").set_target(anchor.tolist())
         self._recovery_planner.reset()
         _hand_over(self.planner, self._recovery_planner)  # start from the current motion

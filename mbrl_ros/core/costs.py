@@ -218,6 +218,15 @@ class TaskCost:
                 return term
         raise KeyError(f"no cost term {name!r}; have {[t.name for t in self.terms]}")
 
+    def set_previous_action(self, action: Optional[Sequence[float]]) -> None:
+        """Tell every term that compares a plan's first action with the command sent last
+        tick (those with a ``set_previous_action``, e.g. :class:`SmoothnessCost`) that
+        command ``[A]``; None: forget it (their step 0 then costs nothing)."""
+        for term in self.terms:
+            setter = getattr(term, "set_previous_action", None)
+            if callable(setter):
+                setter(action)
+
     def per_step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``states: [N, H+1, S]``, ``actions: [N, H, A]`` -> summed per-step cost ``[N, H]``."""
         total = self.terms[0].per_step(states, actions)

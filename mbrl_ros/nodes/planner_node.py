@@ -1,10 +1,12 @@
 """planner_node: TD-MPC-style MPPI/CEM over the learned ensemble, at the control rate.
 
 Task ``reach`` (arm: end-effector goals, torques) or ``stand`` (legged robot: base height and
-orientation from /odom, joint position targets). Explores with smooth random commands until
-the trainer announces a model, then plans with it. New models are loaded (only from the
-configured ``model_dir``, hash checked, tensors only) off the control thread and swapped in
-between ticks; a corrupt or foreign checkpoint is refused and the current model kept.
+orientation from /odom, joint position targets; the learned model is used in each state's
+heading frame, as the trainer trains it: see :func:`planning_model`). Explores with smooth
+random commands until the trainer announces a model, then plans with it. New models are loaded
+(only from the configured ``model_dir``, hash checked, tensors only) off the control thread and
+swapped in between ticks; a corrupt or foreign checkpoint is refused and the current model
+kept.
 
 Each tick publishes one ``mbrl_ros/PlannedCommand``: stamped with the joint state the plan
 started from, numbered, with the model version, a status (planned / exploring / failed) and the
@@ -61,9 +63,9 @@ from mbrl_ros.tasks.reach import (ReachCostConfig, build_reach_cost, load_robot,
 from mbrl_ros.robots.servo_model import robot_servo_config
 from mbrl_ros.robots.workspace_points import (checked_points, workspace_constraint,
                                               workspace_unavailable)
-from mbrl_ros.tasks.stand import (StandCostConfig, StandLayout, StandTaskConfig,
-                                  build_stand_cost, odom_vector, stand_explorer,
-                                  stand_planner_limits, stand_warm_start)
+from mbrl_ros.tasks.stand import (HeadingFrameModel, StandCostConfig, StandLayout,
+                                  StandTaskConfig, build_stand_cost, odom_vector,
+                                  stand_explorer, stand_planner_limits, stand_warm_start)
 
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 STATUS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # a slow reader loses none
@@ -78,6 +80,13 @@ NOMINAL_VERSION = 0
 """Model version reported while planning with the nominal model alone."""
 RECOVERY_PREFIX = "recovery."
 """Parameters of the recovery mode (:class:`RecoveryConfig`), read once at start."""
+
+
+def planning_model(model, task: str, num_joints: int):
+    """A loaded checkpoint's model as the planner plans with it: the stand task's in its
+    heading frame (:class:`~mbrl_ros.tasks.stand.HeadingFrameModel`, as the trainer trains it
+    on the stand task's states), the reach task's as it is."""
+    return HeadingFrameModel(model, num_joints) if task == "stand" else model
 
 
 class PlannerNode(Node):
@@ -292,6 +301,7 @@ class PlannerNode(Node):
             if (model.state_dim, model.action_dim) != (self.state_dim, self.robot.num_joints):
                 raise CheckpointError(f"model sizes {model.state_dim}/{model.action_dim} do not "
                                       "fit this robot")
+            model = planning_model(model, self.config.task, self.robot.num_joints)
         except (CheckpointError, OSError, ValueError, RuntimeError) as error:
             self.get_logger().error(f"refusing model v{msg.version}: {error}; keeping "
                                     f"v{self.controller.model_version}")

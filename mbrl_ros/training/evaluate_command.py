@@ -38,6 +38,7 @@ from mbrl_ros.data.alignment import AlignedDataset
 from mbrl_ros.training.config_file import TrainingSetup, build_nominal, load_training_setup
 from mbrl_ros.training.model_errors import delta_scale, predict_mean
 from mbrl_ros.training.evaluation_result import EvaluationResult, ModelErrors
+from mbrl_ros.training.online_trainer import in_training_frame
 from mbrl_ros.training.offline import (CliError, add_common_arguments, bag_fingerprints,
                                        configure_logging, read_dataset, user_errors)
 from mbrl_ros.training.report import write_report
@@ -242,7 +243,9 @@ def evaluate_checkpoint(checkpoint_path: str, bags: Sequence[str], setup: Traini
     metadata = dict(header.get("metadata") or {})
     _check_checkpoint(metadata, setup)
     nominal = build_nominal(setup, device)
-    model = load_model(checkpoint_path, device=device, nominal=nominal)
+    # judged as the trainer judges it: a stand-task model in its heading frame
+    model = in_training_frame(load_model(checkpoint_path, device=device, nominal=nominal),
+                              setup.streams)
     dataset = read_dataset(bags, setup, out)
     measures = evaluate_model(model, nominal, dataset, setup.alignment.period_ns, config)
     samples = measures.pop("samples")

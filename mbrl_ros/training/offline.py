@@ -22,11 +22,11 @@ import torch
 
 from mbrl_ros.core.checkpoint import CheckpointError
 from mbrl_ros.data.alignment import AlignedDataset, align_streams
-from mbrl_ros.data.bag_reader import read_robot_streams
-from mbrl_ros.data.dataset_config import resolve_topic_name
+from mbrl_ros.data.bag_reader import IMU_NAMES, ODOM_NAMES, read_robot_streams
+from mbrl_ros.data.dataset_config import RobotStreamsConfig, resolve_topic_name
 from mbrl_ros.training.config_file import TrainingSetup, build_nominal, load_training_setup
 from mbrl_ros.training.model_errors import normalised_one_step_mse
-from mbrl_ros.training.online_trainer import MODEL_KINDS, Deployment, OnlineTrainer
+from mbrl_ros.training.online_trainer import MODEL_KINDS, Deployment, OnlineTrainer, unwrapped
 
 DESCRIPTION = ("Train the trainer node's dynamics model offline from rosbag2 bags and write a "
                "versioned checkpoint the planner loads unchanged.")
@@ -174,16 +174,22 @@ def bag_fingerprints(paths: Sequence[str]) -> List[dict]:
     return prints
 
 
+def aligned_state_dim(streams: RobotStreamsConfig) -> int:
+    """Size of the states the trainer aligns from ``streams``: joints, odometry, IMU."""
+    return (2 * len(streams.joints) + (len(ODOM_NAMES) if streams.odom_topic else 0)
+            + (len(IMU_NAMES) if streams.imu_topic else 0))
+
+
 def _check_resumed(trainer: OnlineTrainer, setup: TrainingSetup, kind: str) -> None:
-    model_class = type(trainer.model).__name__
+    model_class = type(unwrapped(trainer.model)).__name__  # the checkpoint's class
     if model_class != MODEL_CLASSES[kind]:
         raise CliError(f"the newest checkpoint in {trainer.registry.folder} is a "
                        f"{model_class}, not a {kind} model: pass --model-kind accordingly or "
                        f"another --out")
-    if trainer.model.state_dim != 2 * len(setup.streams.joints):
+    state_dim = aligned_state_dim(setup.streams)
+    if trainer.model.state_dim != state_dim:
         raise CliError(f"the newest checkpoint in {trainer.registry.folder} has state_dim "
-                       f"{trainer.model.state_dim}, these joints need "
-                       f"{2 * len(setup.streams.joints)}")
+                       f"{trainer.model.state_dim}, these streams need {state_dim}")
 
 
 def train_offline(bags: Sequence[str], setup: TrainingSetup, resume: bool = False,

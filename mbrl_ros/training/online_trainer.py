@@ -21,6 +21,11 @@ first model is deployed, unjudged. Every deployed version carries its held-out e
 calibration of its predicted variance (:class:`~mbrl_ros.training.model_errors.Calibration`),
 in the :class:`Deployment` record and the checkpoint's metadata.
 
+Models of the stand task (states ``[q, qd, odometry]``: the data has odometry and no IMU) are
+trained, judged and saved in their heading frame (:class:`~mbrl_ros.tasks.stand.HeadingFrameModel`,
+see :func:`in_training_frame`), as the planner's stand task plans with them; the checkpoint is the
+wrapped model's, with ``frame: heading`` in its metadata.
+
 A round can be cancelled (``run_round(should_stop=...)``, checked before every minibatch):
 the partly trained candidate is then discarded, nothing is written, and the deployed version
 stays deployed; the next round starts again from the deployed checkpoint.
@@ -52,6 +57,7 @@ from mbrl_ros.data.alignment import align_streams
 from mbrl_ros.data.bag_reader import read_robot_streams
 from mbrl_ros.data.data_directory import DataDirectory
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
+from mbrl_ros.tasks.stand import HeadingFrameModel
 from mbrl_ros.training.model_errors import (Calibration, calibration, consecutive_windows,
                                             normalised_one_step_mse, open_loop_mse, run_ids)
 
@@ -220,6 +226,37 @@ class RoundStats:
     """Why the last round's candidate was deployed or not, in words."""
 
 
+def uses_heading_frame(streams: RobotStreamsConfig) -> bool:
+    """Whether the trainer's models learn in the heading frame: exactly when its states are the
+    stand task's ``[q, qd, odometry]`` (:class:`~mbrl_ros.tasks.stand.StandLayout`), i.e. the
+    data has odometry and no IMU (the planner's stand task wraps what it loads the same way)."""
+    return bool(streams.odom_topic) and not streams.imu_topic
+
+
+def in_training_frame(model: Any, streams: RobotStreamsConfig) -> Any:
+    """``model`` as the trainer trains, judges and saves it: in the heading frame
+    (:class:`~mbrl_ros.tasks.stand.HeadingFrameModel`) where :func:`uses_heading_frame`, else
+    as it is."""
+    if uses_heading_frame(streams) and not isinstance(model, HeadingFrameModel):
+        return HeadingFrameModel(model, len(streams.joints))
+    return model
+
+
+def unwrapped(model: Any) -> Any:
+    """The model under a :class:`~mbrl_ros.tasks.stand.HeadingFrameModel` (what a checkpoint
+    holds), or ``model`` itself."""
+    return model.model if isinstance(model, HeadingFrameModel) else model
+
+
+def fitted_part(model: Any, batch: TransitionBatch) -> Tuple[Any, TransitionBatch]:
+    """``(model, batch)`` as :func:`~mbrl_ros.core.model_training.fit_dynamics` must train
+    them: a heading-frame model's wrapped model on ``batch`` in its heading frames (what
+    ``HeadingFrameModel.fit`` does), any other model on ``batch`` as it is."""
+    if isinstance(model, HeadingFrameModel):
+        return model.model, model.heading_batch(batch)
+    return model, batch
+
+
 def _never() -> bool:
     return False
 
@@ -355,7 +392,8 @@ class OnlineTrainer:
 
     # -- models ----------------------------------------------------------------------------
     def _load(self, path: Path):
-        return load_model(str(path), device=self.device, nominal=self.nominal)
+        return in_training_frame(load_model(str(path), device=self.device, nominal=self.nominal),
+                                 self.streams)
 
     def warm_start(self) -> int:
         """Continue from the newest valid checkpoint; returns its version (0 if none)."""
@@ -374,10 +412,12 @@ class OnlineTrainer:
             if self.nominal is None:
                 raise ValueError("model_kind 'residual' needs a nominal model, and this robot "
                                  "has none (floating base): use model_kind 'ensemble'")
-            return ResidualDynamics.create(self.nominal, state_dim, action_dim,
-                                           self.ensemble_config, self.device, seed)
-        return ProbabilisticEnsemble(state_dim, action_dim, self.ensemble_config, self.device,
-                                     seed)
+            model = ResidualDynamics.create(self.nominal, state_dim, action_dim,
+                                            self.ensemble_config, self.device, seed)
+        else:
+            model = ProbabilisticEnsemble(state_dim, action_dim, self.ensemble_config,
+                                          self.device, seed)
+        return in_training_frame(model, self.streams)
 
     def _starting_model(self, state_dim: int, action_dim: int):
         """The model a round refits when there is no candidate: the deployed checkpoint (after
@@ -468,7 +508,7 @@ class OnlineTrainer:
                 self.model = self._starting_model(self.train_data.state_dim,
                                                   self.train_data.action_dim)
             # fit_dynamics is what every model's fit() calls; called here for should_stop
-            report = fit_dynamics(self.model, self.train_data, self._fit_config(),
+            report = fit_dynamics(*fitted_part(self.model, self.train_data), self._fit_config(),
                                   seed=self.config.seed + self.rounds, progress=on_epoch,
                                   should_stop=stop)
             train_seconds = time.monotonic() - start

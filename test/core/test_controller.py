@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from mbrl_ros.core.controller import ModelPredictiveController
-from mbrl_ros.core.costs import EndEffectorCost, TaskCost
+from mbrl_ros.core.costs import EndEffectorCost, SmoothnessCost, TaskCost
 from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
 from mbrl_ros.core.planning import PlannerConfig
@@ -28,10 +28,11 @@ class JointIntegrator:
         return mean, torch.zeros_like(mean)
 
 
-def make_controller(seeds: list, gain: float = 0.0) -> ModelPredictiveController:
-    cost = TaskCost([EndEffectorCost(lambda q: torch.cat([q, torch.zeros_like(q),
-                                                          torch.zeros_like(q)], -1),
-                                     [0], [0.0, 0.0, 0.0], 10.0, 2)])
+def make_controller(seeds: list, gain: float = 0.0,
+                    smoothness: float = 0.0) -> ModelPredictiveController:
+    terms = [EndEffectorCost(lambda q: torch.cat([q, torch.zeros_like(q), torch.zeros_like(q)],
+                                                 -1), [0], [0.0, 0.0, 0.0], 10.0, 2)]
+    cost = TaskCost(terms + ([SmoothnessCost(smoothness, 1)] if smoothness else []))
     explorer = SmoothExplorer(ExplorationConfig(), "position", np.array([-2.0]),
                               np.array([2.0]), np.array([2.0]), DT)
 
@@ -109,3 +110,44 @@ def test_no_feasible_plan_sends_the_least_violating_one_as_recovering():
     step = controller.step(np.array([0.0]), np.array([0.0]))
     assert not step.failed and step.recovering and np.isfinite(step.command).all()
     assert step.command[0] > 0.0  # toward the feasible region
+
+
+def test_the_command_sent_is_the_smoothness_terms_previous_action_until_a_reset(monkeypatch):
+    controller = make_controller([], smoothness=1.0)
+    smoothness = controller.cost.term("smoothness")
+    explored = controller.step(np.array([0.0]), np.array([0.0]))  # no goal yet: exploring
+    assert explored.exploring
+    np.testing.assert_allclose(smoothness.previous_action.numpy(), explored.command)
+    controller.set_goal(np.array([1.0, 0.0, 0.0]))
+    planned = controller.step(np.array([0.0]), np.array([0.0]))
+    assert not planned.failed and not planned.exploring
+    np.testing.assert_allclose(smoothness.previous_action.numpy(), planned.command, atol=1e-6)
+    # the next plan's first step pays for its change from the command sent
+    states, actions = torch.zeros(1, 2, 2), torch.tensor([[[planned.command[0] + 0.5]]])
+    assert controller.cost.per_step(states, actions)[0, 0] > smoothness.weight * 0.2
+
+    def broken(state):
+        raise RuntimeError("solver blew up")
+    monkeypatch.setattr(controller.planner, "plan", broken)
+    assert controller.step(np.array([0.0]), np.array([0.0])).failed  # a hold: nothing sent
+    np.testing.assert_allclose(smoothness.previous_action.numpy(), planned.command, atol=1e-6)
+    monkeypatch.undo()
+    controller.reset()  # a new episode is not compared with the last one's command
+    assert smoothness.previous_action is None
+    controller.step(np.array([0.0]), np.array([0.0]))
+    assert smoothness.previous_action is not None
+    controller.step(np.array([1.5]), np.array([0.0]))  # a jump resets too, then plans anew
+    assert smoothness.previous_action is not None
+
+
+def test_the_first_planned_step_pays_for_its_change_from_the_command_sent():
+    moves = []
+    for forget in (False, True):  # the same controller, told the command sent or not
+        controller = make_controller([], smoothness=100.0)
+        controller.set_goal(np.array([1.0, 0.0, 0.0]))
+        first = controller.step(np.array([0.0]), np.array([0.0])).command
+        if forget:
+            controller.cost.set_previous_action(None)
+        second = controller.step(np.array([0.0]), np.array([0.0])).command
+        moves.append(abs(second[0] - first[0]))
+    assert moves[0] < 0.5 * moves[1], moves
