@@ -98,16 +98,20 @@ class Protocol:
     track_period: float
     track_settle: float
     track_episodes: int
+    command_delay_s: float = 0.0
 
 
 class ClosedLoop:
     """The planner driving the simulated arm, one planner period at a time; the safety gate's
     hold is applied when a plan fails."""
 
-    def __init__(self, setup: ArmSetup, model) -> None:
+    def __init__(self, setup: ArmSetup, model, command_delay_s: float = 0.0) -> None:
         self.setup, self.sim = setup, setup.simulator()
         self.controller = setup.controller(model)
         self.periods = int(round(setup.period / self.sim.config.control_period))
+        self.delay = int(round(command_delay_s / self.sim.config.control_period))
+        if not 0 <= self.delay < self.periods:
+            raise ValueError(f"the command delay must be in [0, {setup.period}) s")
 
     def start(self, goal: np.ndarray) -> None:
         self.sim.reset()
@@ -122,11 +126,12 @@ class ClosedLoop:
         """One planner period; returns the end-effector position at the start of it."""
         q, qd, _ = self.sim.joint_state()
         step = self.controller.step(q, qd, stamp=self.sim.time)
+        self.sim.step(self.delay)  # the previous command is held while the plan is computed
         if step.failed:
             self.sim.set_command(q if self.setup.mode == "position" else np.zeros_like(q))
         else:
             self.sim.set_command(step.command)
-        self.sim.step(self.periods)
+        self.sim.step(self.periods - self.delay)
         return self.setup.robot.ee_pose(q)[0]
 
 
@@ -174,7 +179,7 @@ def reachable_in_time(setup: ArmSetup, count: int, rng: np.random.Generator,
 
 
 def evaluate(setup: ArmSetup, model, goals: np.ndarray, protocol: Protocol) -> dict:
-    loop = ClosedLoop(setup, model)
+    loop = ClosedLoop(setup, model, protocol.command_delay_s)
     reaches = [reach_and_stop(loop, goal, protocol)
                for goal in tqdm(goals, desc="reach", leave=False)]
     tracks = [tracking(loop, goal, protocol)
@@ -239,6 +244,8 @@ def plot(table: Dict[str, dict], path: Path, data_seconds: List[float]) -> None:
     import matplotlib.pyplot as plt
     figure, axes = plt.subplots(2, len(table), figsize=(5.5 * len(table), 7), squeeze=False)
     styles = dict(nominal=("k", "--"), residual=("tab:blue", "-"), ensemble=("tab:orange", "-"))
+    labels = dict(nominal="nominal model only", residual="residual (nominal + network)",
+                  ensemble="network only")
     for column, (arm, kinds) in enumerate(table.items()):
         for kind, rows in kinds.items():
             colour, line = styles[kind]
@@ -259,7 +266,7 @@ def plot(table: Dict[str, dict], path: Path, data_seconds: List[float]) -> None:
                     continue
                 ax = axes[row_index][column]
                 ax.plot(x, scale * np.array(mean), color=colour, linestyle=line, marker="o",
-                        label=kind)
+                        label=labels[kind])
                 ax.fill_between(x, scale * np.array(low), scale * np.array(high), color=colour,
                                 alpha=0.15)
         axes[0][column].set_title(f"{arm}-controlled arm")
@@ -274,19 +281,41 @@ def plot(table: Dict[str, dict], path: Path, data_seconds: List[float]) -> None:
 
 
 def combine(paths: List[Path], out: Path, plot_path: Path) -> int:
-    """One result file and plot from runs of different arms with the same protocol."""
+    """One result file and plot from runs with the same mismatch, seeds and goals: different
+    arms (run side by side), or more amounts of data for an arm (rows merged by amount)."""
     parts = [json.loads(path.read_text()) for path in paths]
     first = parts[0]
     for part in parts[1:]:
-        for key in ("mismatch", "seeds", "goals", "data_seconds"):
+        for key in ("mismatch", "seeds", "goals"):
             if part[key] != first[key]:
                 raise SystemExit(f"cannot combine: {key} differs ({part[key]} vs {first[key]})")
-    merged = dict(first, table={}, runs={}, protocol={}, wall_s={})
+    table: Dict[str, Dict[str, Dict[float, dict]]] = {}
+    runs: Dict[str, Dict[str, Dict[str, Dict[float, dict]]]] = {}
+    protocol, wall = {}, {}
     for part in parts:
-        merged["table"].update(part["table"])
-        merged["runs"].update(part["runs"])
-        for arm in part["table"]:  # e.g. fewer tracking runs for the slower torque arm
-            merged["protocol"][arm], merged["wall_s"][arm] = part["protocol"], part["wall_s"]
+        for arm, kinds in part["table"].items():
+            protocol.setdefault(arm, part["protocol"])
+            wall[arm] = wall.get(arm, 0.0) + part["wall_s"]
+            for kind, rows in kinds.items():
+                table.setdefault(arm, {}).setdefault(kind, {}).update(
+                    {row["data_seconds"]: row for row in rows})
+        for arm, seeds in part["runs"].items():
+            for seed, kinds in seeds.items():
+                for kind, cells in kinds.items():
+                    runs.setdefault(arm, {}).setdefault(seed, {}).setdefault(kind, {}).update(
+                        {cell["data_seconds"]: cell for cell in cells})
+
+    def ordered(rows: Dict[float, dict]) -> List[dict]:
+        return [rows[key] for key in sorted(rows)]
+    merged_table = {arm: {kind: ordered(rows) for kind, rows in kinds.items()}
+                    for arm, kinds in table.items()}
+    data_seconds = sorted({row["data_seconds"] for kinds in merged_table.values()
+                           for kind, rows in kinds.items() if kind != "nominal" for row in rows})
+    merged = dict(first, table=merged_table, data_seconds=data_seconds, protocol=protocol,
+                  wall_s=wall, runs={arm: {seed: {kind: ordered(cells)
+                                                  for kind, cells in kinds.items()}
+                                           for seed, kinds in seeds.items()}
+                                     for arm, seeds in runs.items()})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(merged, indent=1, default=float))
     plot(merged["table"], plot_path, merged["data_seconds"])
@@ -313,20 +342,24 @@ def main(argv=None) -> int:
     parser.add_argument("--track-period", type=float, default=4.0)
     parser.add_argument("--track-settle", type=float, default=1.5)
     parser.add_argument("--track-episodes", type=int, default=3)
+    parser.add_argument("--command-delay", type=float, default=0.0,
+                        help="seconds (simulated) between a state and its command taking effect "
+                             "(the graph's planning time)")
     parser.add_argument("--no-mismatch", action="store_true",
                         help="the simulated arm as its URDF says (checks the protocol)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(REPO / "results" / "bench" / "mismatch.json"))
     parser.add_argument("--plot", default=str(REPO / "docs" / "img" / "mismatch.png"))
     parser.add_argument("--combine", nargs="+", metavar="JSON",
-                        help="merge the arms of earlier runs' results (one arm per process, "
-                             "run side by side) into --out and --plot, and run nothing")
+                        help="merge earlier runs' results (arms run side by side, or more "
+                             "amounts of data) into --out and --plot, and run nothing")
     args = parser.parse_args(argv)
     if args.combine:
         return combine([Path(path) for path in args.combine], Path(args.out), Path(args.plot))
     torch.set_num_threads(args.threads)
     protocol = Protocol(args.radius, args.reach_time, args.hold, args.track_radius,
-                        args.track_period, args.track_settle, args.track_episodes)
+                        args.track_period, args.track_settle, args.track_episodes,
+                        args.command_delay)
     start = time.monotonic()
     runs: Dict[str, Dict[int, Dict[str, List[dict]]]] = {}
     for arm in args.arms:

@@ -26,6 +26,12 @@ def test_mismatch_bench_runs_and_reports(tmp_path):
                 assert 0.0 <= row["success_min"] <= row["success_mean"] <= row["success_max"]
                 assert row["tracking_rms_mean_m"] > 0.0
     assert plot.stat().st_size > 0
+    combined = tmp_path / "combined.json"
+    assert mismatch.main(["--combine", str(out), "--out", str(combined),
+                          "--plot", str(tmp_path / "combined.png")]) == 0
+    merged = json.loads(combined.read_text())
+    assert merged["table"] == summary["table"]
+    assert set(merged["protocol"]) == set(mismatch.ARMS)
 
 
 def test_torque_controlled_variant_drops_the_servo():
