@@ -57,6 +57,7 @@ NO_MISMATCH = dict(friction_scale=1.0, damping_scale=1.0, payload_mass=0.0,
                    actuator_lag_s=0.0, backlash_rad=0.0, actuator_gain_scale=1.0)
 
 ARMS = ("position", "effort")
+ARM_TITLES = dict(position="position-controlled", effort="torque-controlled")
 KINDS = ("nominal", "residual", "ensemble")
 
 
@@ -269,7 +270,7 @@ def plot(table: Dict[str, dict], path: Path, data_seconds: List[float]) -> None:
                         label=labels[kind])
                 ax.fill_between(x, scale * np.array(low), scale * np.array(high), color=colour,
                                 alpha=0.15)
-        axes[0][column].set_title(f"{arm}-controlled arm")
+        axes[0][column].set_title(f"{ARM_TITLES.get(arm, arm)} arm")
         axes[0][column].set_ylabel("reach-and-stop success [%] (mean, min-max over seeds)")
         axes[1][column].set_ylabel("tracking RMS error [cm]")
         axes[1][column].set_xlabel("robot data [s]")
