@@ -48,22 +48,29 @@ def _checkpoint(path: pathlib.Path, seed: int) -> str:
     return model.save(str(path))
 
 
+def start_planner(model_dir: pathlib.Path, *parameters: str) -> subprocess.Popen:
+    """The planner in its own process, as in production, for the position-controlled arm,
+    with ``parameters`` ("name:=value") on top."""
+    extra = [item for parameter in parameters for item in ("-p", parameter)]
+    return subprocess.Popen([
+        sys.executable, "-m", "mbrl_ros.nodes.planner_node", "--ros-args",
+        "-p", f"urdf:={URDF}", "-p", f"control_rate_hz:={RATE_HZ}",
+        "-p", f"model_dir:={model_dir}",
+        "-p", f"model_period_s:={1.0 / RATE_HZ}", "-p", "command_mode:=position",
+        "-p", f"servo_kp:={list(KP)}", "-p", f"servo_kd:={list(KD)}",
+        "-p", "state_timeout_s:=1.0",
+        # a planning step well inside the period, so a late tick would be the planner's fault
+        "-p", "planner.num_samples:=32", "-p", "planner.horizon:=5",
+        "-p", "planner.num_iterations:=1", *extra])
+
+
 def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     torch.set_num_threads(1)
     model_dir, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
     model_dir.mkdir()
     elsewhere.mkdir()
     # the planner runs as in production, in its own process
-    planner = subprocess.Popen([
-        sys.executable, "-m", "mbrl_ros.nodes.planner_node", "--ros-args",
-        "-p", f"urdf:={URDF}", "-p", f"control_rate_hz:={RATE_HZ}",
-        "-p", f"model_dir:={model_dir}",
-        "-p", f"model_period_s:={1.0 / RATE_HZ}", "-p", "command_mode:=position",
-        "-p", f"servo_kp:={list(KP)}", "-p", f"servo_kd:={list(KD)}",
-        "-p", "state_timeout_s:=1.0", "-p", "disturbance.gain:=0.2",
-        # a planning step well inside the period, so a late tick would be the swap's fault
-        "-p", "planner.num_samples:=32", "-p", "planner.horizon:=5",
-        "-p", "planner.num_iterations:=1", "-p", "planner.propagation:=mean"])
+    planner = start_planner(model_dir, "disturbance.gain:=0.2", "planner.propagation:=mean")
     probe = rclpy.create_node("planner_probe", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(probe)
@@ -164,14 +171,7 @@ def test_nominal_model_source_plans_without_data_and_switches_at_runtime(
     torch.set_num_threads(1)
     model_dir = tmp_path / "models"
     model_dir.mkdir()
-    planner = subprocess.Popen([
-        sys.executable, "-m", "mbrl_ros.nodes.planner_node", "--ros-args",
-        "-p", f"urdf:={URDF}", "-p", f"control_rate_hz:={RATE_HZ}",
-        "-p", f"model_dir:={model_dir}", "-p", "model_source:=nominal",
-        "-p", f"model_period_s:={1.0 / RATE_HZ}", "-p", "command_mode:=position",
-        "-p", f"servo_kp:={list(KP)}", "-p", f"servo_kd:={list(KD)}",
-        "-p", "state_timeout_s:=1.0", "-p", "planner.num_samples:=32",
-        "-p", "planner.horizon:=5", "-p", "planner.num_iterations:=1"])
+    planner = start_planner(model_dir, "model_source:=nominal")
     probe = rclpy.create_node("nominal_probe", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(probe)
