@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--goal-travel", type=float, default=TravelGoals.travel_s,
                         help="goals up to this long a move from the home pose at the planner's "
                              "goal-seed speed [s] (as in bench/mismatch.py)")
-    parser.add_argument("--real-time-factor", type=float, default=0.3,
+    parser.add_argument("--real-time-factor", type=float, default=0.4,
                         help="simulated seconds per wall second (planning runs on sim time)")
     parser.add_argument("--model-kind", choices=("residual", "ensemble"), default="residual")
     parser.add_argument("--max-minutes", type=float, default=10.0,
