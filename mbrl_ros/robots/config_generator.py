@@ -40,6 +40,11 @@ ACTION_MARGIN_RAD = 0.4
 """Legged: the planner's position targets span crouch..stand widened by this [rad]."""
 DISTURBANCE_MAX_OFFSET = 0.05
 """Offset-free MPC: largest position bias corrected per joint [rad or m]."""
+RESET_JUMP_SPEED_MARGIN = 2.0
+"""Arms: the trainer takes a joint moving more than this many times what the fastest joint can
+move in one control period (its URDF velocity limit) for a reset (the arm put back home), not
+for motion: no transition across it is learned. (Legged robots keep the template's bound:
+their URDF velocity limits are often far above what their drives reach.)"""
 MISMATCH_PAYLOAD_FRACTION = 0.3
 """Arms: the simulated model mismatch's unmodelled payload, a fraction of the rated payload."""
 DECIMALS = 4
@@ -286,7 +291,20 @@ def _arm(robot: RobotModel, ee_frame: str, defaults: DefaultsConfig) -> _Writer:
     writer.nested("planner", "disturbance", "max_offset",
                   [DISTURBANCE_MAX_OFFSET] * joints + [0.0] * joints)
     writer.nested("trainer", "ensemble", "relative_action", list(range(joints)))
+    _set_reset_jump(writer, robot)
     return writer
+
+
+def reset_jump_threshold(robot: RobotModel, control_rate_hz: float) -> float:
+    """The trainer's ``alignment.reset_jump_threshold`` [rad or m]: ``RESET_JUMP_SPEED_MARGIN``
+    x what the fastest joint moves in one control period at its velocity limit."""
+    return RESET_JUMP_SPEED_MARGIN * float(np.max(robot.velocity_limits)) / control_rate_hz
+
+
+def _set_reset_jump(writer: _Writer, robot: RobotModel) -> None:
+    alignment = writer.parameters.get("trainer", {}).get("alignment", {})
+    writer.nested("trainer", "alignment", "reset_jump_threshold", round(
+        reset_jump_threshold(robot, alignment["control_rate_hz"]), DECIMALS))
 
 
 def _legged(robot: RobotModel, feet: Sequence[str], defaults: DefaultsConfig,

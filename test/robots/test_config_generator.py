@@ -141,6 +141,12 @@ def test_arm_configs_carry_the_physical_mismatch_scaled_to_the_arm(arm_config):
                     viscous_friction_fraction=0.02, actuator_lag_s=0.02,
                     backlash_rad=pytest.approx(np.deg2rad(0.5), abs=1e-4),
                     actuator_gain_scale=0.8)
+    alignments = (yaml.safe_load((REPO / "config" / "arm7.yaml").read_text())[
+        "/**/trainer"]["ros__parameters"]["alignment"],
+        arm_config.parameters["trainer"]["alignment"])
+    for alignment in alignments:  # a reset (the arm put back home) is never learned as motion
+        assert alignment["reset_jump_threshold"] == pytest.approx(
+            2 * np.max(robot.velocity_limits) / alignment["control_rate_hz"], abs=1e-4)
     for sim in (shipped, generated):
         assert {key: sim[key] for key in expected} == expected
         assert sim["payload_mass"] == pytest.approx(
