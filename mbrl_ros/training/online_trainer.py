@@ -17,9 +17,13 @@ models would do the same but could be lost or disagree with the data.)
 
 A candidate is judged against the deployed model on the held-out splits by its open-loop error
 at each of ``judge_horizons`` (see :func:`compare_errors`); with no held-out split yet, only the
-first model is deployed, unjudged. Every deployed version carries its held-out errors and the
-calibration of its predicted variance (:class:`~mbrl_ros.training.model_errors.Calibration`),
-in the :class:`Deployment` record and the checkpoint's metadata.
+first model is deployed, unjudged, and the next split to arrive is held out (whatever its
+draw), so that the model is never stuck at version 1 while the draws happen to spare every
+split. That split has never been trained on; after a restart it is trained on like any other
+split drawn for training (a split moves from held out to trained, never the other way).
+Every deployed version carries its held-out errors and the calibration of its predicted
+variance (:class:`~mbrl_ros.training.model_errors.Calibration`), in the :class:`Deployment`
+record and the checkpoint's metadata.
 
 Models of the stand task (states ``[q, qd, odometry]``: the data has odometry and no IMU) are
 trained, judged and saved in their heading frame (:class:`~mbrl_ros.tasks.stand.HeadingFrameModel`,
@@ -288,6 +292,9 @@ class OnlineTrainer:
         self.train_data: Optional[TransitionBatch] = None
         self.holdout: Optional[TransitionBatch] = None
         self.split_held_out: Dict[str, bool] = {}
+        self.hold_out_next_split = False
+        """Set when a candidate could not be judged for want of held-out data: the next new
+        split is held out."""
         """Name -> held out, for every split added by name (see :func:`split_holdout_draw`)."""
         self.ingested: set = set()
         self.model = None
@@ -359,7 +366,11 @@ class OnlineTrainer:
         if split is None:
             held = self._anonymous_holdout(batch)
         else:
-            self.split_held_out[split] = self.is_held_out(split)
+            forced = self.hold_out_next_split and split not in self.split_held_out
+            self.split_held_out[split] = self.is_held_out(split) or forced
+            if forced:
+                self.hold_out_next_split = False
+                logger.info("holding out split %s to judge the next candidates on", split)
             held = np.full(len(batch), self.split_held_out[split])
         for name, part in (("holdout", batch[held]), ("train_data", batch[~held])):
             current = getattr(self, name)
@@ -467,8 +478,10 @@ class OnlineTrainer:
             if self.deployed is None:
                 return Judgement(True, f"{missing}: the first model is deployed without a "
                                        f"held-out comparison")
+            self.hold_out_next_split = not self.has_holdout
             return Judgement(False, f"{missing}: cannot compare with deployed "
-                                    f"v{self.deployed_version}, which stays deployed")
+                                    f"v{self.deployed_version}, which stays deployed"
+                             + ("; the next split is held out" if not self.has_holdout else ""))
         return compare_errors(self.holdout_errors(candidate, horizons),
                               self.holdout_errors(self.deployed, horizons),
                               self.config.improvement_margin)

@@ -265,10 +265,15 @@ def test_without_a_held_out_split_only_the_first_model_is_deployed(tmp_path):
     trainer.add(trajectory(100, seed=31), split=second)
     assert trainer.run_round() is None
     assert "cannot compare with deployed v1" in trainer.stats.last_decision
+    assert "the next split is held out" in trainer.stats.last_decision
     assert trainer.stats.rounds_rejected == 1
-    trainer.add(trajectory(100, seed=32), split=split_names(trainer, True, 1)[0])
+    third = split_names(trainer, False, 3)[2]  # drawn for training, held out all the same
+    trainer.add(trajectory(100, seed=32), split=third)
+    assert trainer.split_held_out == {first: False, second: False, third: True}
     trainer.run_round()
-    assert "mean ratio" in trainer.stats.last_decision
+    assert "mean ratio" in trainer.stats.last_decision  # judged: never stuck at v1
+    trainer.add(trajectory(100, seed=33), split=split_names(trainer, False, 4)[3])
+    assert not trainer.split_held_out[split_names(trainer, False, 4)[3]]  # only one forced
 
 
 def test_a_batch_without_a_split_name_holds_out_the_end_of_every_run(tmp_path):
