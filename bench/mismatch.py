@@ -57,6 +57,8 @@ NO_MISMATCH = dict(friction_scale=1.0, damping_scale=1.0, payload_mass=0.0,
                    actuator_lag_s=0.0, backlash_rad=0.0, actuator_gain_scale=1.0)
 
 ARMS = ("position", "effort")
+PLOTTED = ("success_{}", "tracking_rms_{}_m")
+"""The table's columns on the plot's two rows (with "mean", "min", "max")."""
 ARM_TITLES = dict(position="position-controlled", effort="torque-controlled")
 KINDS = ("nominal", "residual", "ensemble")
 
@@ -255,20 +257,15 @@ def plot(table: Dict[str, dict], path: Path, data_seconds: List[float]) -> None:
             elif kind == "residual" and "nominal" in kinds:  # 0 s of data: the nominal model
                 rows = [kinds["nominal"][0]] + rows
             x = [r["data_seconds"] for r in rows]
-            for row_index, (key, scale) in enumerate((("success", 100.0),
-                                                      ("tracking_rms", 100.0))):
-                mean = [r[f"{key}_mean"] if key == "success" else r["tracking_rms_mean_m"]
-                        for r in rows]
-                low = [r[f"{key}_min"] if key == "success" else r["tracking_rms_min_m"]
-                       for r in rows]
-                high = [r[f"{key}_max"] if key == "success" else r["tracking_rms_max_m"]
-                        for r in rows]
+            for row_index, key in enumerate(PLOTTED):  # both in percent or cm: x 100
+                mean, low, high = ([r[key.format(stat)] for r in rows]
+                                   for stat in ("mean", "min", "max"))
                 if any(m is None for m in mean):
                     continue
                 ax = axes[row_index][column]
-                ax.plot(x, scale * np.array(mean), color=colour, linestyle=line, marker="o",
+                ax.plot(x, 100 * np.array(mean), color=colour, linestyle=line, marker="o",
                         label=labels[kind])
-                ax.fill_between(x, scale * np.array(low), scale * np.array(high), color=colour,
+                ax.fill_between(x, 100 * np.array(low), 100 * np.array(high), color=colour,
                                 alpha=0.15)
         axes[0][column].set_title(f"{ARM_TITLES.get(arm, arm)} arm")
         axes[0][column].set_ylabel("reach-and-stop success [%] (mean, min-max over seeds)")

@@ -209,7 +209,6 @@ class DemoSupervisor(Node):
     def _switch_to_learned(self) -> None:
         """Set the planner's model_source to "learned"; the next round starts once it has."""
         self.switching = True
-        self.switch_started = self.get_clock().now()
         if not self.planner_parameters.wait_for_services(timeout_sec=self.config.switch_timeout_s):
             self._switch_failed("the planner's parameter service is not available")
             return
