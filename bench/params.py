@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import yaml
 
 from mbrl_ros.nodes.sim_config import SimConfig
 from mbrl_ros.robots.simulator import Simulator
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def recorded_args(args: Mapping[str, Any]) -> Dict[str, Any]:
+    """A benchmark's arguments as its results record them: paths inside the repository made
+    relative to it, so a results file names no machine's folders."""
+    def relative(value: Any) -> Any:
+        if isinstance(value, str) and Path(value).is_absolute() \
+                and Path(value).resolve().is_relative_to(REPO):
+            return str(Path(value).resolve().relative_to(REPO))
+        return value
+    return {key: relative(value) for key, value in args.items()}
 
 
 def node_section(params: dict, node: str) -> Dict[str, Any]:

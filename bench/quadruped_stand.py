@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.params import config_from, graph_params, simulator_from
+from bench.params import config_from, graph_params, recorded_args, simulator_from
 from mbrl_ros.core.controller import ModelPredictiveController
 from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
@@ -290,7 +290,7 @@ def main(argv=None) -> int:
     for seed in (args.seeds or [args.seed]):
         print(f"--- seed {seed}")
         runs.append(run_seed(args, seed))
-    summary = dict(args=vars(args), summary=summarise(runs, args.trials), runs=runs,
+    summary = dict(args=recorded_args(vars(args)), summary=summarise(runs, args.trials), runs=runs,
                    **pooled(runs), wall_s=time.monotonic() - start)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
