@@ -84,6 +84,14 @@ class WorkspaceConfig:
             raise ValueError(f"workspace frames must be names, got {list(self.frames)}")
         return self
 
+    def validate_for(self, has_end_effector: bool) -> "WorkspaceConfig":
+        """:meth:`validate`, and refuse an end-effector box for a robot without an end
+        effector; return self."""
+        self.validate()
+        if self.bounded and not has_end_effector:
+            raise ValueError("workspace ee_lower/ee_upper need an end-effector frame (ee_frame)")
+        return self
+
     @property
     def floor_limit(self) -> float:
         """Lowest allowed height of a checked point [m]."""
@@ -135,9 +143,7 @@ class WorkspaceConstraint:
     def __init__(self, config: WorkspaceConfig, points: PointsFn, num_joints: int,
                  check_actions: bool, has_end_effector: bool = True,
                  device: Optional[torch.device] = None) -> None:
-        self.config = config.validate()
-        if config.bounded and not has_end_effector:
-            raise ValueError("workspace ee_lower/ee_upper need an end-effector frame (ee_frame)")
+        self.config = config.validate_for(has_end_effector)
         self.points = points
         self.num_joints = int(num_joints)
         self.check_actions = bool(check_actions)
@@ -181,9 +187,7 @@ class WorkspaceGuard:
 
     def __init__(self, config: WorkspaceConfig, points: PointsArrayFn, names: Sequence[str],
                  has_end_effector: bool = True) -> None:
-        self.config = config.validate()
-        if config.bounded and not has_end_effector:
-            raise ValueError("workspace ee_lower/ee_upper need an end-effector frame (ee_frame)")
+        self.config = config.validate_for(has_end_effector)
         self.points = points
         self.names = tuple(names)
         self.has_end_effector = bool(has_end_effector)
