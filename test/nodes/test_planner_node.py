@@ -64,6 +64,21 @@ def start_planner(model_dir: pathlib.Path, *parameters: str) -> subprocess.Popen
         "-p", "planner.num_iterations:=1", *extra])
 
 
+def planner_probe(ros_context, name: str):
+    """A node that talks to the planner as the graph does, with its executor: ``(node,
+    executor, the planned commands received, joint state, model update and goal
+    publishers)``."""
+    probe = rclpy.create_node(name, context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(probe)
+    commands = []
+    probe.create_subscription(PlannedCommand, "/mbrl/planned_command", commands.append,
+                              PLANNED_COMMAND_QOS)
+    return (probe, executor, commands, probe.create_publisher(JointState, "/joint_states", 10),
+            probe.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED),
+            probe.create_publisher(PoseStamped, "/mbrl/goal", 10))
+
+
 def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     torch.set_num_threads(1)
     model_dir, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
@@ -71,9 +86,8 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     elsewhere.mkdir()
     # the planner runs as in production, in its own process
     planner = start_planner(model_dir, "disturbance.gain:=0.2", "planner.propagation:=mean")
-    probe = rclpy.create_node("planner_probe", context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(probe)
+    probe, executor, commands, joint_pub, update_pub, goal_pub = planner_probe(
+        ros_context, "planner_probe")
     statuses = []
     probe.create_subscription(
         PlanStatus, "/mbrl/plan/status",
@@ -82,12 +96,7 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
     diagnostics = []
     probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.extend(
         s for s in m.status if s.name.endswith("planner")), 10)
-    commands, state_stamps = [], set()
-    probe.create_subscription(PlannedCommand, "/mbrl/planned_command", commands.append,
-                              PLANNED_COMMAND_QOS)
-    joint_pub = probe.create_publisher(JointState, "/joint_states", 10)
-    update_pub = probe.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)
-    goal_pub = probe.create_publisher(PoseStamped, "/mbrl/goal", 10)
+    state_stamps = set()
     robot = load_robot(URDF)
     names = list(reversed(robot.joint_names))  # order must not matter
 
@@ -172,15 +181,8 @@ def test_nominal_model_source_plans_without_data_and_switches_at_runtime(
     model_dir = tmp_path / "models"
     model_dir.mkdir()
     planner = start_planner(model_dir, "model_source:=nominal")
-    probe = rclpy.create_node("nominal_probe", context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(probe)
-    commands = []
-    probe.create_subscription(PlannedCommand, "/mbrl/planned_command", commands.append,
-                              PLANNED_COMMAND_QOS)
-    joint_pub = probe.create_publisher(JointState, "/joint_states", 10)
-    update_pub = probe.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)
-    goal_pub = probe.create_publisher(PoseStamped, "/mbrl/goal", 10)
+    probe, executor, commands, joint_pub, update_pub, goal_pub = planner_probe(
+        ros_context, "nominal_probe")
     robot = load_robot(URDF)
     probe.create_timer(0.01, lambda: joint_pub.publish(JointState(
         header=Header(stamp=probe.get_clock().now().to_msg()), name=list(robot.joint_names),
