@@ -23,9 +23,12 @@ from mbrl_ros.core.exploration import SmoothExplorer
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.planning.constraints import ConstraintFn
 from mbrl_ros.core.planning.planner import Planner, PlanResult
+from mbrl_ros.core.planning.rollout import model_disagreement
 from mbrl_ros.core.recovery import (MODE_EXPLORING, MODE_RECOVERY, MODE_TASK, RecoveryConfig,
                                     RecoveryStats, TrustedPoses, recovery_cost)
 from mbrl_ros.core.trust import DisagreementHysteresis, plan_disagreement
+from mbrl_ros.core.value_prior import (STAGE_MPC, STAGE_POLICY_ONLY, PlanningPrior,
+                                       ValuePriorConfig)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,15 @@ class ControlStep:
     (``command`` is a recovery plan's: back toward trusted poses) or "exploring"."""
     disagreement: float = 0.0
     """Disagreement of the plan behind ``command`` as the gate judges it (the largest along
-    the plan; 0 without a plan)."""
+    the plan, the terminal value's included; 0 without a plan)."""
+    stage: str = ""
+    """How the command was made: "mpc", "mpc+policy", "mpc+value", "mpc+policy+value" or
+    "policy" (:mod:`mbrl_ros.core.value_prior`); empty while exploring or failed."""
+
+    @property
+    def from_policy(self) -> bool:
+        """True when ``command`` is the learned policy's, not a plan's."""
+        return self.stage == STAGE_POLICY_ONLY
 
     @property
     def failed(self) -> bool:
@@ -77,11 +88,13 @@ class ModelPredictiveController:
     ``constraint`` is an extra hard constraint of every plan (e.g. the workspace,
     :class:`mbrl_ros.core.workspace.WorkspaceConstraint`); ``recovery`` (None: off) switches
     to planning back toward trusted poses while the task's plans are untrusted (see
-    :mod:`mbrl_ros.core.recovery`), with :attr:`recovery_stats` counting it."""
+    :mod:`mbrl_ros.core.recovery`), with :attr:`recovery_stats` counting it; a learned
+    value/policy (:meth:`set_prior`) is used as ``prior_options`` say (policy-prior samples,
+    terminal value, or the policy alone), the recovery planner never uses it."""
 
     def __init__(self, planner_config: PlannerConfig, cost: TaskCost, explorer: SmoothExplorer,
-                 device: torch.device, value: Optional[Callable] = None,
-                 policy: Optional[Callable] = None, needs_goal: bool = True,
+                 device: torch.device, prior_options: ValuePriorConfig = ValuePriorConfig(),
+                 needs_goal: bool = True,
                  warm_start: Optional[WarmStartFn] = None,
                  disturbance: DisturbanceConfig = DisturbanceConfig(),
                  model_period_s: float = 0.0, jump_threshold: float = math.inf,
@@ -120,7 +133,9 @@ class ModelPredictiveController:
         self.device = device
         self.planner: Optional[Planner] = None
         self.model_version = 0
-        self._value, self._policy = value, policy
+        self.prior_options = prior_options.validate()
+        self.prior: Optional[PlanningPrior] = None
+        """The learned value/policy (None: none deployed); used as ``prior_options`` say."""
         self.goal: Optional[np.ndarray] = None
 
     @property
@@ -146,6 +161,9 @@ class ModelPredictiveController:
         self.goal = np.asarray(position, dtype=np.float64).copy()
         self.cost.term("end_effector").set_target(self.goal.tolist())
         self._needs_seed = True
+        if self.prior is not None:
+            self.prior.set_goal(self.goal)
+            self._apply_prior()
         if self._offset_model is not None:
             self._offset_model.reset()  # the bias near the old goal says little of the new
 
@@ -167,8 +185,9 @@ class ModelPredictiveController:
         if self.disturbance.enabled:
             model = OffsetDynamics(model, self.disturbance)
         if self.planner is None:
-            self.planner = Planner(model, self.planner_config, self.cost, self._value,
-                                   self._policy, self.device, self.constraint)
+            self.planner = Planner(model, self.planner_config, self.cost, None, None,
+                                   self.device, self.constraint)
+            self._apply_prior()
         else:
             self.planner.set_models(model)
         if self._recovery_planner is not None:
@@ -180,9 +199,38 @@ class ModelPredictiveController:
         self.planner_config = config.validate()
         if self.planner is not None:
             self.planner = Planner(self.planner.dynamics, self.planner_config, self.cost,
-                                   self._value, self._policy, self.device, self.constraint)
+                                   None, None, self.device, self.constraint)
+            self._apply_prior()
         if self._recovery_planner is not None:
             self._recovery_planner = self._make_recovery_planner(self._recovery_planner.cost_fn)
+
+    def set_prior(self, prior: Optional[PlanningPrior]) -> None:
+        """Swap in a learned value/policy (between ticks; None: drop it)."""
+        self.prior = prior
+        if prior is not None:
+            prior.set_goal(self.goal)
+        self._apply_prior()
+
+    def set_prior_options(self, options: ValuePriorConfig) -> None:
+        """Which parts of the value/policy to use, from the next tick on."""
+        self.prior_options = options.validate()
+        self._apply_prior()
+
+    @property
+    def stage(self) -> str:
+        """The stage the next task tick uses (:meth:`ValuePriorConfig.stage`)."""
+        return self.prior_options.stage(self.prior is not None and self.prior.ready)
+
+    def _apply_prior(self) -> None:
+        """Hand the planner the value and policy the options and the prior allow."""
+        if self.planner is None:
+            return
+        stage = self.stage
+        use = self.prior_options
+        usable = stage != STAGE_MPC and stage != STAGE_POLICY_ONLY
+        self.planner.set_prior(
+            value=self.prior.value if usable and use.terminal_value else None,
+            policy=self.prior.policy if usable and use.policy_prior else None)
 
     def reset(self) -> None:
         """New episode: forget the warm start, the exploration targets and the last command
@@ -266,10 +314,36 @@ class ModelPredictiveController:
             logger.warning("planner returned a non-finite action or cost; asking for a hold")
             return ControlStep(None, exploring=False, plan=plan, mode=mode,
                                error="planner returned a non-finite action or cost")
+        if planner.value is not None and self.prior is not None:
+            # the terminal value's own disagreement counts at the plan's last state
+            plan.disagreement = plan.disagreement.clone()
+            plan.disagreement[-1] += self.prior.disagreement(plan.states[-1])
         disagreement = plan_disagreement(plan.disagreement.detach().cpu().reshape(-1).tolist())
         # an infeasible plan is the least-violating one: it leads back toward the limits
         return ControlStep(command, exploring=False, plan=plan, recovering=not plan.feasible,
-                           mode=mode, disagreement=disagreement)
+                           mode=mode, disagreement=disagreement,
+                           stage=self.stage if planner is self.planner else STAGE_MPC)
+
+    def _policy_step(self, state: np.ndarray) -> ControlStep:
+        """The policy's action without planning; its disagreement is the dynamics ensemble's
+        about the next state plus the value's there (what a one-step plan would report)."""
+        try:
+            with torch.inference_mode():
+                current = torch.as_tensor(state, device=self.device).reshape(1, -1)
+                action = self.prior.policy(current)
+                means, _ = self.planner.dynamics.predict(current, action)
+                spread = float(model_disagreement(self.planner.dynamics, means).reshape(-1)[0])
+                spread += self.prior.disagreement(means.mean(dim=0)[0])
+        except (ValueError, RuntimeError) as error:
+            logger.warning("policy failed, asking for a hold this tick: %s", error)
+            return ControlStep(None, exploring=False, error=f"policy error: {error}",
+                               mode=MODE_TASK)
+        command = action[0].detach().cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(command)):
+            return ControlStep(None, exploring=False, mode=MODE_TASK,
+                               error="policy returned a non-finite action")
+        return ControlStep(command, exploring=False, mode=MODE_TASK,
+                           disagreement=plan_disagreement([spread]), stage=STAGE_POLICY_ONLY)
 
     def _task_step(self, state: np.ndarray, position: np.ndarray,
                    stamp: Optional[float]) -> ControlStep:
@@ -281,7 +355,8 @@ class ModelPredictiveController:
         except (ValueError, RuntimeError) as error:
             logger.warning("planner failed, asking for a hold this tick: %s", error)
             return ControlStep(None, exploring=False, error=f"planner error: {error}")
-        step = self._plan(self.planner, state, MODE_TASK)
+        step = self._policy_step(state) if self.stage == STAGE_POLICY_ONLY \
+            else self._plan(self.planner, state, MODE_TASK)
         if self._trust is None or step.failed:
             return step
         if not self._trust.update(step.disagreement):

@@ -79,8 +79,14 @@ class JointPositionCost(CostTerm):
                               self.target.device, False)
 
     def per_step(self, states, actions):
-        error = states[:, 1:, self.indices] - self.target
+        target = self.target if self.target.dim() == 1 else self.target.unsqueeze(1)
+        error = states[:, 1:, self.indices] - target
         return error.square() @ self.weight
+
+    def achieved(self, states: torch.Tensor) -> torch.Tensor:
+        """The goal that ``states [N, S]`` reach (their joint positions): ``[N, len(indices)]``;
+        a target of this value makes the term zero there (hindsight relabelling)."""
+        return states[:, self.indices]
 
 
 class EndEffectorCost(CostTerm):
@@ -100,18 +106,25 @@ class EndEffectorCost(CostTerm):
 
     def set_target(self, target: Sequence[float]) -> None:
         """Replace the end-effector target ``[D]``."""
-        self.target = _vector(target, self.target.numel(), f"{self.name}.target",
+        self.target = _vector(target, self.target.shape[-1], f"{self.name}.target",
                               self.target.device, False)
 
     def per_step(self, states, actions):
         joints = states[:, 1:, self.indices]
         num_samples, horizon, num_joints = joints.shape
         position = self.fk(joints.reshape(num_samples * horizon, num_joints))
-        if position.shape != (num_samples * horizon, self.target.numel()):
+        size = self.target.shape[-1]
+        if position.shape != (num_samples * horizon, size):
             raise ValueError(f"fk returned shape {tuple(position.shape)}, expected "
-                             f"{(num_samples * horizon, self.target.numel())}")
-        error = (position - self.target).square().sum(dim=-1)
+                             f"{(num_samples * horizon, size)}")
+        target = self.target if self.target.dim() == 1 \
+            else self.target.repeat_interleave(horizon, dim=0)
+        error = (position - target).square().sum(dim=-1)
         return self.weight * error.view(num_samples, horizon)
+
+    def achieved(self, states: torch.Tensor) -> torch.Tensor:
+        """The goal that ``states [N, S]`` reach (their end-effector positions): ``[N, D]``."""
+        return self.fk(states[:, self.indices])
 
 
 class EffortCost(CostTerm):

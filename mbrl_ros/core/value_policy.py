@@ -4,6 +4,17 @@ A batched ensemble of Q functions and a deterministic tanh-bounded policy are tr
 learning on real transitions mixed with short model rollouts (Dyna / MBPO style) through any
 :class:`~mbrl_ros.core.dynamics_model.DynamicsModel` and a reward function
 ``reward_fn(state [N, S], action [N, A], next_state [N, S]) -> [N]``.
+
+Goal-conditioned (``goal_dim > 0``, e.g. an end-effector goal): the networks see
+``[state, goal]``, the reward is ``reward_fn(state, action, next_state, goal)`` and goals are
+relabelled with what the logged episodes actually reached (hindsight relabelling), because a
+robot's logs hold few commanded goals. :class:`~mbrl_ros.core.task_reward.TaskReward` is the
+reward the planner's own task cost defines.
+
+Q values are learned in units of ``value_scale`` (the mean |reward| of the data over
+``1 - discount``), so costs of any size train alike; :meth:`ValuePolicy.value_disagreement`
+reports the Q members' spread in the units of the dynamics ensemble's disagreement (variance
+over the variance of the training targets).
 """
 
 from __future__ import annotations
@@ -25,8 +36,14 @@ from mbrl_ros.core.types import TransitionBatch
 
 logger = logging.getLogger(__name__)
 
-RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``reward_fn(state [N, S], action [N, A], next_state [N, S]) -> reward [N]``."""
+RewardFn = Callable[..., torch.Tensor]
+"""``reward_fn(state [N, S], action [N, A], next_state [N, S]) -> reward [N]``; goal-conditioned:
+``reward_fn(state, action, next_state, goal [N, G])``."""
+GoalFn = Callable[[torch.Tensor], torch.Tensor]
+"""``achieved_goal(states [N, S]) -> goals [N, G]``: the goal each state reaches."""
+
+MIN_SCALE = 1e-6
+"""Floor of the reward scale and of the target variance (all-zero rewards, constant values)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,12 @@ class ValuePolicyConfig:
     """Gradient-norm clip of both optimisers."""
     normalizer_min_std: float = 1e-6
     """Features with a smaller std are treated as constant (std set to 1)."""
+    goal_future_fraction: float = 0.5
+    """Goal-conditioned learning: share of each batch whose goal is relabelled to what the
+    same episode reached within ``goal_future_steps`` (hindsight); the rest get a goal reached
+    anywhere in the data."""
+    goal_future_steps: int = 50
+    """How far ahead (in transitions) a hindsight goal may lie."""
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent settings."""
@@ -89,6 +112,9 @@ class ValuePolicyConfig:
         if self.value_aggregation not in ("mean", "min"):
             raise ValueError(f"value_aggregation must be mean or min, "
                              f"got {self.value_aggregation!r}")
+        if not 0.0 <= self.goal_future_fraction <= 1.0 or self.goal_future_steps < 0:
+            raise ValueError("goal_future_fraction must be in [0, 1] and goal_future_steps "
+                             ">= 0")
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-friendly dict."""
@@ -111,127 +137,189 @@ class ValueFitReport:
     steps: int = 0
     """Gradient updates made."""
     q_loss: List[float] = field(default_factory=list)
-    """Per update: mean squared TD error over Q members."""
+    """Per update: mean squared TD error over Q members (in value-scale units)."""
     policy_loss: List[float] = field(default_factory=list)
-    """Per update: minus the mean Q value of the policy's actions."""
+    """Per update: minus the mean Q value of the policy's actions (in value-scale units)."""
     model_transitions: int = 0
     """Model-rollout transitions used in total."""
 
 
+def episode_ends(episode: Optional[np.ndarray], num_rows: int) -> np.ndarray:
+    """``[N]`` index of the last row of each row's run of equal episode ids (rows in time
+    order); without episode ids every row is its own run (no future is known)."""
+    if episode is None:
+        return np.arange(num_rows)
+    episode = np.asarray(episode).reshape(-1)
+    boundary = np.flatnonzero(episode[1:] != episode[:-1])  # row before each change
+    run_ends = np.append(boundary, num_rows - 1)
+    return run_ends[np.searchsorted(run_ends, np.arange(num_rows))]
+
+
 class ValuePolicy(torch.nn.Module):
-    """Q ensemble + deterministic policy over the real state space.
+    """Q ensemble + deterministic policy over the real state space (plus a goal, if any).
 
     Actions live in the box ``[action_low, action_high]``; the policy is ``tanh``-bounded to it.
     """
 
     def __init__(self, state_dim: int, action_dim: int, action_low: Sequence[float],
                  action_high: Sequence[float], config: ValuePolicyConfig = ValuePolicyConfig(),
-                 device: torch.device | str = "cpu", seed: int = 0) -> None:
+                 device: torch.device | str = "cpu", seed: int = 0, goal_dim: int = 0) -> None:
         super().__init__()
         config.validate()
         low = torch.as_tensor(action_low, dtype=torch.float32).reshape(-1)
         high = torch.as_tensor(action_high, dtype=torch.float32).reshape(-1)
         if len(low) != action_dim or len(high) != action_dim or not bool((high > low).all()):
             raise ValueError(f"action bounds must have {action_dim} entries with high > low")
+        if goal_dim < 0:
+            raise ValueError(f"goal_dim must be >= 0, got {goal_dim}")
         self.config = config
-        self.state_dim, self.action_dim = state_dim, action_dim
+        self.state_dim, self.action_dim, self.goal_dim = state_dim, action_dim, int(goal_dim)
+        inputs = state_dim + self.goal_dim
         self.device = torch.device(device)
         generator = torch.Generator().manual_seed(seed)
-        self.q = EnsembleMLP(config.num_q, state_dim + action_dim, config.hidden_sizes, 1,
+        self.q = EnsembleMLP(config.num_q, inputs + action_dim, config.hidden_sizes, 1,
                              config.activation, self.device, generator)
-        self.actor = EnsembleMLP(1, state_dim, config.hidden_sizes, action_dim,
+        self.actor = EnsembleMLP(1, inputs, config.hidden_sizes, action_dim,
                                  config.activation, self.device, generator)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.state_normalizer = Normalizer(state_dim, config.normalizer_min_std, self.device)
+        self.state_normalizer = Normalizer(inputs, config.normalizer_min_std, self.device)
         self.register_buffer("normalizer_fitted", torch.zeros((), dtype=torch.bool,
                                                               device=self.device))
         self.register_buffer("action_center", ((high + low) / 2).to(self.device))
         self.register_buffer("action_half_range", ((high - low) / 2).to(self.device))
+        self.register_buffer("value_scale", torch.ones((), device=self.device))
+        """Q values are learned as ``Q / value_scale`` (set on the first fit)."""
+        self.register_buffer("target_variance", torch.ones((), device=self.device))
+        """Running variance of the TD targets: the unit of :meth:`value_disagreement`."""
         self.q_optimizer = torch.optim.Adam(self.q.parameters(), lr=config.q_learning_rate)
         self.policy_optimizer = torch.optim.Adam(self.actor.parameters(),
                                                  lr=config.policy_learning_rate)
 
     # ------------------------------------------------------------------------ evaluation
-    def _policy(self, state: torch.Tensor) -> torch.Tensor:
-        """``[N, S] -> [N, A]`` with gradients."""
-        normalized = self.state_normalizer.normalize(state).unsqueeze(0)
+    def observation(self, state: torch.Tensor, goal: Optional[torch.Tensor] = None
+                    ) -> torch.Tensor:
+        """The networks' input ``[N, S + G]``: the state and (goal-conditioned) the goal,
+        ``goal [G]`` (one for all rows) or ``[N, G]``. ValueError if the goal is missing or
+        given to an agent without goals."""
+        state = torch.as_tensor(state, dtype=torch.float32, device=self.device)
+        if self.goal_dim == 0:
+            if goal is not None:
+                raise ValueError("this value/policy takes no goal")
+            return state
+        if goal is None:
+            raise ValueError(f"this value/policy needs a goal of {self.goal_dim} values")
+        goal = torch.as_tensor(goal, dtype=torch.float32, device=self.device)
+        if goal.shape[-1] != self.goal_dim:
+            raise ValueError(f"goal has {goal.shape[-1]} values, expected {self.goal_dim}")
+        return torch.cat([state, goal.expand(*state.shape[:-1], self.goal_dim)], dim=-1)
+
+    def _policy(self, observation: torch.Tensor) -> torch.Tensor:
+        """``[N, S + G] -> [N, A]`` with gradients."""
+        normalized = self.state_normalizer.normalize(observation).unsqueeze(0)
         return self.action_center + self.action_half_range * torch.tanh(self.actor(normalized)[0])
 
-    def q_values(self, state: torch.Tensor, action: torch.Tensor,
-                 target: bool = False) -> torch.Tensor:
-        """``state [N, S]``, ``action [N, A]`` -> ``[num_q, N]`` (with gradients)."""
+    def _scaled_q(self, observation: torch.Tensor, action: torch.Tensor,
+                  target: bool = False) -> torch.Tensor:
+        """``[num_q, N]`` Q values in units of ``value_scale`` (with gradients)."""
         scaled = (action - self.action_center) / self.action_half_range
-        inputs = torch.cat([self.state_normalizer.normalize(state), scaled], dim=-1)
+        inputs = torch.cat([self.state_normalizer.normalize(observation), scaled], dim=-1)
         network = self.q_target if target else self.q
         return network(inputs.unsqueeze(0).expand(self.config.num_q, -1, -1))[..., 0]
 
-    def policy(self, state: torch.Tensor, grad: bool = False) -> torch.Tensor:
-        """Policy prior ``state [..., S] -> action [..., A]`` within the action bounds."""
-        state = torch.as_tensor(state, dtype=torch.float32, device=self.device)
-        with torch.set_grad_enabled(grad):
-            flat = self._policy(state.reshape(-1, self.state_dim))
-        return flat.reshape(*state.shape[:-1], self.action_dim)
+    def q_values(self, observation: torch.Tensor, action: torch.Tensor,
+                 target: bool = False) -> torch.Tensor:
+        """``observation [N, S + G]``, ``action [N, A]`` -> ``[num_q, N]`` (with gradients)."""
+        return self.value_scale * self._scaled_q(observation, action, target)
 
-    def value(self, state: torch.Tensor, grad: bool = False) -> torch.Tensor:
-        """Terminal value ``V(s) = agg_members Q(s, policy(s))``: ``[..., S] -> [...]``."""
-        state = torch.as_tensor(state, dtype=torch.float32, device=self.device)
+    def policy(self, state: torch.Tensor, goal: Optional[torch.Tensor] = None,
+               grad: bool = False) -> torch.Tensor:
+        """Policy prior ``state [..., S] -> action [..., A]`` within the action bounds."""
+        observation = self.observation(state, goal)
         with torch.set_grad_enabled(grad):
-            flat = state.reshape(-1, self.state_dim)
-            q = self.q_values(flat, self._policy(flat))
-            agg = q.mean(0) if self.config.value_aggregation == "mean" else q.min(0).values
-        return agg.reshape(state.shape[:-1])
+            flat = self._policy(observation.reshape(-1, observation.shape[-1]))
+        return flat.reshape(*observation.shape[:-1], self.action_dim)
+
+    def _member_values(self, state: torch.Tensor, goal: Optional[torch.Tensor],
+                       grad: bool) -> Tuple[torch.Tensor, Tuple[int, ...]]:
+        observation = self.observation(state, goal)
+        with torch.set_grad_enabled(grad):
+            flat = observation.reshape(-1, observation.shape[-1])
+            return self.q_values(flat, self._policy(flat)), tuple(observation.shape[:-1])
+
+    def value(self, state: torch.Tensor, goal: Optional[torch.Tensor] = None,
+              grad: bool = False) -> torch.Tensor:
+        """Terminal value ``V(s) = agg_members Q(s, policy(s))``: ``[..., S] -> [...]``."""
+        q, shape = self._member_values(state, goal, grad)
+        agg = q.mean(0) if self.config.value_aggregation == "mean" else q.min(0).values
+        return agg.reshape(shape)
+
+    def value_disagreement(self, state: torch.Tensor,
+                           goal: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[..., S] -> [...]``: variance of the Q members at ``(s, policy(s))`` over the
+        variance of the TD targets (dimensionless, like the dynamics ensemble's disagreement:
+        0 = the members agree; about 1 = they differ as much as the values vary)."""
+        q, shape = self._member_values(state, goal, False)
+        return (q.var(0, unbiased=False) / self.target_variance).reshape(shape)
 
     # ------------------------------------------------------------------------- training
-    def _rollouts(self, start: torch.Tensor, model: Any, reward_fn: RewardFn,
-                  generator: torch.Generator) -> Tuple[torch.Tensor, ...]:
-        """Model rollouts from ``start [M, S]``; returns (s, a, r, s', done), ``H * M`` rows."""
-        states, actions, rewards, next_states = [], [], [], []
+    def _rollouts(self, start: torch.Tensor, goal: Optional[torch.Tensor], model: Any,
+                  reward_fn: RewardFn, generator: torch.Generator) -> Tuple[torch.Tensor, ...]:
+        """Model rollouts from ``start [M, S]`` (with goals ``[M, G]``); returns
+        ``(obs, a, r, next_obs, done)``, ``H * M`` rows."""
+        columns: Tuple[List[torch.Tensor], ...] = ([], [], [], [])
         state = start
         rows = torch.arange(len(start), device=self.device)
+        high = self.action_center + self.action_half_range
+        low = self.action_center - self.action_half_range
         with torch.no_grad():
             for _ in range(self.config.rollout_horizon):
+                observation = self.observation(state, goal)
                 noise = torch.randn(state.shape[0], self.action_dim, generator=generator)
-                action = self._policy(state) + self.config.rollout_action_noise \
+                action = self._policy(observation) + self.config.rollout_action_noise \
                     * self.action_half_range * noise.to(self.device)
-                action = torch.maximum(torch.minimum(action, self.action_center
-                                                     + self.action_half_range),
-                                       self.action_center - self.action_half_range)
+                action = torch.maximum(torch.minimum(action, high), low)
                 mean, var = model.predict(state, action)
                 member = torch.randint(mean.shape[0], (len(state),), generator=generator)
                 next_state = mean[member.to(self.device), rows]
                 if self.config.rollout_sample_noise:
                     eps = torch.randn(next_state.shape, generator=generator).to(self.device)
                     next_state = next_state + var[member.to(self.device), rows].sqrt() * eps
-                reward = reward_fn(state, action, next_state).reshape(-1)
-                states.append(state)
-                actions.append(action)
-                rewards.append(reward)
-                next_states.append(next_state)
+                reward = self._reward(reward_fn, state, action, next_state, goal)
+                for column, value in zip(columns, (observation, action, reward,
+                                                   self.observation(next_state, goal))):
+                    column.append(value)
                 state = next_state
         done = torch.zeros(len(start) * self.config.rollout_horizon, device=self.device)
-        return (torch.cat(states), torch.cat(actions), torch.cat(rewards),
-                torch.cat(next_states), done)
+        return tuple(torch.cat(column) for column in columns) + (done,)
 
-    def update(self, state: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
-               next_state: torch.Tensor, done: torch.Tensor,
+    def _reward(self, reward_fn: RewardFn, state, action, next_state, goal) -> torch.Tensor:
+        reward = reward_fn(state, action, next_state) if goal is None \
+            else reward_fn(state, action, next_state, goal)
+        return reward.reshape(-1).float()
+
+    def update(self, observation: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+               next_observation: torch.Tensor, done: torch.Tensor,
                generator: torch.Generator) -> Tuple[float, float]:
         """One TD update of the Q ensemble, one policy step and the target EMA.
 
-        Args: ``state [N, S]``, ``action [N, A]``, ``reward [N]``, ``next_state [N, S]``,
-        ``done [N]`` (1 where no bootstrapping). Returns ``(q_loss, policy_loss)``.
+        Args: ``observation [N, S + G]``, ``action [N, A]``, ``reward [N]``,
+        ``next_observation [N, S + G]``, ``done [N]`` (1 where no bootstrapping). Returns
+        ``(q_loss, policy_loss)`` in value-scale units.
         """
         config = self.config
         with torch.no_grad():
             subset = torch.randperm(config.num_q, generator=generator)[:config.q_target_members]
-            next_q = self.q_target_values(next_state)[subset.to(self.device)].min(0).values
+            next_q = self.q_target_values(next_observation)[subset.to(self.device)].min(0).values
             target = reward + config.discount * (1.0 - done) * next_q
-        q_loss = (self.q_values(state, action) - target).square().mean()
+            batch_variance = target.var(unbiased=False).clamp_min(MIN_SCALE)
+            self.target_variance.lerp_(batch_variance, config.target_tau)
+        q_loss = (self._scaled_q(observation, action) - target / self.value_scale).square().mean()
         self.q_optimizer.zero_grad(set_to_none=True)
         q_loss.backward()
         torch.nn.utils.clip_grad_norm_(self.q.parameters(), config.max_grad_norm)
         self.q_optimizer.step()
 
-        policy_loss = -self.q_values(state, self._policy(state)).mean()
+        policy_loss = -self._scaled_q(observation, self._policy(observation)).mean()
         self.policy_optimizer.zero_grad(set_to_none=True)
         policy_loss.backward()
         torch.nn.utils.clip_grad_norm_(self.actor.parameters(), config.max_grad_norm)
@@ -241,27 +329,33 @@ class ValuePolicy(torch.nn.Module):
                                  config.target_tau)
         return float(q_loss.detach()), float(policy_loss.detach())
 
-    def q_target_values(self, next_state: torch.Tensor) -> torch.Tensor:
-        """Target-network ``Q'(s', policy(s'))``: ``[N, S] -> [num_q, N]``."""
-        return self.q_values(next_state, self._policy(next_state), target=True)
+    def q_target_values(self, next_observation: torch.Tensor) -> torch.Tensor:
+        """Target-network ``Q'(s', policy(s'))``: ``[N, S + G] -> [num_q, N]``."""
+        return self.q_values(next_observation, self._policy(next_observation), target=True)
 
     def fit(self, data: TransitionBatch, num_steps: int, model: Any = None,
             reward_fn: Optional[RewardFn] = None, seed: int = 0,
-            progress: Optional[Callable[[int, Dict[str, float]], None]] = None
-            ) -> ValueFitReport:
+            progress: Optional[Callable[[int, Dict[str, float]], None]] = None,
+            achieved_goal: Optional[GoalFn] = None,
+            should_stop: Optional[Callable[[], bool]] = None) -> ValueFitReport:
         """Run ``num_steps`` TD updates on ``data`` plus rollouts through ``model``.
 
         Args:
-            data: real transitions; ``reward`` is used when present, else ``reward_fn``.
-                ``terminal`` rows do not bootstrap. Non-finite rows are dropped (warning).
+            data: real transitions, in time order within each ``episode``; ``reward`` is used
+                when present (and no goals), else ``reward_fn``. ``terminal`` rows do not
+                bootstrap. Non-finite rows are dropped (warning).
             num_steps: gradient updates.
             model: a DynamicsModel for rollouts (None: real data only).
             reward_fn: reward of model transitions (and of real ones without reward).
             seed: seeds sampling and rollout noise.
             progress: ``progress(step, {"q_loss", "policy_loss"})`` after every update.
+            achieved_goal: goal-conditioned agents: the goal a state reaches, for hindsight
+                relabelling (required when ``goal_dim > 0``).
+            should_stop: polled before every update; True ends the fit early (the report
+                says how many updates ran).
 
         Raises:
-            ValueError: no finite rows, or rewards unavailable.
+            ValueError: no finite rows, rewards unavailable, or a goal source missing.
         """
         config = self.config
         finite = data.finite_mask()
@@ -273,38 +367,58 @@ class ValuePolicy(torch.nn.Module):
             data = data[finite]
         if len(data) == 0:
             raise ValueError("ValuePolicy.fit needs at least one finite transition")
+        goals = self.goal_dim > 0
+        if goals and (achieved_goal is None or reward_fn is None):
+            raise ValueError("a goal-conditioned value/policy needs reward_fn and achieved_goal")
         if data.reward is None and reward_fn is None:
             raise ValueError("transitions carry no reward: pass reward_fn")
         tensor = {name: torch.as_tensor(getattr(data, name), dtype=torch.float32,
                                         device=self.device)
                   for name in ("state", "action", "next_state")}
-        if data.reward is not None:
-            real_reward = torch.as_tensor(data.reward, device=self.device)
+        generator = torch.Generator().manual_seed(seed)
+        sampler = None
+        if goals:
+            with torch.no_grad():
+                reached = achieved_goal(tensor["next_state"]).float()
+            sampler = _HindsightGoals(reached, episode_ends(data.episode, len(data)), config,
+                                      generator)
+            real_reward = None
+        elif data.reward is not None:
+            real_reward = torch.as_tensor(data.reward, dtype=torch.float32, device=self.device)
         else:
             with torch.no_grad():
-                real_reward = reward_fn(tensor["state"], tensor["action"],
-                                        tensor["next_state"]).reshape(-1).float()
+                real_reward = self._reward(reward_fn, tensor["state"], tensor["action"],
+                                           tensor["next_state"], None)
         real_done = torch.as_tensor(data.terminal if data.terminal is not None
                                     else np.zeros(len(data)), dtype=torch.float32,
                                     device=self.device)
         if not bool(self.normalizer_fitted):
-            self.state_normalizer.fit(tensor["state"])
-            self.normalizer_fitted.fill_(True)
+            self._fit_scales(tensor, real_reward, sampler, reward_fn)
         use_model = model is not None and reward_fn is not None and config.rollout_horizon > 0
         num_real = round(config.batch_size * config.real_ratio) if use_model \
             else config.batch_size
         num_model = config.batch_size - num_real
         num_starts = math.ceil(num_model / config.rollout_horizon) if use_model else 0
-        generator = torch.Generator().manual_seed(seed)
         report = ValueFitReport()
         for step in range(1, num_steps + 1):
+            if should_stop is not None and should_stop():
+                break
             rows = torch.randint(len(data), (num_real,), generator=generator).to(self.device)
-            parts = [(tensor["state"][rows], tensor["action"][rows], real_reward[rows],
-                      tensor["next_state"][rows], real_done[rows])]
+            goal = None if sampler is None else sampler(rows)
+            state, action, next_state = (tensor[name][rows]
+                                         for name in ("state", "action", "next_state"))
+            if real_reward is None:
+                with torch.no_grad():
+                    reward = self._reward(reward_fn, state, action, next_state, goal)
+            else:
+                reward = real_reward[rows]
+            parts = [(self.observation(state, goal), action, reward,
+                      self.observation(next_state, goal), real_done[rows])]
             if num_model > 0:
                 starts = torch.randint(len(data), (num_starts,), generator=generator)
-                rollout = self._rollouts(tensor["state"][starts.to(self.device)], model,
-                                         reward_fn, generator)
+                starts = starts.to(self.device)
+                rollout = self._rollouts(tensor["state"][starts], None if sampler is None
+                                         else sampler(starts), model, reward_fn, generator)
                 parts.append(tuple(x[:num_model] for x in rollout))
                 report.model_transitions += num_model
             batch = [torch.cat(columns) for columns in zip(*parts)]
@@ -316,11 +430,28 @@ class ValuePolicy(torch.nn.Module):
                 progress(step, {"q_loss": q_loss, "policy_loss": policy_loss})
         return report
 
+    def _fit_scales(self, tensor: Dict[str, torch.Tensor], real_reward: Optional[torch.Tensor],
+                    sampler: Optional["_HindsightGoals"], reward_fn: Optional[RewardFn]) -> None:
+        """First fit: the input normaliser (states and the goals they reach) and the value
+        scale (mean |reward| / (1 - discount))."""
+        rows = torch.arange(len(tensor["state"]), device=self.device)
+        goal = None if sampler is None else sampler(rows)
+        if real_reward is None:
+            with torch.no_grad():
+                real_reward = self._reward(reward_fn, tensor["state"], tensor["action"],
+                                           tensor["next_state"], goal)
+        self.state_normalizer.fit(self.observation(tensor["state"], goal))
+        scale = float(real_reward.abs().mean()) / (1.0 - self.config.discount)
+        self.value_scale.fill_(max(scale, MIN_SCALE))
+        self.target_variance.fill_(max(float(real_reward.var(unbiased=False))
+                                       / (1.0 - self.config.discount) ** 2, MIN_SCALE))
+        self.normalizer_fitted.fill_(True)
+
     # ----------------------------------------------------------------------- checkpoints
     def save(self, path: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
         """Write the networks (not optimiser state) to a checkpoint; returns its sha256."""
         header = {"config": self.config.to_dict(), "state_dim": self.state_dim,
-                  "action_dim": self.action_dim,
+                  "action_dim": self.action_dim, "goal_dim": self.goal_dim,
                   "action_low": (self.action_center - self.action_half_range).tolist(),
                   "action_high": (self.action_center + self.action_half_range).tolist(),
                   "metadata": dict(metadata or {})}
@@ -335,9 +466,40 @@ class ValuePolicy(torch.nn.Module):
         try:
             model = cls(int(header["state_dim"]), int(header["action_dim"]),
                         header["action_low"], header["action_high"],
-                        ValuePolicyConfig.from_dict(header["config"]), device or "cpu")
+                        ValuePolicyConfig.from_dict(header["config"]), device or "cpu",
+                        goal_dim=int(header.get("goal_dim", 0)))
             model.load_state_dict(checkpoint.tensors, strict=True)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise CheckpointError(f"{path} does not describe a valid ValuePolicy: {exc}") \
                 from exc
+        model.metadata = dict(header.get("metadata") or {})
         return model
+
+    @staticmethod
+    def read_metadata(path: str, expected_sha256: Optional[str] = None) -> Dict[str, Any]:
+        """The metadata a checkpoint was saved with (CheckpointError if unreadable)."""
+        header = load_checkpoint(path, expected_sha256).require_class(ValuePolicy.__name__)
+        return dict(header.get("metadata") or {})
+
+
+class _HindsightGoals:
+    """Goals for sampled rows: with probability ``goal_future_fraction`` one the same episode
+    reached up to ``goal_future_steps`` later (its own next state at least), else one reached
+    anywhere in the data."""
+
+    def __init__(self, reached: torch.Tensor, ends: np.ndarray, config: ValuePolicyConfig,
+                 generator: torch.Generator) -> None:
+        self.reached = reached
+        self.ends = torch.as_tensor(ends, dtype=torch.long, device=reached.device)
+        self.config, self.generator = config, generator
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        count, device = len(rows), self.reached.device
+        room = torch.clamp(self.ends[rows] - rows, max=self.config.goal_future_steps)
+        offset = (torch.rand(count, generator=self.generator).to(device)
+                  * (room + 1).float()).long()
+        future = rows + torch.minimum(offset, room)
+        anywhere = torch.randint(len(self.reached), (count,), generator=self.generator)
+        use_future = torch.rand(count, generator=self.generator).to(device) \
+            < self.config.goal_future_fraction
+        return self.reached[torch.where(use_future, future, anywhere.to(device))]

@@ -99,6 +99,10 @@ class Planner:
         self.value = value if value is not None else self.value
         self.policy = policy if policy is not None else self.policy
 
+    def set_prior(self, value: Optional[ValueFn], policy: Optional[PolicyFn]) -> None:
+        """Use this terminal value and policy prior from the next plan on (None: none)."""
+        self.value, self.policy = value, policy
+
     @property
     def has_warm_start(self) -> bool:
         """True when the next ``plan`` starts from a previous plan or a seed."""
