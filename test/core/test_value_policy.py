@@ -164,3 +164,59 @@ def test_reward_model_of_state_and_action_learns_by_updates(tmp_path):
         model.update(static_batch(5, seed=0, with_reward=False), num_steps=1)
     with pytest.raises(ValueError, match="needs next_state"):
         RewardModel(1, 1)(state, action)
+
+
+def test_episode_ends_follow_runs_of_equal_ids():
+    from mbrl_ros.core.value_policy import episode_ends
+    np.testing.assert_array_equal(episode_ends(np.array([0, 0, 0, 1, 1, 0]), 6),
+                                  [2, 2, 2, 4, 4, 5])
+    np.testing.assert_array_equal(episode_ends(None, 3), [0, 1, 2])
+
+
+def test_hindsight_goals_come_from_the_same_episodes_future():
+    from mbrl_ros.core.value_policy import _HindsightGoals, episode_ends
+    episode = np.repeat([0, 1], 50)
+    reached = torch.arange(100, dtype=torch.float32)[:, None]  # goal of row i is i
+    config = ValuePolicyConfig(goal_future_fraction=1.0, goal_future_steps=5)
+    goals = _HindsightGoals(reached, episode_ends(episode, 100), config,
+                            torch.Generator().manual_seed(0))
+    rows = torch.arange(100).repeat(20)
+    picked = goals(rows)[:, 0].long()
+    assert bool((picked >= rows).all()) and bool((picked - rows <= 5).all())
+    assert bool((torch.as_tensor(episode)[picked] == torch.as_tensor(episode)[rows]).all())
+    assert int((picked > rows).sum()) > len(rows) // 2  # not just the own next state
+
+
+def test_goal_conditioned_policy_heads_for_relabelled_goals():
+    """1-D reaching, x' = x + 0.1 u, reward -(x' - g)^2 - 0.01 u^2: logged random walks with
+    no goal at all; hindsight goals teach the policy to move toward any goal."""
+    from mbrl_ros.core.costs import EffortCost, JointPositionCost, TaskCost
+    from mbrl_ros.core.task_reward import TaskReward
+    rng = np.random.default_rng(0)
+    episodes = []
+    for index in range(40):
+        x = rng.uniform(-1, 1)
+        for _ in range(50):
+            u = rng.uniform(-1, 1)
+            episodes.append((x, u, x + 0.1 * u, index))
+            x = x + 0.1 * u
+    state, action, next_state, episode = (np.array(c) for c in zip(*episodes))
+    data = TransitionBatch(state[:, None], action[:, None], next_state[:, None],
+                           episode=episode)
+    reward = TaskReward(TaskCost([JointPositionCost([0], [0.0], 1.0, state_dim=1),
+                                  EffortCost(0.01, action_dim=1)]), "joint_position")
+    assert reward.goal_dim == 1
+    config = ValuePolicyConfig(**{**CONFIG.to_dict(), "discount": 0.9, "rollout_horizon": 0})
+    agent = ValuePolicy(1, 1, [-1.0], [1.0], config, seed=0, goal_dim=1)
+    agent.fit(data, 600, reward_fn=reward, achieved_goal=reward.achieved_goal, seed=0)
+    states = torch.tensor([[-0.5], [0.5], [0.0], [0.0]])
+    goals = torch.tensor([[0.5], [-0.5], [0.6], [-0.6]])
+    actions = agent.policy(states, goals)[:, 0]
+    assert bool((torch.sign(actions) == torch.sign(goals - states)[:, 0]).all()), actions
+    assert bool((actions.abs() > 0.5).all()), actions  # far goals: move fast
+    near, far = agent.value(torch.tensor([[0.0], [0.0]]), torch.tensor([[0.05], [0.8]]))
+    assert float(near) > float(far)
+    with pytest.raises(ValueError, match="needs a goal"):
+        agent.value(states)
+    with pytest.raises(ValueError, match="achieved_goal"):
+        agent.fit(data, 1, reward_fn=reward)
