@@ -1,8 +1,9 @@
 """`make demo`: the arm in MuJoCo explores, the trainer learns, the planner reaches goals.
 
 The simulated arm differs from its URDF and datasheet (config/arm7.yaml's sim section). The
-goals run twice: first with the planner on the hand-derived model alone, then the same goals
-with the learned model. Starts arm_sim.launch.yaml with the package's launch runner, drives the
+same goals run three times: with the planner on the hand-derived model alone, with the learned
+model, and with the learned model plus the trainer's learned policy prior and terminal value
+(TD-MPC style). Starts arm_sim.launch.yaml with the package's launch runner, drives the
 run with a supervisor node, stops the graph with SIGINT and writes a report under
 results/demo/.
 """
@@ -52,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="stop and report after this much wall time")
     parser.add_argument("--no-compare", action="store_true",
                         help="only the learned model (skip the round with the nominal model)")
+    parser.add_argument("--no-value", action="store_true",
+                        help="skip the round with the learned policy prior and value")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -91,7 +94,8 @@ def main(argv=None) -> int:
     goals = goals_within_travel(robot, np.asarray(sim["home_positions"], dtype=float),
                                 args.goals, np.random.default_rng(args.seed), travel, workspace)
     config = DemoConfig(data_phase_s=args.data_seconds, num_goals=args.goals,
-                        goal_timeout_s=args.goal_timeout, compare_nominal=not args.no_compare)
+                        goal_timeout_s=args.goal_timeout, compare_nominal=not args.no_compare,
+                        compare_value=not args.no_value)
     logging.info("starting the arm graph (log: %s)", out / "graph.log")
     graph = start_graph(args, out)
     rclpy.init()

@@ -13,6 +13,10 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+ROUND_TITLES = {"nominal": "the hand-derived model alone", "learned": "the learned model",
+                "learned+value": "+ learned policy prior and value"}
+"""How the report names each round of goals."""
+
 
 def plot_run(supervisor, path: Path) -> Path:
     """Distance to goal, model versions and gate state over simulated time."""
@@ -71,7 +75,7 @@ def plot_comparison(supervisor, path: Path) -> Optional[Path]:
     ax.set_xlabel("goal (the same goals with each model)")
     ax.set_ylabel("final distance [cm] (dots: closest)")
     ax.legend(loc="upper right")
-    ax.set_title("under model mismatch: the hand-derived model alone vs the learned model")
+    ax.set_title("under model mismatch: " + " vs ".join(ROUND_TITLES.get(p, p) for p in phases))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -131,15 +135,21 @@ def write_report(supervisor, out_dir: Path, urdf: str, wall_s: float) -> Path:
         f"- transitions in the last model: {last.get('transitions', 0)}",
         f"- model versions deployed: {len(models)} (last v{last.get('version', 0)}, held-out "
         f"one-step error {last.get('holdout_error') or float('nan'):.4f} in normalised units)",
+        f"- value/policy versions deployed: {len(supervisor.values_seen)}"
+        + (f" (last v{supervisor.values_seen[-1]['version']})" if supervisor.values_seen
+           else ""),
     ]
     for phase in supervisor.phases:
         done = [r for r in results if r.model == phase]
         times = [r.time_to_reach_s for r in done if r.reached] or [float("nan")]
         final = [r.final_distance_m for r in done] or [float("nan")]
+        stages = sorted({r.stage for r in done if r.stage})
         lines.append(f"- goals reached within {100 * supervisor.config.success_radius_m:.0f} cm "
-                     f"with the {phase} model: **{sum(r.reached for r in done)}/{len(done)}** "
+                     f"with {ROUND_TITLES.get(phase, phase)}: "
+                     f"**{sum(r.reached for r in done)}/{len(done)}** "
                      f"(median time {np.median(times):.1f} s, median final distance "
-                     f"{100 * np.median(final):.1f} cm)")
+                     f"{100 * np.median(final):.1f} cm; planner stage "
+                     f"{', '.join(stages) or 'none recorded'})")
     lines += [
         f"- safety-gate interventions: {supervisor.interventions}",
         f"- planner recoveries (untrusted plans): {supervisor.recoveries}, "
@@ -150,23 +160,26 @@ def write_report(supervisor, out_dir: Path, urdf: str, wall_s: float) -> Path:
         lines.append(f"- stopped early: {supervisor.switch_error}")
     lines += [
         "",
-        "| goal | model | reached | time [s] | final distance [cm] | closest [cm] | version |",
-        "|---|---|---|---|---|---|---|",
+        "| goal | round | planner stage | reached | time [s] | final distance [cm] | "
+        "closest [cm] | model | value/policy |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for number, r in enumerate(results, 1):
         lines.append(f"| {(number - 1) % len(supervisor.goals) + 1} | {r.model} | "
-                     f"{'yes' if r.reached else 'no'} | {r.time_to_reach_s:.1f} | "
-                     f"{100 * r.final_distance_m:.1f} | {100 * r.min_distance_m:.1f} | "
-                     f"v{r.model_version} |")
+                     f"{r.stage or '-'} | {'yes' if r.reached else 'no'} | "
+                     f"{r.time_to_reach_s:.1f} | {100 * r.final_distance_m:.1f} | "
+                     f"{100 * r.min_distance_m:.1f} | v{r.model_version} | "
+                     f"{'v%d' % r.value_version if r.value_version else '-'} |")
     if comparison is not None:
-        lines += ["", f"![nominal vs learned]({comparison.name})"]
+        lines += ["", f"![rounds compared]({comparison.name})"]
     lines += ["", f"![run]({plot.name})"]
     if strip is not None:
         lines += ["", "The arm at the end of each goal:", "", f"![goals]({strip.name})"]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     (out_dir / "run.json").write_text(json.dumps(dict(
-        goals=[asdict(r) for r in results], models=models, interventions=supervisor.interventions,
+        goals=[asdict(r) for r in results], models=models, value_policies=supervisor.values_seen,
+        interventions=supervisor.interventions,
         recoveries=supervisor.recoveries, recovered=supervisor.recovered,
         mean_recovery_s=supervisor.recovery_s, wall_s=wall_s), indent=1))
     return report

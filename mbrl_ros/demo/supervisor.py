@@ -1,13 +1,16 @@
 """A node that drives the demo: waits for data and a model, sends goals, measures reaching.
 
-With ``compare_nominal`` the goals run twice: first with the planner on the hand-derived model
-alone (its ``model_source`` parameter "nominal"), then, after switching it to "learned", the
-same goals with the learned model."""
+The same goals run in rounds, one per stage of the path from MPC to model-based RL: with
+``compare_nominal`` first with the planner on the hand-derived model alone (its
+``model_source`` parameter "nominal"); then, after switching it to "learned", with the learned
+model; with ``compare_value``, once a learned value/policy is deployed, again with its policy
+prior and terminal value switched on (``value.policy_prior``, ``value.terminal_value``)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -24,6 +27,11 @@ from mbrl_ros.robots.robot_model import RobotModel
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MODEL_UPDATES = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""Model updates: dynamics and value/policy announcements share the topic."""
+VALUE_POLICY_KIND = "value_policy"
+"""``ModelUpdate.model_kind`` of a learned value/policy."""
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -52,9 +60,19 @@ class DemoConfig:
     """The planner node whose ``model_source`` parameter the demo switches."""
     switch_timeout_s: float = 10.0
     """Wall seconds to wait for the planner to accept the switch to the learned model."""
+    compare_value: bool = True
+    """After the learned model's round, run the goals again with the learned value/policy
+    (policy prior and terminal value) once the trainer has deployed one."""
+    value_wait_s: float = 30.0
+    """Simulated seconds to wait for a value/policy before that round is skipped."""
 
 
-NOMINAL, LEARNED = "nominal", "learned"
+NOMINAL, LEARNED, VALUE = "nominal", "learned", "learned+value"
+ROUND_PARAMETERS: Dict[str, Dict[str, object]] = {
+    LEARNED: {"model_source": LEARNED},
+    VALUE: {"value.policy_prior": True, "value.terminal_value": True},
+}
+"""The planner parameters set when a round begins (they stay set for later rounds)."""
 
 
 @dataclass
@@ -68,7 +86,11 @@ class GoalResult:
     min_distance_m: float
     model_version: int
     model: str = LEARNED
-    """"nominal" (the hand-derived model alone) or "learned"."""
+    """The round: "nominal" (the hand-derived model alone), "learned" or "learned+value"."""
+    stage: str = ""
+    """The planner's stage on most ticks of this goal ("mpc", "mpc+policy+value", ...)."""
+    value_version: int = 0
+    """Value/policy version in use at the end of the goal (0: none)."""
 
 
 @dataclass
@@ -94,16 +116,24 @@ class DemoSupervisor(Node):
         self.joint_map = JointNameMap(robot.joint_names)
         self.goal_pub = self.create_publisher(PoseStamped, "/mbrl/goal", RELIABLE)
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, RELIABLE)
-        self.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model, LATCHED)
+        self.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model,
+                                 MODEL_UPDATES)
         self.create_subscription(GateStatus, "/mbrl/gate/status", self._on_gate, LATCHED)
         self.create_subscription(PlanStatus, "/mbrl/plan/status", self._on_plan, RELIABLE)
         self.reset_client = self.create_client(Trigger, "/sim/reset")
         self.planner_parameters = AsyncParameterClient(self, config.planner_node)
-        self.phases = ([NOMINAL, LEARNED] if config.compare_nominal else [LEARNED])
-        """The model of each round of goals, in order."""
+        self.phases = ([NOMINAL] if config.compare_nominal else []) + [LEARNED] \
+            + ([VALUE] if config.compare_value else [])
+        """The round of each set of goals, in order."""
         self.switching = False
-        """Waiting for the planner to switch to the learned model."""
+        """Waiting for the planner to switch to the next round's settings."""
+        self.waiting_since: Optional[float] = None
+        """Simulated time the value/policy round began waiting for a value/policy."""
         self.switch_error = ""
+        self.value_version, self.values_seen = 0, []
+        self.stages: Counter = Counter()
+        """Planner stages seen during the current goal."""
+        self.plan_value_version = 0
         self.recoveries, self.recovered, self.recovery_s = 0, 0, float("nan")
         self.model_version, self.models_seen = 0, []
         self.gate_state, self.interventions, self.planning_ms = 0, 0, 0.0
@@ -117,6 +147,13 @@ class DemoSupervisor(Node):
 
     # -- inputs ----------------------------------------------------------------------------
     def _on_model(self, msg: ModelUpdate) -> None:
+        if msg.model_kind == VALUE_POLICY_KIND:
+            if msg.version > self.value_version:
+                self.value_version = msg.version
+                self.values_seen.append(dict(
+                    time_s=self._now() - (self.first_time or self._now()),
+                    version=msg.version, **dict(zip(msg.metric_names, msg.metric_values))))
+            return
         if msg.version > self.model_version:
             self.model_version = msg.version
             metrics = dict(zip(msg.metric_names, msg.metric_values))
@@ -131,6 +168,9 @@ class DemoSupervisor(Node):
         self.planning_ms = msg.planning_time_ms
         self.recoveries, self.recovered = msg.recoveries, msg.recoveries_completed
         self.recovery_s = msg.mean_recovery_s
+        if self.goal_index >= 0 and not self.switching and msg.stage:
+            self.stages[msg.stage] += 1
+            self.plan_value_version = msg.value_version
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -146,6 +186,9 @@ class DemoSupervisor(Node):
         distance = (float(np.linalg.norm(ee - self.goal))
                     if self.goal_index >= 0 else float("nan"))
         self._record(now, distance, arrays.position)
+        if self.waiting_since is not None:
+            self._wait_for_value(now)
+            return
         if self.switching:
             return
         if self.goal_index < 0:
@@ -192,9 +235,10 @@ class DemoSupervisor(Node):
         return len(self.goals) * len(self.phases)
 
     def _finish_goal(self, reached: bool, elapsed: float, distance: float) -> None:
+        stage = self.stages.most_common(1)[0][0] if self.stages else ""
         self.results.append(GoalResult(self.goal.tolist(), reached, elapsed,
                                        distance, float(self.min_distance), self.model_version,
-                                       self.phase))
+                                       self.phase, stage, self.plan_value_version))
         self.get_logger().info(
             f"goal {self.goal_index + 1}/{self.total_goals} ({self.phase} model): "
             f"{'reached in %.1f s' % elapsed if reached else 'not reached'} "
@@ -202,30 +246,50 @@ class DemoSupervisor(Node):
         if self.goal_index + 1 >= self.total_goals:
             self.done = True
         elif (self.goal_index + 1) % len(self.goals) == 0:
-            self._switch_to_learned()
+            self._begin_round(self.phases[(self.goal_index + 1) // len(self.goals)])
         else:
             self._next_goal(self._now())
 
-    def _switch_to_learned(self) -> None:
-        """Set the planner's model_source to "learned"; the next round starts once it has."""
+    def _begin_round(self, phase: str) -> None:
+        """Switch the planner to ``phase``'s settings; its goals start once it has (the
+        value/policy round first waits for a value/policy)."""
         self.switching = True
+        if phase == VALUE and self.value_version == 0:
+            self.get_logger().info("waiting for the trainer's first value/policy")
+            self.waiting_since = self._now()
+            return
+        self._set_round_parameters(phase)
+
+    def _wait_for_value(self, now: float) -> None:
+        if self.value_version > 0:
+            self.waiting_since = None
+            self._set_round_parameters(VALUE)
+        elif now - self.waiting_since > self.config.value_wait_s:
+            self.waiting_since = None
+            self._switch_failed(f"no value/policy deployed within {self.config.value_wait_s:g} "
+                                "s: skipping its round")
+
+    def _set_round_parameters(self, phase: str) -> None:
         if not self.planner_parameters.wait_for_services(timeout_sec=self.config.switch_timeout_s):
             self._switch_failed("the planner's parameter service is not available")
             return
-        future = self.planner_parameters.set_parameters(
-            [Parameter("model_source", value=LEARNED)])
-        future.add_done_callback(self._on_switched)
+        parameters = [Parameter(name, value=value)
+                      for name, value in ROUND_PARAMETERS[phase].items()]
+        future = self.planner_parameters.set_parameters(parameters)
+        future.add_done_callback(lambda done: self._on_switched(done, phase))
 
-    def _on_switched(self, future) -> None:
+    def _on_switched(self, future, phase: str) -> None:
+        settings = ", ".join(f"{k}={v}" for k, v in ROUND_PARAMETERS[phase].items())
         try:
-            result = future.result().results[0]
+            results = future.result().results
         except Exception as error:  # noqa: BLE001 - any failure ends the demo with a reason
-            self._switch_failed(f"setting model_source failed: {error}")
+            self._switch_failed(f"setting {settings} failed: {error}")
             return
-        if not result.successful:
-            self._switch_failed(f"the planner refused model_source=learned: {result.reason}")
+        refused = [r.reason for r in results if not r.successful]
+        if refused:
+            self._switch_failed(f"the planner refused {settings}: {refused[0]}")
             return
-        self.get_logger().info("planner switched to the learned model; the same goals again")
+        self.get_logger().info(f"planner set to {settings}; the same goals again")
         self.switching = False
         self._next_goal(self._now())
 
@@ -238,6 +302,7 @@ class DemoSupervisor(Node):
             self.reset_client.call_async(Trigger.Request())
         self.goal_index += 1
         self.goal_start, self.inside_since, self.min_distance = now, None, np.inf
+        self.stages = Counter()
         goal = self.goal
         msg = PoseStamped()
         msg.header.frame_id = self.config.base_frame
@@ -254,5 +319,6 @@ class DemoSupervisor(Node):
         reached = sum(r.reached for r in self.results)
         distance = self.timeline.distance_m[-1] if self.timeline.distance_m else float("nan")
         return (f"sim {elapsed:6.1f} s | {phase} | model v{self.model_version} | "
+                f"value/policy v{self.value_version} | "
                 f"reached {reached}/{len(self.results)} | distance {100 * distance:5.1f} cm | "
                 f"gate interventions {self.interventions} | plan {self.planning_ms:5.1f} ms")

@@ -1,5 +1,6 @@
 """The demo supervisor on real topics: the same goals first with the nominal model, then — once
-the planner has accepted model_source=learned — with the learned one; the report shows both."""
+the planner has accepted model_source=learned — with the learned one, then — once a value/policy
+is deployed — with its policy prior and terminal value; the report shows each round's stage."""
 
 from pathlib import Path
 
@@ -15,18 +16,18 @@ from sensor_msgs.msg import JointState
 from mbrl_ros.demo.goals import GoalSampler
 from mbrl_ros.demo.report import write_report
 from mbrl_ros.demo.supervisor import DemoConfig, DemoSupervisor
-from mbrl_ros.msg import ModelUpdate
+from mbrl_ros.msg import ModelUpdate, PlanStatus
 from mbrl_ros.tasks.reach import load_robot
 from ros_helpers import spin_until
 
 REPO = Path(__file__).resolve().parents[2]
 URDF = str(REPO / "urdf" / "arm7.urdf")
 PERIOD_S = 0.01
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def test_goals_run_with_the_nominal_then_the_learned_model(ros_context, tmp_path):
+def test_goals_run_with_nominal_learned_then_value_policy(ros_context, tmp_path):
     robot = load_robot(URDF)
     goals, configurations = GoalSampler().sample_with_configurations(
         robot, 2, np.random.default_rng(0))
@@ -35,12 +36,16 @@ def test_goals_run_with_the_nominal_then_the_learned_model(ros_context, tmp_path
     supervisor = DemoSupervisor(robot, goals, config, context=ros_context)
     planner = rclpy.create_node("planner", context=ros_context)  # the parameter it switches
     planner.declare_parameter("model_source", "nominal")
+    planner.declare_parameter("value.policy_prior", False)
+    planner.declare_parameter("value.terminal_value", False)
     sources = []
     driver = rclpy.create_node("fake_arm", context=ros_context)
     clock_pub = driver.create_publisher(Clock, "/clock", 10)
     state_pub = driver.create_publisher(JointState, "/joint_states", 10)
-    driver.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED).publish(
-        ModelUpdate(version=1))
+    updates = driver.create_publisher(ModelUpdate, "/mbrl/model_update", LATCHED)
+    updates.publish(ModelUpdate(version=1, model_kind="residual"))
+    updates.publish(ModelUpdate(version=1, model_kind="value_policy"))
+    status_pub = planner.create_publisher(PlanStatus, "/mbrl/plan/status", 10)
     pose = {"q": configurations[0] + 0.3}  # away from every goal until one is sent
     goals_seen = []
 
@@ -48,7 +53,8 @@ def test_goals_run_with_the_nominal_then_the_learned_model(ros_context, tmp_path
         goal = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
         index = int(np.argmin(np.linalg.norm(goals - goal, axis=1)))
         goals_seen.append(index)
-        sources.append(planner.get_parameter("model_source").value)
+        sources.append((planner.get_parameter("model_source").value,
+                        planner.get_parameter("value.terminal_value").value))
         pose["q"] = configurations[index]  # the arm "reaches" it at once
     driver.create_subscription(PoseStamped, "/mbrl/goal", on_goal, 10)
     now = {"ns": 1_000_000_000}
@@ -61,6 +67,10 @@ def test_goals_run_with_the_nominal_then_the_learned_model(ros_context, tmp_path
                          velocity=[0.0] * robot.num_joints)
         msg.header.stamp = stamp
         state_pub.publish(msg)
+        full = planner.get_parameter("value.policy_prior").value \
+            and planner.get_parameter("value.terminal_value").value
+        status_pub.publish(PlanStatus(stage="mpc+policy+value" if full else "mpc",
+                                      value_version=int(full)))
     driver.create_timer(0.002, tick)
     executor = SingleThreadedExecutor(context=ros_context)
     for node in (supervisor, planner, driver):
@@ -69,13 +79,20 @@ def test_goals_run_with_the_nominal_then_the_learned_model(ros_context, tmp_path
         assert spin_until(executor, lambda: supervisor.done, 30.0), supervisor.progress_line()
     finally:
         executor.shutdown()
-    assert goals_seen == [0, 1, 0, 1]
-    assert sources == ["nominal", "nominal", "learned", "learned"]
-    assert [r.model for r in supervisor.results] == ["nominal"] * 2 + ["learned"] * 2
+    assert goals_seen == [0, 1, 0, 1, 0, 1]
+    assert sources == [("nominal", False)] * 2 + [("learned", False)] * 2 \
+        + [("learned", True)] * 2
+    assert [r.model for r in supervisor.results] == \
+        ["nominal"] * 2 + ["learned"] * 2 + ["learned+value"] * 2
     assert all(r.reached for r in supervisor.results)
+    assert [r.stage for r in supervisor.results[-2:]] == ["mpc+policy+value"] * 2
+    assert supervisor.value_version == 1 and supervisor.model_version == 1
     report = write_report(supervisor, tmp_path, URDF, 1.0).read_text()
-    assert "with the nominal model: **2/2**" in report
+    assert "with the hand-derived model alone: **2/2**" in report
     assert "with the learned model: **2/2**" in report
+    assert "with + learned policy prior and value: **2/2**" in report
+    assert "planner stage mpc+policy+value" in report
+    assert "value/policy versions deployed: 1" in report
     assert (tmp_path / "comparison.png").exists()
     for node in (supervisor, planner, driver):
         node.destroy_node()
