@@ -14,16 +14,25 @@ plan's disagreement. A failed plan asks the gate for a hold, never for explorati
 task's plans become untrusted (the gate's disagreement rule, parameters ``recovery.*``), the
 controller plans back toward poses where they were trusted (status recovering) until the task's
 plans are trusted again; the mode and the recovery counts are in PlanStatus and /diagnostics.
+
+A learned value/policy (TD-MPC style) announced on the same topic (``model_kind``
+"value_policy", its own version counter) is loaded the same way and used as the ``value.*``
+parameters say (policy-prior samples, terminal value, or the policy alone; all off by
+default): only if its checkpoint's metadata matches the planner's task, task cost, sizes,
+joints and model period (:func:`~mbrl_ros.core.value_prior.compatibility_error`). PlanStatus
+says the stage ("mpc", "mpc+policy", "mpc+value", "mpc+policy+value", "policy") and the
+value/policy version in use; a policy-only command has the status "policy".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 import pathlib
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -49,6 +58,10 @@ from mbrl_ros.core.nominal_only import NominalOnlyModel
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.recovery import MODE_RECOVERY, RecoveryConfig
 from mbrl_ros.core.safety_gate_config import CommandStatus
+from mbrl_ros.core.task_reward import task_cost_hash
+from mbrl_ros.core.value_policy import ValuePolicy
+from mbrl_ros.core.value_prior import (STAGE_MPC, PlanningPrior, ValuePriorConfig,
+                                       compatibility_error)
 from mbrl_ros.core.workspace import WorkspaceConfig
 from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
 from mbrl_ros.nodes.parameters import declare_config, read_config
@@ -69,8 +82,10 @@ from mbrl_ros.tasks.stand import (HeadingFrameModel, StandCostConfig, StandLayou
 
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 STATUS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # a slow reader loses none
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MODEL_UPDATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""Model announcements: the trainer keeps more than one (dynamics and value/policy share the
+topic), so a planner that starts late gets the newest of each kind."""
 VISUAL = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 DIAGNOSTICS_PERIOD_S = 1.0
 """Period of the planner's /diagnostics status."""
@@ -80,6 +95,15 @@ NOMINAL_VERSION = 0
 """Model version reported while planning with the nominal model alone."""
 RECOVERY_PREFIX = "recovery."
 """Parameters of the recovery mode (:class:`RecoveryConfig`), read once at start."""
+VALUE_PREFIX = "value."
+"""Which parts of a learned value/policy the planner uses (:class:`ValuePriorConfig`);
+settable at run time."""
+VALUE_POLICY_KIND = "value_policy"
+"""``ModelUpdate.model_kind`` of a value/policy checkpoint (any other kind is a dynamics
+model)."""
+REACH_GOAL_DIM = 3
+"""Goal values of a reach task's value/policy (the end-effector position); the stand task's
+has none."""
 
 
 def planning_model(model, task: str, num_joints: int):
@@ -87,6 +111,12 @@ def planning_model(model, task: str, num_joints: int):
     heading frame (:class:`~mbrl_ros.tasks.stand.HeadingFrameModel`, as the trainer trains it
     on the stand task's states), the reach task's as it is."""
     return HeadingFrameModel(model, num_joints) if task == "stand" else model
+
+
+def prior_options_text(options: ValuePriorConfig) -> str:
+    """``"policy_prior on, terminal_value off, policy_only off"``."""
+    return ", ".join(f"{field.name} {'on' if getattr(options, field.name) else 'off'}"
+                     for field in dataclasses.fields(options))
 
 
 class PlannerNode(Node):
@@ -110,8 +140,12 @@ class PlannerNode(Node):
         cost, explorer, planner_config = (self._stand_task(period) if self.stand
                                           else self._reach_task(period))
         warm_start = self._warm_start()
+        prior_options = declare_config(self, ValuePriorConfig, VALUE_PREFIX)
+        self.value_expected = self._value_expected()
+        """What a value/policy checkpoint's metadata must say to be used here."""
         self.controller = ModelPredictiveController(
-            planner_config, cost, explorer, self.device, needs_goal=not self.stand,
+            planner_config, cost, explorer, self.device, prior_options=prior_options,
+            needs_goal=not self.stand,
             warm_start=warm_start,
             disturbance=declare_config(self, DisturbanceConfig, "disturbance."),
             model_period_s=self.config.model_period_s,
@@ -135,6 +169,8 @@ class PlannerNode(Node):
         self.tick = 0
         self.failed_plans = 0
         self.refused_models = 0
+        self.refused_values = 0
+        """Value/policy checkpoints refused (counted apart from the dynamics models)."""
         self.last_step: Optional[ControlStep] = None
         self.last_planning_ms = 0.0
         self.stale = False
@@ -146,6 +182,14 @@ class PlannerNode(Node):
         if self.model_source == NOMINAL:
             self.pending_model = (self._nominal_model(), NOMINAL_VERSION)
         self.pending_config: Optional[PlannerConfig] = None
+        self.value_version = 0
+        """Version of the last value/policy accepted (0: none); its own counter, apart from
+        the dynamics models'."""
+        self.pending_prior: Optional[PlanningPrior] = None
+        self.pending_prior_options: Optional[ValuePriorConfig] = None
+        self._announced = {True: 0, False: 0}
+        """Newest version announced per kind (value/policy: True): an older one still queued
+        for the loader is skipped."""
         self._model_lock = threading.Lock()
 
         # One executor thread runs the control loop and the (cheap) message callbacks in
@@ -162,7 +206,7 @@ class PlannerNode(Node):
         if self.stand:
             self.create_subscription(Odometry, self.config.odom_topic, self._on_odom, RELIABLE)
         self.create_subscription(ModelUpdate, "mbrl/model_update", self._on_model_update,
-                                 LATCHED)
+                                 MODEL_UPDATE_QOS)
         if self.config.trigger == "timer":
             self.create_timer(period, self._on_timer)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -174,6 +218,7 @@ class PlannerNode(Node):
                 "with the nominal model alone; exploring until a goal arrives"
                 if self.model_source == NOMINAL else "exploring until a model is announced"
                 + ("" if self.stand else " and a goal arrives")))
+        self._check_prior_options(prior_options, None, planner_config)
 
     def _reach_task(self, period: float):
         """Cost, explorer and planner settings of end-effector reaching (torques or position
@@ -184,8 +229,9 @@ class PlannerNode(Node):
                                         self.servo)
         planner_config = declare_config(self, PlannerConfig, "planner.", overrides=reach_limits(
             self.robot, cfg.command_mode, cfg.velocity_limit_fraction))
-        cost = build_reach_cost(self.robot, self.nominal.ee_position_batch,
-                                declare_config(self, ReachCostConfig, "cost."), None, self.device)
+        self.cost_config = declare_config(self, ReachCostConfig, "cost.")
+        cost = build_reach_cost(self.robot, self.nominal.ee_position_batch, self.cost_config,
+                                None, self.device)
         explorer = reach_explorer(declare_config(self, ExplorationConfig, "exploration."),
                                   self.robot, cfg.command_mode, period, cfg.gravity_compensated,
                                   self.servo.kp if self.servo else 0.0)
@@ -223,6 +269,7 @@ class PlannerNode(Node):
             stand_planner_limits(robot.position_lower, robot.position_upper,
                                  robot.velocity_limits, self.config.velocity_limit_fraction)))
         cost_config = declare_config(self, StandCostConfig, "cost.")
+        self.cost_config = cost_config
         self.stand_posture = cost_config.posture
         explorer = stand_explorer(declare_config(self, ExplorationConfig, "exploration."),
                                   declare_config(self, StandTaskConfig, "stand."),
@@ -277,12 +324,39 @@ class PlannerNode(Node):
             self.get_logger().warn(f"goal {np.round(position, 3).tolist()} is outside the "
                                    "workspace: the arm stops at its boundary")
 
+    def _value_expected(self) -> Dict[str, Any]:
+        """What a value/policy's checkpoint metadata must say to be used by this planner (the
+        :data:`~mbrl_ros.core.value_prior.COMPATIBILITY_KEYS`): the task, its cost settings
+        (hashed as the trainer hashes its own ``cost.*``), sizes, URDF joints, model period."""
+        return {"task": self.config.task,
+                "task_cost_hash": task_cost_hash(self.config.task,
+                                                 dataclasses.asdict(self.cost_config)),
+                "state_dim": self.state_dim, "action_dim": self.robot.num_joints,
+                "goal_dim": 0 if self.stand else REACH_GOAL_DIM,
+                "joints": list(self.robot.joint_names),
+                "model_period_s": self.config.model_period_s}
+
     def _on_model_update(self, msg: ModelUpdate) -> None:
-        """Hand the checkpoint to the loader thread; the control loop swaps the model in
-        between ticks."""
-        learned_version = self.learned_model[1] if self.learned_model is not None else 0
-        if msg.version > learned_version:
-            self._loader.submit(self._load_model, msg)
+        """Hand the checkpoint to the loader thread (a dynamics model or, ``model_kind``
+        "value_policy", a value/policy: each newer than the last of its kind accepted); the
+        control loop swaps it in between ticks."""
+        value = msg.model_kind == VALUE_POLICY_KIND
+        with self._model_lock:
+            accepted = self.value_version if value else (
+                self.learned_model[1] if self.learned_model is not None else 0)
+        if msg.version > accepted:
+            self._announced[value] = max(self._announced[value], msg.version)
+            self._loader.submit(self._load_value if value else self._load_model, msg)
+
+    def _superseded(self, msg: ModelUpdate, value: bool) -> bool:
+        """True (logged) when a newer checkpoint of the same kind was announced since ``msg``
+        (e.g. the announcements a late planner receives at once): only the newest is loaded."""
+        newest = self._announced[value]
+        if msg.version >= newest:
+            return False
+        self.get_logger().info(f"skipping {'value/policy' if value else 'model'} "
+                               f"v{msg.version}: v{newest} was announced since")
+        return True
 
     def _trusted_checkpoint(self, path: str) -> pathlib.Path:
         """The real path of ``path`` if it lies inside ``model_dir``; CheckpointError if not."""
@@ -294,6 +368,8 @@ class PlannerNode(Node):
 
     def _load_model(self, msg: ModelUpdate) -> None:
         """Load and check a checkpoint (worker thread); never raises."""
+        if self._superseded(msg, value=False):
+            return
         try:
             path = self._trusted_checkpoint(msg.checkpoint_path)
             model = load_model(str(path), expected_sha256=msg.sha256,
@@ -312,6 +388,59 @@ class PlannerNode(Node):
             self.learned_model = (model, msg.version)
             if self.model_source == LEARNED:
                 self.pending_model = self.learned_model
+
+    def _load_value(self, msg: ModelUpdate) -> None:
+        """Load and check a value/policy checkpoint (worker thread): from inside model_dir,
+        hash checked, its metadata and sizes those of this planner's task; never raises."""
+        if self._superseded(msg, value=True) or msg.version <= self.value_version:
+            return
+        try:
+            path = self._trusted_checkpoint(msg.checkpoint_path)
+            agent = ValuePolicy.load(str(path), expected_sha256=msg.sha256, device=self.device)
+            why = compatibility_error(agent.metadata, self.value_expected)
+            sizes = (agent.state_dim, agent.action_dim, agent.goal_dim)
+            wanted = tuple(self.value_expected[key]
+                           for key in ("state_dim", "action_dim", "goal_dim"))
+            if why is None and sizes != wanted:
+                why = (f"its networks' sizes (state, action, goal) {sizes} are not the "
+                       f"planner's {wanted}")
+            if why is not None:
+                raise CheckpointError(why)
+            agent.eval()
+        except (CheckpointError, OSError, ValueError, RuntimeError, TypeError,
+                KeyError) as error:
+            self.get_logger().error(f"refusing value/policy v{msg.version}: {error}; keeping "
+                                    f"v{self.value_version}"
+                                    + (" (none)" if self.value_version == 0 else ""))
+            self.refused_values += 1
+            return
+        with self._model_lock:
+            self.value_version = msg.version
+            self.pending_prior = PlanningPrior(agent, msg.version)
+            options = self.pending_prior_options or self.controller.prior_options
+        dynamics = agent.metadata.get("dynamics_version")
+        self.get_logger().info(
+            f"accepted value/policy v{msg.version} ("
+            + ("" if dynamics is None else f"trained with dynamics model v{dynamics}; ")
+            + f"from {path})" + ("" if options.stage(True) != STAGE_MPC
+                                 else "; unused while the value.* settings are all off"))
+
+    def _check_prior_options(self, options: ValuePriorConfig,
+                             previous: Optional[ValuePriorConfig],
+                             planner_config: PlannerConfig) -> None:
+        """Warn when policy-only mode is switched on (or starts on) and when the policy prior
+        cannot take effect."""
+        if options.policy_only and (previous is None or not previous.policy_only):
+            self.get_logger().warning(
+                "value.policy_only is on: commands are the learned policy's actions without "
+                "planning (status 'policy'; the safety gate judges them like plans). For "
+                "experiments: never the default on hardware"
+                + ("" if self.value_version else "; planning on until a value/policy is "
+                   "accepted"))
+        if options.policy_prior and not options.policy_only \
+                and planner_config.num_policy_trajectories == 0:
+            self.get_logger().warning("value.policy_prior has no effect while "
+                                      "planner.num_policy_trajectories is 0")
 
     def _nominal_model(self) -> NominalOnlyModel:
         """The hand-derived model alone, as the planner's dynamics."""
@@ -344,14 +473,23 @@ class PlannerNode(Node):
                 except ValueError as error:
                     return SetParametersResult(successful=False, reason=str(error))
         changes = {p.name: p.value for p in parameters if p.name.startswith("planner.")}
-        if not changes:
-            return SetParametersResult(successful=True)
+        value_changes = {p.name: p.value for p in parameters
+                         if p.name.startswith(VALUE_PREFIX)}
         try:
-            config = read_config(self, PlannerConfig, "planner.", changes)
+            config = read_config(self, PlannerConfig, "planner.", changes) if changes else None
+            options = read_config(self, ValuePriorConfig, VALUE_PREFIX, value_changes) \
+                if value_changes else None
         except (ValueError, TypeError) as error:
             return SetParametersResult(successful=False, reason=str(error))
         with self._model_lock:
-            self.pending_config = config
+            if config is not None:
+                self.pending_config = config
+            if options is not None:
+                previous = self.pending_prior_options or self.controller.prior_options
+                self.pending_prior_options = options
+            planner_config = self.pending_config or self.controller.planner_config
+        if options is not None:
+            self._check_prior_options(options, previous, planner_config)
         return SetParametersResult(successful=True)
 
     # -- control loop ----------------------------------------------------------------------
@@ -359,6 +497,8 @@ class PlannerNode(Node):
         with self._model_lock:
             model, self.pending_model = self.pending_model, None
             config, self.pending_config = self.pending_config, None
+            prior, self.pending_prior = self.pending_prior, None
+            options, self.pending_prior_options = self.pending_prior_options, None
         if config is not None:
             self.controller.set_planner_config(config)
         if model is not None:
@@ -366,6 +506,16 @@ class PlannerNode(Node):
             self.get_logger().info("now planning with " + (
                 "the nominal model alone" if isinstance(model[0], NominalOnlyModel)
                 else f"model v{model[1]}"))
+        if options is not None:
+            self.controller.set_prior_options(options)
+        if prior is not None:
+            self.controller.set_prior(prior)
+        if options is not None or prior is not None:
+            current = self.controller.prior
+            self.get_logger().info(
+                f"value/policy {'none' if current is None else f'v{current.version}'} ("
+                f"{prior_options_text(self.controller.prior_options)}): stage "
+                f"{self.controller.stage}")
 
     def _on_timer(self) -> None:
         self._apply_pending()
@@ -427,10 +577,11 @@ class PlannerNode(Node):
         else:
             status = CommandStatus.EXPLORING if step.exploring else \
                 CommandStatus.RECOVERING if step.recovering or step.mode == MODE_RECOVERY \
-                else CommandStatus.PLANNED
+                else CommandStatus.POLICY if step.from_policy else CommandStatus.PLANNED
             commands, reason = step.command[self.command_order][None, :], ""
             times = [0.0]
-            # the plan's largest disagreement: the value the controller judged it by
+            # the plan's largest disagreement (the terminal value's included; a policy's
+            # command: the one-step one): the value the controller judged it by
             disagreement = [step.disagreement]
         self.command_pub.publish(planned_command_message(
             self.command_joints, commands, times, disagreement, source.stamp, self.sequence,
@@ -450,12 +601,20 @@ class PlannerNode(Node):
             level = DiagnosticStatus.WARN
             message = ("recovering: the task's plans are untrusted, planning back toward the "
                        "last trusted pose")
+        elif step.from_policy:
+            level = DiagnosticStatus.OK
+            message = (f"commanding the learned policy v{self._prior_version()} without "
+                       f"planning (model v{self.controller.model_version})")
         else:
             level = DiagnosticStatus.OK
-            message = f"planning with model v{self.controller.model_version}"
+            message = f"planning with model v{self.controller.model_version}" + (
+                "" if step.stage in ("", STAGE_MPC)
+                else f" and value/policy v{self._prior_version()} ({step.stage})")
         values = [KeyValue(key=key, value=str(value)) for key, value in (
             ("model_version", self.controller.model_version), ("commands", self.sequence),
             ("failed_plans", self.failed_plans), ("refused_models", self.refused_models),
+            ("stage", "" if step is None else step.stage),
+            ("value_version", self._prior_version()), ("refused_values", self.refused_values),
             ("last_step_ms", round(self.last_planning_ms, 2)), ("mode", self.mode),
             ("recoveries", stats.recoveries), ("recoveries_completed", stats.recovered),
             ("last_recovery_s", round(stats.last_time_s, 3)),
@@ -465,17 +624,25 @@ class PlannerNode(Node):
         self.diagnostics_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
+    def _prior_version(self) -> int:
+        """Version of the value/policy the controller holds (0: none)."""
+        prior = self.controller.prior
+        return 0 if prior is None else prior.version
+
     def _publish_status(self, step, elapsed_ms: float) -> None:
         cfg, stats = self.controller.planner_config, self.controller.recovery_stats
+        planner = "policy" if step.from_policy else \
+            "explore" if step.plan is None else cfg.method
         status = PlanStatus(header=Header(stamp=self.get_clock().now().to_msg(),
                                           frame_id=self.config.base_frame),
                             model_version=self.controller.model_version,
                             exploring=step.exploring, planning_time_ms=elapsed_ms,
-                            planner="explore" if step.plan is None else cfg.method,
-                            mode=step.mode, recoveries=stats.recoveries,
+                            planner=planner, mode=step.mode, recoveries=stats.recoveries,
                             recoveries_completed=stats.recovered,
                             last_recovery_s=stats.last_time_s,
-                            mean_recovery_s=stats.mean_time_s)
+                            mean_recovery_s=stats.mean_time_s, stage=step.stage,
+                            value_version=0 if step.stage in ("", STAGE_MPC)
+                            else self._prior_version())
         if step.plan is not None:
             disagreement = step.plan.disagreement.detach().cpu().numpy().astype(float)
             status.iterations, status.num_samples = step.plan.iterations, cfg.num_samples
@@ -483,6 +650,9 @@ class PlannerNode(Node):
             status.disagreement = disagreement.tolist()
             status.mean_disagreement = float(disagreement.mean()) if disagreement.size else 0.0
             status.max_disagreement = float(disagreement.max()) if disagreement.size else 0.0
+        elif step.from_policy:  # no plan: the one-step disagreement the command carries
+            status.disagreement = [float(step.disagreement)]
+            status.mean_disagreement = status.max_disagreement = float(step.disagreement)
         self.status_pub.publish(status)
 
     def _publish_plan(self, plan) -> None:

@@ -1,7 +1,10 @@
 """planner_node on real topics: hot-swaps models between ticks, refuses corrupt and foreign
 checkpoints, stamps each command with its source joint state, stops promptly; plans with the
-nominal model alone when told to, and switches model source at runtime."""
+nominal model alone when told to, and switches model source at runtime; takes a learned
+value/policy only when it fits the planner's task and cost, and uses it as the value.*
+parameters say (at run time)."""
 
+import dataclasses
 import pathlib
 import signal
 import subprocess
@@ -16,6 +19,7 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Log
 from geometry_msgs.msg import Point, Pose, PoseStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
@@ -23,9 +27,11 @@ from std_msgs.msg import Header
 from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.core.residual import ResidualDynamics
 from mbrl_ros.core.safety_gate_config import CommandStatus
+from mbrl_ros.core.task_reward import task_cost_hash
+from mbrl_ros.core.value_policy import ValuePolicy, ValuePolicyConfig
 from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
 from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
-from mbrl_ros.tasks.reach import load_robot, nominal_dynamics
+from mbrl_ros.tasks.reach import ReachCostConfig, load_robot, nominal_dynamics
 from mbrl_ros.robots.servo_model import ServoConfig
 from ros_helpers import spin_until
 
@@ -34,7 +40,8 @@ URDF = str(REPO / "urdf" / "arm7.urdf")
 RATE_HZ = 25.0
 HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]  # inside every joint range
 KP, KD = (400.0, 500.0, 350.0, 250.0, 60.0, 40.0, 20.0), (40.0,)
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+# as the trainer announces: dynamics and value/policy checkpoints share the topic
+LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
@@ -46,6 +53,19 @@ def _checkpoint(path: pathlib.Path, seed: int) -> str:
                                                                    hidden_sizes=(16,)),
                                     seed=seed)
     return model.save(str(path))
+
+
+def _value_checkpoint(path: pathlib.Path, seed: int, **metadata) -> str:
+    """A small untrained goal-conditioned value/policy for the arm, saved with the metadata a
+    trainer configured like the planner writes (``metadata`` on top); returns its sha256."""
+    robot = load_robot(URDF)
+    written = dict(task="reach", task_cost_hash=task_cost_hash(
+        "reach", dataclasses.asdict(ReachCostConfig())), state_dim=14, action_dim=7, goal_dim=3,
+        joints=list(robot.joint_names), model_period_s=1.0 / RATE_HZ, dynamics_version=3)
+    written.update(metadata)
+    agent = ValuePolicy(14, 7, robot.position_lower, robot.position_upper,
+                        ValuePolicyConfig(hidden_sizes=(16,)), seed=seed, goal_dim=3)
+    return agent.save(str(path), written)
 
 
 def start_planner(model_dir: pathlib.Path, *parameters: str) -> subprocess.Popen:
@@ -129,7 +149,7 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         announce(1, good, good_sha)
         assert spin_until(executor, lambda: statuses[-1][1] == 1, 20.0), "v1 not picked up"
         announce(2, corrupt, corrupt_sha)
-        spin_until(executor, lambda: False, 0.5)  # the latched topic keeps the newest only
+        spin_until(executor, lambda: False, 0.5)  # one at a time: each refusal is counted
         announce(3, wrong_hash, "0" * 64)
         count = len(statuses)
         spin_until(executor, lambda: len(statuses) > count + 2 * RATE_HZ, 20.0)
@@ -217,6 +237,124 @@ def test_nominal_model_source_plans_without_data_and_switches_at_runtime(
         assert newest(lambda c: c.model_version == 1), "the learned model kept aside is unused"
         assert set_source("nominal")
         assert newest(lambda c: c.model_version == 0), "no switch back to the nominal model"
+    finally:
+        planner.send_signal(signal.SIGINT)
+        planner.wait(timeout=30)
+        executor.shutdown()
+        probe.destroy_node()
+    assert planner.returncode == 0
+
+
+def test_value_policy_is_checked_and_used_as_the_value_settings_say(ros_context, tmp_path):
+    torch.set_num_threads(1)
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    planner = start_planner(model_dir)
+    probe, executor, commands, joint_pub, update_pub, goal_pub = planner_probe(
+        ros_context, "value_probe")
+    statuses = []
+    probe.create_subscription(PlanStatus, "/mbrl/plan/status", statuses.append, 100)
+    diagnostics = []
+    probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.extend(
+        s for s in m.status if s.name.endswith("planner")), 10)
+    logs = []
+    probe.create_subscription(Log, "/rosout", lambda m: logs.append(m.msg)
+                              if m.name == "planner" else None, 100)
+    robot = load_robot(URDF)
+    probe.create_timer(0.01, lambda: joint_pub.publish(JointState(
+        header=Header(stamp=probe.get_clock().now().to_msg()), name=list(robot.joint_names),
+        position=HOME, velocity=[0.0] * 7)))
+    parameters = AsyncParameterClient(probe, "planner")
+
+    def announce(version, path, sha, verdict, kind="value_policy"):
+        """Announce a checkpoint and wait for the planner's verdict (a log line starting so):
+        one at a time, so a newer announcement never supersedes one still being loaded."""
+        count = len(logs)
+        update_pub.publish(ModelUpdate(version=version, checkpoint_path=str(path), sha256=sha,
+                                       model_kind=kind))
+        assert spin_until(executor, lambda: any(line.startswith(verdict)
+                                                for line in logs[count:]), 20.0), verdict
+
+    def set_values(**values):
+        future = parameters.set_parameters([Parameter(f"value.{name}", value=value)
+                                            for name, value in values.items()])
+        executor.spin_until_future_complete(future, timeout_sec=10.0)
+        return all(result.successful for result in future.result().results)
+
+    def newest_status(condition):
+        count = len(statuses)
+        return spin_until(executor, lambda: len(statuses) > count and condition(statuses[-1]),
+                          20.0)
+
+    def diagnostic(key, expected):
+        """True once the planner's diagnostics say ``key``: ``expected``."""
+        return spin_until(executor, lambda: diagnostics and {
+            kv.key: kv.value for kv in diagnostics[-1].values}[key] == expected, 10.0)
+
+    dynamics = model_dir / "model_000003.mbrl"
+    dynamics_sha = _checkpoint(dynamics, 0)
+    good, foreign_cost, corrupt, newer = (model_dir / f"value_00000{v}.mbrl" for v in range(1, 5))
+    good_sha, newer_sha = _value_checkpoint(good, 0), _value_checkpoint(newer, 1)
+    foreign_sha = _value_checkpoint(foreign_cost, 2, task_cost_hash="f" * 64)
+    corrupt_sha = _value_checkpoint(corrupt, 3)
+    data = bytearray(corrupt.read_bytes())
+    data[-10:] = bytes(b ^ 0xFF for b in data[-10:])
+    corrupt.write_bytes(bytes(data))
+    try:
+        assert newest_status(lambda m: m.exploring and m.stage == "" and m.value_version == 0)
+        goal_pub.publish(PoseStamped(header=Header(frame_id="world"),
+                                     pose=Pose(position=Point(x=0.4, y=0.1, z=0.5))))
+        announce(3, dynamics, dynamics_sha, "accepted model v3", kind="residual")
+        assert newest_status(lambda m: m.model_version == 3 and not m.exploring)
+        # value/policy versions count on their own: v1 after dynamics v3 is new
+        announce(1, good, good_sha, "accepted value/policy v1")
+        assert diagnostic("value_version", "1"), "value/policy v1 not swapped in"
+        # held, but the value.* settings are all off (the default): pure MPC
+        assert newest_status(lambda m: True)
+        assert (statuses[-1].stage, statuses[-1].value_version) == ("mpc", 0)
+        assert parameters.wait_for_services(timeout_sec=10.0)
+        assert set_values(policy_prior=True, terminal_value=True)
+        assert newest_status(lambda m: m.stage == "mpc+policy+value"), "settings not applied"
+        status = statuses[-1]
+        assert (status.value_version, status.model_version, status.planner) == (1, 3, "mppi")
+        assert not set_values(policy_prior="yes"), "a non-boolean setting was accepted"
+
+        count = len(statuses)
+        announce(2, foreign_cost, foreign_sha,  # trained for another cost
+                 "refusing value/policy v2: its task_cost_hash is 'fff")
+        announce(3, corrupt, corrupt_sha, "refusing value/policy v3: ")  # hash mismatch
+        # a dynamics model is no value/policy, nor a value/policy a dynamics model
+        announce(4, dynamics, dynamics_sha, "refusing value/policy v4: ")
+        announce(5, good, good_sha, "refusing model v5: ", kind="residual")
+        assert any("keeping v1" in line for line in logs if line.startswith("refusing value"))
+        spin_until(executor, lambda: len(statuses) > count + RATE_HZ / 2, 20.0)
+        assert {(m.model_version, m.value_version, m.stage) for m in statuses[count:]} == {
+            (3, 1, "mpc+policy+value")}, "a refused checkpoint replaced the one in use"
+        assert diagnostic("refused_values", "3") and diagnostic("refused_models", "1")
+        announce(6, newer, newer_sha, "accepted value/policy v6")  # hot-swapped between ticks
+        assert newest_status(lambda m: m.value_version == 6), "value/policy v6 not swapped in"
+        assert statuses[-1].model_version == 3
+
+        assert set_values(policy_only=True)
+        count = len(commands)
+        assert newest_status(lambda m: m.planner == "policy"), "no policy-only status"
+        status = statuses[-1]
+        assert (status.stage, status.value_version, status.mode) == ("policy", 6, "task")
+        assert status.max_disagreement >= 0.0 and len(status.disagreement) == 1
+        assert spin_until(executor, lambda: any(c.status == CommandStatus.POLICY
+                                                for c in commands[count:]), 5.0)
+        policy = [c for c in commands[count:] if c.status == CommandStatus.POLICY][-1]
+        assert policy.model_version == 3 and len(policy.points) == 1
+        lower, upper = np.array(robot.position_lower), np.array(robot.position_upper)
+        command = np.array(policy.points[0].command)  # within the policy's bounds
+        assert np.all(command >= lower - 1e-6) and np.all(command <= upper + 1e-6)
+        assert diagnostic("stage", "policy")
+        assert set_values(policy_only=False)
+        assert newest_status(lambda m: m.stage == "mpc+policy+value" and m.planner == "mppi")
+        count = len(commands)
+        assert spin_until(executor, lambda: len(commands) > count, 5.0)
+        # planned again (the untrained model's plans may be the least violating ones)
+        assert commands[-1].status in (CommandStatus.PLANNED, CommandStatus.RECOVERING)
     finally:
         planner.send_signal(signal.SIGINT)
         planner.wait(timeout=30)

@@ -97,11 +97,20 @@ class Planner:
                 self._buffers = {}
             self.dynamics = dynamics
         self.value = value if value is not None else self.value
-        self.policy = policy if policy is not None else self.policy
+        self._set_policy(policy if policy is not None else self.policy)
 
     def set_prior(self, value: Optional[ValueFn], policy: Optional[PolicyFn]) -> None:
         """Use this terminal value and policy prior from the next plan on (None: none)."""
-        self.value, self.policy = value, policy
+        self.value = value
+        self._set_policy(policy)
+
+    def _set_policy(self, policy: Optional[PolicyFn]) -> None:
+        """Swap the policy prior; the Gaussian samples' scratch is sized by the number of
+        policy trajectories, so it is reallocated when that changes."""
+        before = self._num_prior()
+        self.policy = policy
+        if self._num_prior() != before:
+            self._buffers.pop("noise", None)
 
     @property
     def has_warm_start(self) -> bool:
