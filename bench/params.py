@@ -26,8 +26,17 @@ def recorded_args(args: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def node_section(params: dict, node: str) -> Dict[str, Any]:
-    """The ``ros__parameters`` of ``/**/<node>`` (empty if absent)."""
-    return params.get(f"/**/{node}", {}).get("ros__parameters", {})
+    """The ``ros__parameters`` ``<node>`` gets: the ``/**`` section's (every node's, e.g. the
+    task and its cost) merged with those of ``/**/<node>`` (which win), as ROS applies them
+    (empty if neither is there)."""
+    def merged(base: Dict[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = (merged(out[key], value) if isinstance(value, Mapping)
+                        and isinstance(out.get(key), Mapping) else value)
+        return out
+    return merged(params.get("/**", {}).get("ros__parameters") or {},
+                  params.get(f"/**/{node}", {}).get("ros__parameters") or {})
 
 
 def graph_params(config_path: Path) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:

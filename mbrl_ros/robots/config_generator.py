@@ -6,6 +6,10 @@ depend on the robot (planner, trainer, logger, gate timing) come from the packag
 parameters file for that kind (``config/arm7.yaml`` or ``config/quadruped12.yaml``), comments
 included; every per-joint and robot-derived value is replaced by what
 :mod:`mbrl_ros.robots.defaults` derives from the URDF, with a comment saying how.
+
+The task and its cost (``task``, ``cost``) are in the file's ``/**`` section (key
+:data:`SHARED` of :attr:`GeneratedConfig.parameters`), which every node reads: the planner plans
+with that cost and the trainer learns the planner's value/policy for it.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ DECIMALS = 4
 """Decimals of the generated numbers."""
 COMMENT_WIDTH = 99
 """Width of the generated file's lines."""
-NODE_KEY = re.compile(r"^/\*\*/(\w+):\s*$")
+SHARED = "**"
+"""The section every node reads (``/**`` in the file): the task and its cost."""
+NODE_KEY = re.compile(r"^/\*\*(?:/(\w+))?:\s*$")
 PARAM_KEY = re.compile(r"^    (\w+):")
 
 
@@ -80,9 +86,9 @@ class GeneratedConfig:
     kind: str
     """"arm" or "legged"."""
     parameters: Dict[str, Dict[str, Any]]
-    """Node name -> ros__parameters."""
+    """Node name (or :data:`SHARED`: every node) -> ros__parameters."""
     comments: Dict[Tuple[str, str], List[str]]
-    """(node, parameter) -> comment lines written above it."""
+    """(node, parameter) -> comment lines written above it; (node, "") above the section."""
     decisions: List[str]
     """What was decided and why, one sentence each (printed, and the file's header)."""
 
@@ -93,11 +99,22 @@ class GeneratedConfig:
                   'Node names match the launch files; "/**/" matches them in any namespace.']
         lines = _comment_lines(header, "")
         for node, values in self.parameters.items():
-            lines += ["", f"/**/{node}:", "  ros__parameters:"]
+            lines += [""] + _comment_lines(self.comments.get((node, ""), []), "")
+            lines += [f"{section_key(node)}:", "  ros__parameters:"]
             for key, value in values.items():
                 lines += _comment_lines(self.comments.get((node, key), []), "    ")
                 lines += _emit(key, value, "    ")
         return "\n".join(lines) + "\n"
+
+
+def section_key(node: str) -> str:
+    """The file's key of a node's section (:data:`SHARED`: ``/**``, every node)."""
+    return "/**" if node == SHARED else f"/**/{node}"
+
+
+def node_of(key: str) -> str:
+    """Inverse of :func:`section_key`."""
+    return key.removeprefix("/**").lstrip("/") or SHARED
 
 
 def _comment_lines(text: Sequence[str], indent: str) -> List[str]:
@@ -138,13 +155,22 @@ def template_path(name: str) -> Path:
 
 
 def template_comments(text: str) -> Dict[Tuple[str, str], List[str]]:
-    """(node, parameter) -> the comment lines above that parameter in a parameters file."""
+    """(node, parameter) -> the comment lines above that parameter in a parameters file;
+    (node, "") -> those right above the node's section (no blank line between)."""
     comments: Dict[Tuple[str, str], List[str]] = {}
-    node, pending = "", []
+    node, pending, above = "", [], []
     for line in text.splitlines():
         stripped = line.strip()
+        if line.startswith("#"):
+            above.append(stripped[1:].strip())
+            continue
+        if not stripped:
+            above = []
         if NODE_KEY.match(line):
-            node, pending = NODE_KEY.match(line).group(1), []
+            node, pending = NODE_KEY.match(line).group(1) or SHARED, []
+            if above:
+                comments[(node, "")] = above
+            above = []
         elif stripped.startswith("#") and line.startswith("    ") and \
                 not line.startswith("     "):
             pending.append(stripped[1:].strip())
@@ -167,7 +193,7 @@ class _Writer:
     def __init__(self, template: str) -> None:
         text = template_path(template).read_text()
         raw = yaml.safe_load(text)
-        self.parameters = {key[len("/**/"):]: dict(value["ros__parameters"])
+        self.parameters = {node_of(key): dict(value["ros__parameters"])
                            for key, value in raw.items()}
         self.comments = template_comments(text)
         self.decisions: List[str] = []
@@ -336,8 +362,8 @@ def _legged(robot: RobotModel, feet: Sequence[str], defaults: DefaultsConfig,
     writer.set("safety_gate", "servo_kp", kp)
     writer.nested("planner", "planner", "action_low", _round(low))
     writer.nested("planner", "planner", "action_high", _round(high))
-    writer.nested("planner", "cost", "height_target", round(stand_height, DECIMALS))
-    writer.nested("planner", "cost", "posture", _round(postures.stand))
+    writer.nested(SHARED, "cost", "height_target", round(stand_height, DECIMALS))
+    writer.nested(SHARED, "cost", "posture", _round(postures.stand))
     writer.nested("planner", "stand", "crouch", _round(postures.crouch))
     writer.comments[("planner", "planner")] = [
         f"position targets span crouch..stand widened by {ACTION_MARGIN_RAD:g} rad, within "

@@ -10,7 +10,15 @@ the models ``trainer_node`` trains, so they read the same parameters file (e.g.
 * ``data.*``: :class:`~mbrl_ros.data.dataset_config.RobotStreamsConfig` (joints default to
   the URDF's joints, the command topic to ``/effort_controller/commands``);
 * ``alignment.*``: :class:`~mbrl_ros.data.dataset_config.AlignmentConfig`
-  (``control_rate_hz`` defaults to ``1 / model_period_s`` and must equal it).
+  (``control_rate_hz`` defaults to ``1 / model_period_s`` and must equal it);
+* ``cost.*``: the planner's task cost (``ReachCostConfig`` or ``StandCostConfig``, per
+  ``task``) and ``value.*``: :class:`~mbrl_ros.training.value_training.ValueTrainingConfig`,
+  for the trainer's value/policy rounds.
+
+Wildcard sections (``/**``) apply to every node: the shipped files keep ``task`` and ``cost``
+there, read by the planner and the trainer alike. A key of a wildcard section that no trainer
+config has is meant for another node and ignored (as ROS ignores it); in the trainer's own
+section it is an error.
 
 Nested dicts (``ensemble: {num_members: 5}``) and dotted keys (``ensemble.num_members: 5``)
 are both accepted. Unknown keys are an error (a typo must not silently train another model).
@@ -36,6 +44,7 @@ from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
 from mbrl_ros.tasks.reach import load_robot, nominal_dynamics
 from mbrl_ros.robots.servo_model import robot_servo_config
 from mbrl_ros.training.online_trainer import TrainerConfig
+from mbrl_ros.training.value_training import COST_CONFIGS, TASKS, ValueTrainingConfig
 
 ConfigT = TypeVar("ConfigT")
 
@@ -44,8 +53,11 @@ NODE_NAME = "trainer"
 DEFAULT_COMMAND_TOPIC = "effort_controller/commands"
 """Command topic the trainer node defaults to (the effort controller's input)."""
 SECTIONS = {"ensemble.": EnsembleConfig, "data.": RobotStreamsConfig,
-            "alignment.": AlignmentConfig}
-"""Parameter prefix -> config class of the nested sections."""
+            "alignment.": AlignmentConfig, "value.": ValueTrainingConfig}
+"""Parameter prefix -> config class of the nested sections (``cost.`` depends on the task:
+:data:`~mbrl_ros.training.value_training.COST_CONFIGS`)."""
+COST_PREFIX = "cost."
+"""Prefix of the task cost's parameters (the planner's)."""
 ROS_BUILTIN_PREFIXES = ("use_sim_time", "qos_overrides.", "start_type_description_service")
 """Parameters every ROS node has; ignored here."""
 
@@ -67,6 +79,9 @@ class TrainerNodeConfig:
 
     urdf: str = ""
     """Robot URDF (file path or package:// URI): joints and the analytical model."""
+    task: str = "reach"
+    """The planner's task ("reach" or "stand"): the reward of the value/policy rounds is
+    minus its cost (parameters ``cost.*``, the planner's)."""
     ee_frame: str = "ee_link"
     """End-effector frame (recorded in checkpoints)."""
     model_period_s: float = 0.01
@@ -100,6 +115,8 @@ class TrainerNodeConfig:
             raise ValueError("model_period_s must be > 0; nominal_substeps, torch_threads >= 1")
         if not 0 <= self.niceness <= 19:
             raise ValueError(f"niceness must be in [0, 19], got {self.niceness}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.command_mode not in ("effort", "position"):
             raise ValueError(f"command_mode must be 'effort' or 'position', "
                              f"got {self.command_mode!r}")
@@ -119,6 +136,11 @@ class TrainingSetup:
     """The parameters file read."""
     robot: Any = dataclasses.field(default=None, compare=False, repr=False)
     """The loaded :class:`~mbrl_ros.robots.robot_model.RobotModel` of ``node.urdf``."""
+    cost: Any = None
+    """The planner's task cost settings (``cost.*``): the ``ReachCostConfig`` or
+    ``StandCostConfig`` of ``node.task``."""
+    value: ValueTrainingConfig = ValueTrainingConfig()
+    """Settings of the value/policy rounds (``value.*``)."""
 
     def metadata(self) -> Dict[str, Any]:
         """Checkpoint metadata the trainer node writes (robot joints, period, URDF)."""
@@ -153,11 +175,12 @@ def _node_sections(document: Mapping[str, Any], node_name: str, path: str = ""):
             yield from _node_sections(value, node_name, name)
 
 
-def read_node_parameters(path: str | Path, node_name: str = NODE_NAME) -> Dict[str, Any]:
+def read_node_parameters(path: str | Path, node_name: str = NODE_NAME,
+                         wildcards: bool = True) -> Dict[str, Any]:
     """Flat ``{dotted.name: value}`` parameters of ``node_name`` in a ROS 2 parameters file.
 
-    Wildcard sections (``/**``) apply first, then sections named after the node (in any
-    namespace, e.g. ``/**/trainer`` or ``/robot/trainer``).
+    Wildcard sections (``/**``) apply first (unless ``wildcards`` is False), then sections
+    named after the node (in any namespace, e.g. ``/**/trainer`` or ``/robot/trainer``).
 
     Raises:
         FileNotFoundError: no such file.
@@ -177,7 +200,9 @@ def read_node_parameters(path: str | Path, node_name: str = NODE_NAME) -> Dict[s
         raise ValueError(f"{path} has no '{node_name}' section with ros__parameters; "
                          f"sections found: {found}")
     merged: Dict[str, Any] = {}
-    for _, parameters in sections:
+    for specificity, parameters in sections:
+        if not wildcards and not specificity:
+            continue
         if not isinstance(parameters, Mapping):
             raise ValueError(f"{path}: ros__parameters of {node_name} must be a mapping")
         merged.update(_flatten(parameters))
@@ -228,17 +253,20 @@ def build_config(config_cls: Type[ConfigT], parameters: Mapping[str, Any], prefi
     return config
 
 
-def known_parameters() -> set:
-    """Names of every parameter the trainer node reads (``ensemble.num_members``, ...)."""
+def known_parameters(task: str = "reach") -> set:
+    """Names of every parameter the trainer node reads for ``task`` (``ensemble.num_members``,
+    ``cost.end_effector_weight``, ...)."""
     names = {f.name for cls in (TrainerNodeConfig, TrainerConfig) for f in dataclasses.fields(cls)}
     for prefix, cls in SECTIONS.items():
         names |= {prefix + f.name for f in dataclasses.fields(cls)}
-    return names
+    return names | {COST_PREFIX + f.name for f in dataclasses.fields(COST_CONFIGS[task])}
 
 
 def check_unknown(parameters: Mapping[str, Any], source: str) -> None:
-    """Raise ValueError naming parameters that no trainer config has (typos)."""
-    known = known_parameters()
+    """Raise ValueError naming parameters that no trainer config has (typos); the cost's are
+    those of the task ``parameters`` name."""
+    task = parameters.get("task", TrainerNodeConfig.task)
+    known = known_parameters(task if task in COST_CONFIGS else TrainerNodeConfig.task)
     unknown = sorted(k for k in parameters if k not in known
                      and not k.startswith(ROS_BUILTIN_PREFIXES))
     if unknown:
@@ -262,10 +290,12 @@ def load_training_setup(config_path: str | Path, urdf: Optional[str] = None,
         ValueError: unknown parameter, wrong type, inconsistent setting or no URDF.
     """
     parameters = read_node_parameters(config_path)
-    parameters.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    parameters.update(given)
     if urdf:
         parameters["urdf"] = urdf
-    check_unknown(parameters, str(config_path))
+    own = set(read_node_parameters(config_path, wildcards=False)) | set(given) | {"urdf"}
+    check_unknown({k: v for k, v in parameters.items() if k in own}, str(config_path))
     node = build_config(TrainerNodeConfig, parameters).validate()
     if not node.urdf.startswith("package://") and not Path(node.urdf).expanduser().exists():
         raise FileNotFoundError(f"URDF {node.urdf} does not exist")
@@ -287,7 +317,9 @@ def load_training_setup(config_path: str | Path, urdf: Optional[str] = None,
                          f"analytical model's state order): {list(joints)}")
     return TrainingSetup(node, build_config(TrainerConfig, parameters),
                          build_config(EnsembleConfig, parameters, "ensemble."), streams,
-                         alignment, str(config_path), robot)
+                         alignment, str(config_path), robot,
+                         build_config(COST_CONFIGS[node.task], parameters, COST_PREFIX),
+                         build_config(ValueTrainingConfig, parameters, "value."))
 
 
 def build_nominal(setup: TrainingSetup, device: torch.device):

@@ -1,7 +1,8 @@
 """trainer_node as a real process: a SIGINT in the middle of a training round ends it within
 3 s with status 0, the partly trained candidate discarded and the deployed checkpoint kept; a
 SIGKILL leaves only valid checkpoints, from which a restarted trainer warm-starts;
-/diagnostics tells what the trainer does."""
+/diagnostics tells what the trainer does; a deployed dynamics model is followed by a
+value/policy announcement, and a late subscriber gets the newest of both."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from ros_helpers import spin_until  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from training.sim_bags import URDF, write_config, write_sim_bag  # noqa: E402
@@ -32,10 +34,13 @@ from training.sim_bags import URDF, write_config, write_sim_bag  # noqa: E402
 from mbrl_ros.core.checkpoint import file_sha256, load_checkpoint  # noqa: E402
 from mbrl_ros.core.model_loading import load_model  # noqa: E402
 from mbrl_ros.core.model_registry import CHECKPOINT_PATTERN  # noqa: E402
-from mbrl_ros.nodes.trainer_node import trainer_status  # noqa: E402
+from mbrl_ros.core.value_policy import ValuePolicy  # noqa: E402
+from mbrl_ros.msg import ModelUpdate  # noqa: E402
+from mbrl_ros.nodes.trainer_node import MODEL_UPDATE_READER_DEPTH, trainer_status  # noqa: E402
 from mbrl_ros.training.config_file import load_training_setup  # noqa: E402
 from mbrl_ros.training.offline import train_offline  # noqa: E402
 from mbrl_ros.training.online_trainer import RoundStats  # noqa: E402
+from mbrl_ros.training.value_training import VALUE_POLICY_FOLDER  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SIGINT_EXIT_LIMIT_S = 3.0
@@ -171,8 +176,11 @@ def test_sigint_mid_round_exits_within_3_s_and_keeps_the_deployed_checkpoint(fol
     assert trainer.process.returncode == 0, trainer.output
     assert elapsed < SIGINT_EXIT_LIMIT_S, trainer.output
     assert "round cancelled: candidate discarded, deployed model stays v1" in trainer.output
-    # nothing written: only the deployed checkpoint, unchanged, no temporary file
-    assert sorted(p.name for p in (folders / "models").iterdir()) == [deployed.name]
+    # nothing written: only the deployed checkpoint, unchanged, no temporary file (and no
+    # value/policy: its round would have followed the dynamics round)
+    assert sorted(p.name for p in (folders / "models").iterdir()) == [deployed.name,
+                                                                      VALUE_POLICY_FOLDER]
+    assert list((folders / "models" / VALUE_POLICY_FOLDER).iterdir()) == []
     assert file_sha256(str(deployed)) == deployed_sha
     assert load_model(str(deployed), expected_sha256=deployed_sha) is not None
 
@@ -234,3 +242,63 @@ def test_trainer_status(overrides, error, level, message):
         "deployed_version": str(overrides.get("deployed_version", 2)),
         "transitions": str(overrides.get("num_transitions", 978)), "rounds_rejected": "1",
         "last_round_s": "2.5", "last_validation_mse": "0.25", "last_holdout_error": "0.125"}
+
+
+@pytest.mark.parametrize("training, value_training, value_error, level, message", [
+    (False, True, None, DiagnosticStatus.OK, "training value/policy round 4 (978 transitions)"),
+    (False, False, "round failed: boom", DiagnosticStatus.WARN,
+     "value/policy: round failed: boom"),
+    (True, False, "round failed: boom", DiagnosticStatus.OK,
+     "training round 3, epoch 0 (978 transitions)"),
+])
+def test_trainer_status_with_value_rounds(training, value_training, value_error, level, message):
+    value = SimpleNamespace(training=value_training, rounds=4, deployed_version=5)
+    found = trainer_status(fake_trainer(training=training), None, value, value_error)
+    assert found[:2] == (level, message) and found[2]["value_policy_version"] == "5"
+
+
+MODEL_UPDATES = QoSProfile(depth=MODEL_UPDATE_READER_DEPTH,
+                           reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""A planner's subscription to mbrl/model_update."""
+
+
+def subscribe_model_updates(node: Node) -> list:
+    received: list = []
+    node.create_subscription(ModelUpdate, "/mbrl/model_update", received.append, MODEL_UPDATES)
+    return received
+
+
+def test_a_value_policy_follows_each_deployed_model_and_late_subscribers_get_both(
+        recorded, tmp_path, probe):
+    shutil.copytree(recorded / "data", tmp_path / "data")  # no model yet: the node trains v1
+    write_config(tmp_path / "trainer.yaml", model_kind="ensemble", retrain_period_s=0.2,
+                 niceness=0, ensemble={"max_epochs": 2, "patience": 2},
+                 value={"steps_per_round": 20, "min_transitions": 100, "hidden_sizes": [16, 16],
+                        "batch_size": 32})
+    received = subscribe_model_updates(probe.node)
+    trainer = TrainerProcess(tmp_path)
+    try:
+        assert spin_until(probe.executor, lambda: any(
+            m.model_kind == "value_policy" for m in received), START_TIMEOUT_S), trainer.output
+        late_node = Node("late_planner", context=probe.node.context)
+        probe.executor.add_node(late_node)
+        late = subscribe_model_updates(late_node)
+        assert spin_until(probe.executor, lambda: len(late) >= 2, 10.0), trainer.output
+        trainer.stop(signal.SIGINT, timeout_s=30.0)
+    finally:
+        trainer.kill()
+    assert trainer.process.returncode == 0, trainer.output
+    assert [(m.model_kind, m.version) for m in received] == [("ensemble", 1),
+                                                             ("value_policy", 1)]
+    value = received[1]
+    assert list(value.metric_names) == ["steps", "q_loss", "train_seconds"]
+    assert value.metric_values[0] == 20.0 and value.metric_values[2] > 0.0
+    assert Path(value.checkpoint_path).parent == tmp_path / "models" / VALUE_POLICY_FOLDER
+    agent = ValuePolicy.load(value.checkpoint_path, expected_sha256=value.sha256)
+    assert agent.metadata["dynamics_version"] == 1 and agent.metadata["task"] == "reach"
+    assert agent.metadata["joints"] == [f"arm_joint{i}" for i in range(1, 8)]
+    assert (agent.state_dim, agent.action_dim, agent.goal_dim) == (14, 7, 3)
+    assert sorted((m.model_kind, m.version) for m in late) == [("ensemble", 1),
+                                                               ("value_policy", 1)]
+    assert "deployed value/policy v1" in trainer.output

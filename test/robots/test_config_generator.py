@@ -7,9 +7,11 @@ import pytest
 import yaml
 
 from mbrl_ros.cli import main as cli_main
-from mbrl_ros.robots.config_generator import RobotConfigRequest, generate, template_comments
+from mbrl_ros.robots.config_generator import (SHARED, RobotConfigRequest, generate,
+                                              template_comments)
 from mbrl_ros.robots.defaults import (DefaultsConfig, arm_home, servo_gains, stand_postures)
 from mbrl_ros.robots.robot_model import RobotModel
+from mbrl_ros.training.config_file import read_node_parameters
 
 REPO = Path(__file__).resolve().parents[2]
 ARM = str(REPO / "urdf" / "arm7.urdf")
@@ -96,14 +98,14 @@ def test_legged_config_derives_stand_targets_and_push_from_the_robot(legged_conf
     assert legged_config.kind == "legged"
     low = np.array(p["planner"]["planner"]["action_low"])
     high = np.array(p["planner"]["planner"]["action_high"])
-    posture, crouch = np.array(p["planner"]["cost"]["posture"]), np.array(
+    posture, crouch = np.array(p[SHARED]["cost"]["posture"]), np.array(
         p["planner"]["stand"]["crouch"])
     assert np.all(low <= np.minimum(posture, crouch))
     assert np.all(high >= np.maximum(posture, crouch))
     assert np.all(low >= robot.position_lower) and np.all(high <= robot.position_upper)
     assert p["sim"]["home_positions"] == p["planner"]["stand"]["crouch"]
     assert p["sim"]["push_force"] == pytest.approx(0.45 * robot.total_mass() * 9.81, abs=0.1)
-    assert 0.15 < p["planner"]["cost"]["height_target"] < 0.5
+    assert 0.15 < p[SHARED]["cost"]["height_target"] < 0.5
 
 
 def test_yaml_round_trips_and_keeps_the_template_comments(arm_config, tmp_path):
@@ -122,7 +124,7 @@ def test_command_line_writes_the_file_and_explains(tmp_path, capsys):
     out = tmp_path / "robot.yaml"
     assert cli_main(["robot-config", QUADRUPED, "--out", str(out)]) == 0
     assert "legged: 12 joints" in capsys.readouterr().err
-    assert yaml.safe_load(out.read_text())["/**/planner"]["ros__parameters"]["task"] == "stand"
+    assert yaml.safe_load(out.read_text())["/**"]["ros__parameters"]["task"] == "stand"
 
 
 def test_command_line_reports_bad_input_clearly(tmp_path, capsys):
@@ -166,3 +168,26 @@ def test_planner_recovery_and_gate_trust_plans_on_the_same_numbers(name, arm_con
     recovery, gate = params["planner"]["recovery"], params["safety_gate"]
     for key in ("disagreement_threshold", "disagreement_resume", "resume_ticks"):
         assert recovery[key] == gate[key], key
+
+
+@pytest.mark.parametrize("name", ["arm7.yaml", "quadruped12.yaml", "generated arm",
+                                  "generated legged"])
+def test_planner_and_trainer_read_the_task_and_cost_from_one_shared_section(
+        name, arm_config, legged_config, tmp_path):
+    if name.startswith("generated"):
+        path = tmp_path / "robot.yaml"
+        config = arm_config if name.endswith("arm") else legged_config
+        path.write_text(config.to_yaml())
+    else:
+        path = REPO / "config" / name
+    raw = yaml.safe_load(path.read_text())
+    task = "stand" if "legged" in name or "quadruped" in name else "reach"
+    assert raw["/**"]["ros__parameters"]["task"] == task
+    for node in ("planner", "trainer"):  # nowhere else, so they cannot differ
+        assert not {"task", "cost"} & set(raw[f"/**/{node}"]["ros__parameters"]), node
+    planner, trainer = (read_node_parameters(path, node) for node in ("planner", "trainer"))
+    shared = {k: v for k, v in planner.items() if k == "task" or k.startswith("cost.")}
+    assert shared["task"] == task and len(shared) > 3
+    assert {k: trainer[k] for k in shared} == shared
+    if name.startswith("generated"):
+        assert '# Read by every node ("/**")' in path.read_text()

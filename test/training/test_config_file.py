@@ -73,7 +73,7 @@ def node_configs(params_file: Path, urdf: str, folder: Path) -> dict:
         return dict(names=names, node=read_config(node, TrainerNodeConfig),
                     trainer=trainer.config, ensemble=trainer.ensemble_config,
                     streams=trainer.streams, alignment=trainer.alignment,
-                    metadata=trainer.metadata)
+                    metadata=trainer.metadata, cost=node.cost_config, value=node.value_config)
     finally:
         torch.set_num_threads(threads)
         if node is not None:
@@ -94,9 +94,10 @@ def offline_configs(params_file: Path, urdf: str, folder: Path) -> dict:
     # the node runs in namespace /robot: its relative topics resolve there, as
     # `mbrl-ros train --namespace robot` resolves them
     streams = setup.streams.resolved(lambda topic: resolve_topic_name(topic, "/robot"))
-    return dict(names=known_parameters(), node=setup.node, trainer=setup.trainer,
-                ensemble=setup.ensemble, streams=streams, alignment=setup.alignment,
-                metadata=setup.metadata())
+    return dict(names=known_parameters(setup.node.task), node=setup.node,
+                trainer=setup.trainer, ensemble=setup.ensemble, streams=streams,
+                alignment=setup.alignment, metadata=setup.metadata(), cost=setup.cost,
+                value=setup.value)
 
 
 def params_file(name: str, folder: Path) -> Path:
@@ -120,7 +121,8 @@ def test_trainer_node_and_offline_reader_read_a_file_alike(name, urdf, tmp_path)
     node = node_configs(path, urdf, tmp_path)
     # every parameter the node declares is read offline, and nothing else is
     assert node["names"] == ours["names"]
-    for key in ("node", "trainer", "ensemble", "streams", "alignment", "metadata"):
+    for key in ("node", "trainer", "ensemble", "streams", "alignment", "metadata", "cost",
+                "value"):
         assert node[key] == ours[key], key
 
 
