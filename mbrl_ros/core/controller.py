@@ -330,7 +330,10 @@ class ModelPredictiveController:
         try:
             with torch.inference_mode():
                 current = torch.as_tensor(state, device=self.device).reshape(1, -1)
-                action = self.prior.policy(current)
+                # within the planner's bounds, which may be narrower than the policy's own
+                scale = self.planner.scale
+                action = torch.minimum(torch.maximum(self.prior.policy(current), scale.low),
+                                       scale.high)
                 means, _ = self.planner.dynamics.predict(current, action)
                 spread = float(model_disagreement(self.planner.dynamics, means).reshape(-1)[0])
                 spread += self.prior.disagreement(means.mean(dim=0)[0])

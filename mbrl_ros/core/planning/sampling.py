@@ -59,7 +59,9 @@ def policy_trajectories(dynamics, policy: PolicyFn, state: torch.Tensor, num_tra
         if noise_std > 0.0:
             noise = torch.randn(normalised.shape, generator=generator, dtype=state.dtype,
                                 device=state.device)
-            normalised = (normalised + noise_std * noise).clamp_(-1.0, 1.0)
+            normalised = normalised + noise_std * noise
+        # within the planner's bounds (a policy may have been trained for wider ones)
+        normalised = normalised.clamp(-1.0, 1.0)
         actions[:, step] = normalised
         mean, _ = dynamics.predict(current, scale.to_physical(normalised))
         current = mean[member, rows]
