@@ -332,8 +332,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    num_iterations=args.iterations,
                                    num_policy_trajectories=args.policy_trajectories,
                                    propagation=args.propagation)
+    # online learning: the data are the planner's own actions, no pull toward them
     value_config = ValuePolicyConfig(hidden_sizes=_sizes(args.value_hidden),
-                                     rollout_horizon=args.dyna_horizon)
+                                     rollout_horizon=args.dyna_horizon,
+                                     behaviour_cloning_weight=0.0)
     reward_config = benchmark_reward_config(hidden_sizes=_sizes(args.reward_hidden))
     try:
         for config in (ensemble_config, planner_config, value_config, reward_config):

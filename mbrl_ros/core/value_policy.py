@@ -75,7 +75,15 @@ class ValuePolicyConfig:
     rollout_action_noise: float = 0.1
     """Gaussian exploration noise on rollout actions, as a fraction of the action half-range."""
     rollout_sample_noise: bool = True
-    """Sample rollout next states from the member's Gaussian (else use its mean)."""
+    """Sample rollout next states from the member's Gaussian (else use its mean). Rollout
+    states are kept within the box the data's states span (a model is not trusted beyond)."""
+    behaviour_cloning_weight: float = 0.4
+    """TD3+BC (1 / its alpha of 2.5): weight of the squared distance (in action half-ranges)
+    between the policy's and the logged actions on the batch's real rows, next to the Q term
+    normalised by its mean magnitude. Keeps the policy, and the model rollouts it drives,
+    where the logged data are: without it, a policy learned from a robot's logs picks actions
+    the model never saw and the TD targets diverge. 0: plain deterministic policy gradient
+    (online learning, where the planner's own actions fill the data)."""
     value_aggregation: str = "mean"
     """How ``value`` combines Q members: mean or min."""
     max_grad_norm: float = 10.0
@@ -107,6 +115,8 @@ class ValuePolicyConfig:
             raise ValueError(f"target_tau must be in (0, 1], got {self.target_tau}")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
+        if self.behaviour_cloning_weight < 0:
+            raise ValueError("behaviour_cloning_weight must be >= 0")
         if self.rollout_horizon < 0 or self.rollout_action_noise < 0:
             raise ValueError("rollout_horizon and rollout_action_noise must be >= 0")
         if self.value_aggregation not in ("mean", "min"):
@@ -263,9 +273,11 @@ class ValuePolicy(torch.nn.Module):
 
     # ------------------------------------------------------------------------- training
     def _rollouts(self, start: torch.Tensor, goal: Optional[torch.Tensor], model: Any,
-                  reward_fn: RewardFn, generator: torch.Generator) -> Tuple[torch.Tensor, ...]:
-        """Model rollouts from ``start [M, S]`` (with goals ``[M, G]``); returns
-        ``(obs, a, r, next_obs, done)``, ``H * M`` rows."""
+                  reward_fn: RewardFn, generator: torch.Generator,
+                  state_box: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        """Model rollouts from ``start [M, S]`` (with goals ``[M, G]``), their states kept in
+        ``state_box`` (low, high ``[S]``); returns ``(obs, a, r, next_obs, done)``, ``H * M``
+        rows."""
         columns: Tuple[List[torch.Tensor], ...] = ([], [], [], [])
         state = start
         rows = torch.arange(len(start), device=self.device)
@@ -284,6 +296,7 @@ class ValuePolicy(torch.nn.Module):
                 if self.config.rollout_sample_noise:
                     eps = torch.randn(next_state.shape, generator=generator).to(self.device)
                     next_state = next_state + var[member.to(self.device), rows].sqrt() * eps
+                next_state = torch.maximum(torch.minimum(next_state, state_box[1]), state_box[0])
                 reward = self._reward(reward_fn, state, action, next_state, goal)
                 for column, value in zip(columns, (observation, action, reward,
                                                    self.observation(next_state, goal))):
@@ -299,12 +312,13 @@ class ValuePolicy(torch.nn.Module):
 
     def update(self, observation: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                next_observation: torch.Tensor, done: torch.Tensor,
-               generator: torch.Generator) -> Tuple[float, float]:
+               generator: torch.Generator, num_real: Optional[int] = None) -> Tuple[float, float]:
         """One TD update of the Q ensemble, one policy step and the target EMA.
 
         Args: ``observation [N, S + G]``, ``action [N, A]``, ``reward [N]``,
-        ``next_observation [N, S + G]``, ``done [N]`` (1 where no bootstrapping). Returns
-        ``(q_loss, policy_loss)`` in value-scale units.
+        ``next_observation [N, S + G]``, ``done [N]`` (1 where no bootstrapping);
+        ``num_real``: the first rows that are logged data (behaviour cloning; None: all).
+        Returns ``(q_loss, policy_loss)`` in value-scale units.
         """
         config = self.config
         with torch.no_grad():
@@ -319,7 +333,15 @@ class ValuePolicy(torch.nn.Module):
         torch.nn.utils.clip_grad_norm_(self.q.parameters(), config.max_grad_norm)
         self.q_optimizer.step()
 
-        policy_loss = -self._scaled_q(observation, self._policy(observation)).mean()
+        policy_action = self._policy(observation)
+        q_policy = self._scaled_q(observation, policy_action)
+        if config.behaviour_cloning_weight > 0.0:
+            real = len(observation) if num_real is None else num_real
+            distance = ((policy_action[:real] - action[:real]) / self.action_half_range)
+            policy_loss = -q_policy.mean() / q_policy.abs().mean().detach().clamp_min(MIN_SCALE) \
+                + config.behaviour_cloning_weight * distance.square().sum(-1).mean()
+        else:
+            policy_loss = -q_policy.mean()
         self.policy_optimizer.zero_grad(set_to_none=True)
         policy_loss.backward()
         torch.nn.utils.clip_grad_norm_(self.actor.parameters(), config.max_grad_norm)
@@ -399,6 +421,10 @@ class ValuePolicy(torch.nn.Module):
             else config.batch_size
         num_model = config.batch_size - num_real
         num_starts = math.ceil(num_model / config.rollout_horizon) if use_model else 0
+        state_box = (torch.minimum(tensor["state"].min(0).values,
+                                   tensor["next_state"].min(0).values),
+                     torch.maximum(tensor["state"].max(0).values,
+                                   tensor["next_state"].max(0).values))
         report = ValueFitReport()
         for step in range(1, num_steps + 1):
             if should_stop is not None and should_stop():
@@ -418,11 +444,12 @@ class ValuePolicy(torch.nn.Module):
                 starts = torch.randint(len(data), (num_starts,), generator=generator)
                 starts = starts.to(self.device)
                 rollout = self._rollouts(tensor["state"][starts], None if sampler is None
-                                         else sampler(starts), model, reward_fn, generator)
+                                         else sampler(starts), model, reward_fn, generator,
+                                         state_box)
                 parts.append(tuple(x[:num_model] for x in rollout))
                 report.model_transitions += num_model
             batch = [torch.cat(columns) for columns in zip(*parts)]
-            q_loss, policy_loss = self.update(*batch, generator=generator)
+            q_loss, policy_loss = self.update(*batch, generator=generator, num_real=num_real)
             report.q_loss.append(q_loss)
             report.policy_loss.append(policy_loss)
             report.steps = step

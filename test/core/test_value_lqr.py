@@ -89,7 +89,7 @@ def test_learned_value_and_policy_match_discounted_lqr():
     config = ValuePolicyConfig(hidden_sizes=(64, 64), discount=GAMMA, target_tau=0.05,
                                batch_size=128, q_learning_rate=2e-3, policy_learning_rate=1e-3,
                                rollout_horizon=2, real_ratio=0.5, rollout_action_noise=0.3,
-                               rollout_sample_noise=False)
+                               rollout_sample_noise=False, behaviour_cloning_weight=0.0)
     agent = ValuePolicy(2, 1, [-ACTION_LIMIT], [ACTION_LIMIT], config, seed=0)
     report = agent.fit(random_transitions(4000, 0), 1500, model=LinearModel(),
                        reward_fn=TaskReward(task_cost()), seed=1)

@@ -13,8 +13,10 @@ from mbrl_ros.core.value_policy import ValuePolicy, ValuePolicyConfig
 
 # Tiny MDP: the state never changes, reward 1 + s/2 - (a - s/2)^2, discount 0.9.
 # Optimal policy a* = s/2, optimal value V*(s) = (1 + s/2) / (1 - 0.9) = 10 + 5 s.
+# plain TD learning from uniformly random actions: no pull toward the logged actions
 CONFIG = ValuePolicyConfig(hidden_sizes=(32, 32), discount=0.9, target_tau=0.1, batch_size=64,
-                           q_learning_rate=3e-3, policy_learning_rate=3e-3)
+                           q_learning_rate=3e-3, policy_learning_rate=3e-3,
+                           behaviour_cloning_weight=0.0)
 STATES = torch.linspace(-0.9, 0.9, 7)[:, None]
 
 
@@ -220,3 +222,36 @@ def test_goal_conditioned_policy_heads_for_relabelled_goals():
         agent.value(states)
     with pytest.raises(ValueError, match="achieved_goal"):
         agent.fit(data, 1, reward_fn=reward)
+
+
+def test_behaviour_cloning_keeps_the_policy_where_the_model_was_fitted():
+    """Logged actions are small (|a| <= 0.1); the model is wrong beyond them and promises a
+    huge reward there. Without the pull toward the logged actions the policy goes for the
+    model's error; with it (the default) it stays near the data."""
+    rng = np.random.default_rng(0)
+    state = rng.uniform(-1, 1, (400, 1))
+    action = rng.uniform(-0.1, 0.1, (400, 1))
+    data = TransitionBatch(state, action, state + action)
+
+    class WrongOutsideData:
+        num_members = 2
+
+        def predict(self, state, action):
+            excess = torch.relu(action.abs() - 0.1)
+            mean = (state + action + 50.0 * excess).unsqueeze(0).expand(2, -1, -1)
+            return mean, torch.full_like(mean, 1e-6)
+
+    def reward(state, action, next_state):
+        return next_state[:, 0] - state[:, 0]  # pay for moving up
+
+    def largest_action(weight):
+        config = ValuePolicyConfig(**{**CONFIG.to_dict(), "behaviour_cloning_weight": weight,
+                                      "rollout_horizon": 1, "rollout_sample_noise": False})
+        agent = ValuePolicy(1, 1, [-1.0], [1.0], config, seed=0)
+        agent.fit(data, 400, model=WrongOutsideData(), reward_fn=reward, seed=0)
+        return float(agent.policy(torch.linspace(-1, 1, 9)[:, None]).abs().max())
+
+    assert ValuePolicyConfig().behaviour_cloning_weight > 0
+    assert largest_action(0.0) > 0.8
+    # a soft pull: the model's promise (50x the reward per unit beyond the data) still tempts
+    assert largest_action(ValuePolicyConfig().behaviour_cloning_weight) < 0.5
