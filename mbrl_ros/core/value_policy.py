@@ -78,9 +78,10 @@ class ValuePolicyConfig:
     """Sample rollout next states from the member's Gaussian (else use its mean). Rollout
     states are kept within the box the data's states span (a model is not trusted beyond)."""
     behaviour_cloning_weight: float = 0.4
-    """TD3+BC (1 / its alpha of 2.5): weight of the squared distance (in action half-ranges)
-    between the policy's and the logged actions on the batch's real rows, next to the Q term
-    normalised by its mean magnitude. Keeps the policy, and the model rollouts it drives,
+    """TD3+BC (1 / its alpha of 2.5): weight of the squared distance between the policy's and
+    the logged actions on the batch's real rows, per action dimension in units of the logged
+    actions' spread (as the networks see them), next to the Q term normalised by its mean
+    magnitude. Keeps the policy, and the model rollouts it drives,
     where the logged data are: without it, a policy learned from a robot's logs picks actions
     the model never saw and the TD targets diverge. 0: plain deterministic policy gradient
     (online learning, where the planner's own actions fill the data)."""
@@ -169,11 +170,16 @@ class ValuePolicy(torch.nn.Module):
     """Q ensemble + deterministic policy over the real state space (plus a goal, if any).
 
     Actions live in the box ``[action_low, action_high]``; the policy is ``tanh``-bounded to it.
+    ``relative_action`` (one state index per action, as the dynamics ensemble's setting of the
+    same name; empty: none): actions that are position targets of those state dims, seen by the
+    networks as the offset from the current position, so holding still is the networks' natural
+    output rather than a precise absolute value.
     """
 
     def __init__(self, state_dim: int, action_dim: int, action_low: Sequence[float],
                  action_high: Sequence[float], config: ValuePolicyConfig = ValuePolicyConfig(),
-                 device: torch.device | str = "cpu", seed: int = 0, goal_dim: int = 0) -> None:
+                 device: torch.device | str = "cpu", seed: int = 0, goal_dim: int = 0,
+                 relative_action: Sequence[int] = ()) -> None:
         super().__init__()
         config.validate()
         low = torch.as_tensor(action_low, dtype=torch.float32).reshape(-1)
@@ -182,6 +188,12 @@ class ValuePolicy(torch.nn.Module):
             raise ValueError(f"action bounds must have {action_dim} entries with high > low")
         if goal_dim < 0:
             raise ValueError(f"goal_dim must be >= 0, got {goal_dim}")
+        relative = [int(i) for i in relative_action]
+        if relative and (len(relative) != action_dim
+                         or not all(0 <= i < state_dim for i in relative)):
+            raise ValueError(f"relative_action needs {action_dim} state indices below "
+                             f"{state_dim}, got {list(relative_action)}")
+        self.relative_action = tuple(relative)
         self.config = config
         self.state_dim, self.action_dim, self.goal_dim = state_dim, action_dim, int(goal_dim)
         inputs = state_dim + self.goal_dim
@@ -197,8 +209,12 @@ class ValuePolicy(torch.nn.Module):
                                                               device=self.device))
         self.register_buffer("action_center", ((high + low) / 2).to(self.device))
         self.register_buffer("action_half_range", ((high - low) / 2).to(self.device))
+        self._relative_index = torch.as_tensor(relative, dtype=torch.long, device=self.device)
         self.register_buffer("value_scale", torch.ones((), device=self.device))
         """Q values are learned as ``Q / value_scale`` (set on the first fit)."""
+        self.register_buffer("action_spread", torch.ones(action_dim, device=self.device))
+        """Std of the logged actions as the Q networks see them (set on the first fit): the
+        unit of the behaviour-cloning distance."""
         self.register_buffer("target_variance", torch.ones((), device=self.device))
         """Running variance of the TD targets: the unit of :meth:`value_disagreement`."""
         self.q_optimizer = torch.optim.Adam(self.q.parameters(), lr=config.q_learning_rate)
@@ -226,13 +242,26 @@ class ValuePolicy(torch.nn.Module):
     def _policy(self, observation: torch.Tensor) -> torch.Tensor:
         """``[N, S + G] -> [N, A]`` with gradients."""
         normalized = self.state_normalizer.normalize(observation).unsqueeze(0)
-        return self.action_center + self.action_half_range * torch.tanh(self.actor(normalized)[0])
+        step = self.action_half_range * torch.tanh(self.actor(normalized)[0])
+        if not self.relative_action:
+            return self.action_center + step
+        high = self.action_center + self.action_half_range
+        low = self.action_center - self.action_half_range
+        return torch.maximum(torch.minimum(observation[:, self._relative_index] + step, high),
+                             low)
+
+    def _action_features(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Actions as the Q networks see them: in half-ranges, from the bounds' centre or (for
+        ``relative_action``) from the current position."""
+        origin = observation[:, self._relative_index] if self.relative_action \
+            else self.action_center
+        return (action - origin) / self.action_half_range
 
     def _scaled_q(self, observation: torch.Tensor, action: torch.Tensor,
                   target: bool = False) -> torch.Tensor:
         """``[num_q, N]`` Q values in units of ``value_scale`` (with gradients)."""
-        scaled = (action - self.action_center) / self.action_half_range
-        inputs = torch.cat([self.state_normalizer.normalize(observation), scaled], dim=-1)
+        inputs = torch.cat([self.state_normalizer.normalize(observation),
+                            self._action_features(observation, action)], dim=-1)
         network = self.q_target if target else self.q
         return network(inputs.unsqueeze(0).expand(self.config.num_q, -1, -1))[..., 0]
 
@@ -337,7 +366,8 @@ class ValuePolicy(torch.nn.Module):
         q_policy = self._scaled_q(observation, policy_action)
         if config.behaviour_cloning_weight > 0.0:
             real = len(observation) if num_real is None else num_real
-            distance = ((policy_action[:real] - action[:real]) / self.action_half_range)
+            distance = (policy_action[:real] - action[:real]) \
+                / (self.action_half_range * self.action_spread)
             policy_loss = -q_policy.mean() / q_policy.abs().mean().detach().clamp_min(MIN_SCALE) \
                 + config.behaviour_cloning_weight * distance.square().sum(-1).mean()
         else:
@@ -467,7 +497,10 @@ class ValuePolicy(torch.nn.Module):
             with torch.no_grad():
                 real_reward = self._reward(reward_fn, tensor["state"], tensor["action"],
                                            tensor["next_state"], goal)
-        self.state_normalizer.fit(self.observation(tensor["state"], goal))
+        observation = self.observation(tensor["state"], goal)
+        self.state_normalizer.fit(observation)
+        spread = self._action_features(observation, tensor["action"]).std(0, unbiased=False)
+        self.action_spread.copy_(spread.clamp_min(self.config.normalizer_min_std))
         scale = float(real_reward.abs().mean()) / (1.0 - self.config.discount)
         self.value_scale.fill_(max(scale, MIN_SCALE))
         self.target_variance.fill_(max(float(real_reward.var(unbiased=False))
@@ -479,6 +512,7 @@ class ValuePolicy(torch.nn.Module):
         """Write the networks (not optimiser state) to a checkpoint; returns its sha256."""
         header = {"config": self.config.to_dict(), "state_dim": self.state_dim,
                   "action_dim": self.action_dim, "goal_dim": self.goal_dim,
+                  "relative_action": list(self.relative_action),
                   "action_low": (self.action_center - self.action_half_range).tolist(),
                   "action_high": (self.action_center + self.action_half_range).tolist(),
                   "metadata": dict(metadata or {})}
@@ -494,7 +528,8 @@ class ValuePolicy(torch.nn.Module):
             model = cls(int(header["state_dim"]), int(header["action_dim"]),
                         header["action_low"], header["action_high"],
                         ValuePolicyConfig.from_dict(header["config"]), device or "cpu",
-                        goal_dim=int(header.get("goal_dim", 0)))
+                        goal_dim=int(header.get("goal_dim", 0)),
+                        relative_action=header.get("relative_action", ()))
             model.load_state_dict(checkpoint.tensors, strict=True)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise CheckpointError(f"{path} does not describe a valid ValuePolicy: {exc}") \

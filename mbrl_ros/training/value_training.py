@@ -78,16 +78,19 @@ class ValueTrainingConfig:
     """Q-ensemble members."""
     learning_rate: float = 3e-4
     """Adam learning rate of the Q ensemble and the policy."""
-    discount: float = 0.99
-    """Per-step discount factor (over model periods)."""
+    horizon_s: float = 0.5
+    """How far ahead the value looks [s]: the discount per model step is
+    ``exp(-model_period_s / horizon_s)`` (0.92 at 40 ms). Past the planner's own horizon, not
+    much further: a far-sighted value learns slowly from a few minutes of logs and, where it
+    is wrong, outweighs the plan's own cost."""
     batch_size: int = 256
     """Transitions per update (real + model)."""
     real_ratio: float = 0.5
     """Share of each batch from real transitions (the rest from model rollouts)."""
     rollout_horizon: int = 1
     """Model-rollout length [model steps]; 0: real transitions only."""
-    goal_future_steps: int = 50
-    """Reach task: how far ahead [model steps] a hindsight goal may lie."""
+    goal_future_s: float = 2.0
+    """Reach task: how far ahead [s] of a logged state a hindsight goal may lie."""
     seed: int = 0
     """Seed of new agents and of each round's sampling."""
 
@@ -95,17 +98,21 @@ class ValueTrainingConfig:
         """Raise ValueError on a bad setting; return self."""
         if self.steps_per_round < 1 or self.min_transitions < 1:
             raise ValueError("steps_per_round and min_transitions must be >= 1")
-        self.policy_config().validate()
+        if not (self.horizon_s > 0 and self.goal_future_s >= 0):
+            raise ValueError("horizon_s must be > 0 and goal_future_s >= 0")
+        self.policy_config(self.horizon_s).validate()
         return self
 
-    def policy_config(self) -> ValuePolicyConfig:
-        """The :class:`ValuePolicyConfig` of these settings (its other fields at default)."""
+    def policy_config(self, model_period_s: float) -> ValuePolicyConfig:
+        """The :class:`ValuePolicyConfig` of these settings for model steps of
+        ``model_period_s`` (its other fields at default)."""
         return ValuePolicyConfig(
             num_q=self.num_q, q_target_members=min(2, self.num_q),
             hidden_sizes=tuple(int(h) for h in self.hidden_sizes),
             q_learning_rate=self.learning_rate, policy_learning_rate=self.learning_rate,
-            discount=self.discount, batch_size=self.batch_size, real_ratio=self.real_ratio,
-            rollout_horizon=self.rollout_horizon, goal_future_steps=self.goal_future_steps)
+            discount=math.exp(-model_period_s / self.horizon_s), batch_size=self.batch_size,
+            real_ratio=self.real_ratio, rollout_horizon=self.rollout_horizon,
+            goal_future_steps=int(round(self.goal_future_s / model_period_s)))
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,9 @@ class ValueTask:
     action_low: Tuple[float, ...]
     action_high: Tuple[float, ...]
     """The planner's default action bounds (its ``planner.action_low/high`` defaults)."""
+    relative_action: Tuple[int, ...] = ()
+    """Position targets: the state index of each action's joint position (the networks see
+    target minus position); empty for torques."""
 
     @property
     def goal_dim(self) -> int:
@@ -137,7 +147,8 @@ def value_task(task: str, robot: Any, cost_config: Any, command_mode: str = "pos
     Args:
         robot: the URDF's :class:`~mbrl_ros.robots.robot_model.RobotModel` (joints, limits).
         cost_config: the planner's :class:`ReachCostConfig` or :class:`StandCostConfig`.
-        command_mode: reach task: "effort" or "position" (the action box); stand: position.
+        command_mode: reach task: "effort" or "position" (the action box, and whether actions
+            are position targets the networks see relative to the joints); stand: position.
         fk: reach task: batched forward kinematics ``[M, J] -> [M, 3]`` (the nominal model's
             ``ee_position_batch``, as the planner's).
 
@@ -167,9 +178,11 @@ def value_task(task: str, robot: Any, cost_config: Any, command_mode: str = "pos
     low, high = (np.asarray(limits[name], dtype=float) for name in ("action_low", "action_high"))
     if not (np.isfinite(low).all() and np.isfinite(high).all()):
         raise ValueError(f"the {task} task's actions must be bounded, got {low}..{high}")
+    # position targets are seen relative to the joint positions (the state's first values)
+    relative = tuple(range(joints)) if task == "stand" or command_mode == "position" else ()
     return ValueTask(task, TaskReward(cost, GOAL_TERMS[task]),
                      task_cost_hash(task, dataclasses.asdict(cost_config)), state_dim, joints,
-                     tuple(low.tolist()), tuple(high.tolist()))
+                     tuple(low.tolist()), tuple(high.tolist()), relative)
 
 
 @dataclass
@@ -225,6 +238,7 @@ class ValueTrainer:
         """
         self.config = config.validate()
         self.task, self.device = task, torch.device(device)
+        self.model_period_s = float(model_period_s)
         self.compatibility: Dict[str, Any] = dict(
             task=task.name, task_cost_hash=task.cost_hash, state_dim=task.state_dim,
             action_dim=task.action_dim, goal_dim=task.goal_dim, joints=list(joints),
@@ -274,9 +288,11 @@ class ValueTrainer:
     def _adopt(self, agent: ValuePolicy) -> Optional[ValuePolicy]:
         """``agent`` with this trainer's training settings, or None when its architecture
         differs from the configured one (a fresh agent is trained then)."""
-        wanted = self.config.policy_config()
+        wanted = self.config.policy_config(self.model_period_s)
         own = {name: getattr(agent.config, name) for name in ARCHITECTURE_FIELDS}
-        if own != {name: getattr(wanted, name) for name in ARCHITECTURE_FIELDS}:
+        own_relative = agent.relative_action
+        if own != {name: getattr(wanted, name) for name in ARCHITECTURE_FIELDS} \
+                or own_relative != self.task.relative_action:
             logger.info("value/policy checkpoint architecture %s differs from the settings: "
                         "training a fresh agent", own)
             return None
@@ -300,8 +316,9 @@ class ValueTrainer:
         self.total_steps = 0
         task = self.task
         return ValuePolicy(task.state_dim, task.action_dim, task.action_low, task.action_high,
-                           self.config.policy_config(), self.device, self.config.seed,
-                           goal_dim=task.goal_dim)
+                           self.config.policy_config(self.model_period_s), self.device,
+                           self.config.seed,
+                           goal_dim=task.goal_dim, relative_action=task.relative_action)
 
     # -- rounds ----------------------------------------------------------------------------
     def run_round(self, data: Optional[TransitionBatch], model: Any, dynamics_version: int,

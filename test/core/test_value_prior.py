@@ -79,3 +79,29 @@ def test_compatibility_names_the_first_difference():
     assert "joints" in compatibility_error({**META, "joints": ["b", "a"]}, META)
     assert "state_dim" in compatibility_error({k: v for k, v in META.items()
                                                if k != "state_dim"}, META)
+
+
+def test_relative_actions_are_offsets_from_the_joint_positions(tmp_path):
+    """Position targets: the policy outputs position + offset (within bounds), the Q networks
+    see target - position; the setting survives a checkpoint."""
+    agent = ValuePolicy(4, 2, [-3.0, -3.0], [3.0, 3.0], CONFIG, seed=0, relative_action=(0, 1))
+    data = TransitionBatch(np.zeros((8, 4)), np.zeros((8, 2)), np.zeros((8, 4)),
+                           reward=np.zeros(8))
+    agent.fit(data, 1)
+    states = torch.tensor([[2.5, -2.5, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+    actions = agent.policy(states)
+    assert bool((actions.abs() <= 3.0).all())
+    offsets = agent._action_features(states, actions) * agent.action_half_range
+    torch.testing.assert_close(offsets, actions - states[:, :2])
+    # the same offset from a different position is the same input to the Q networks
+    shifted = states.clone()
+    shifted[:, :2] += 0.1
+    torch.testing.assert_close(agent._action_features(shifted, actions + 0.1),
+                               agent._action_features(states, actions))
+    path = str(tmp_path / "relative.ckpt")
+    agent.save(path)
+    loaded = ValuePolicy.load(path)
+    assert loaded.relative_action == (0, 1)
+    torch.testing.assert_close(loaded.policy(states), actions)
+    with pytest.raises(ValueError, match="relative_action"):
+        ValuePolicy(4, 2, [-1.0, -1.0], [1.0, 1.0], CONFIG, relative_action=(0, 4))

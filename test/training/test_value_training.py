@@ -30,7 +30,7 @@ QUADRUPED_URDF = str(REPO / "urdf" / "quadruped12.urdf")
 PERIOD_S = 0.04
 STEPS = 40
 CONFIG = ValueTrainingConfig(steps_per_round=STEPS, min_transitions=100, hidden_sizes=(16, 16),
-                             batch_size=32, goal_future_steps=10)
+                             batch_size=32, goal_future_s=0.4)
 COST = ReachCostConfig(end_effector_weight=500.0, velocity_weight=0.05, effort_weight=0.0)
 TINY = EnsembleConfig(num_members=2, num_elites=2, hidden_sizes=(16,))
 
@@ -246,3 +246,12 @@ def test_value_task_checks_the_cost_and_the_goal_source(arm):
         value_task("reach", robot, COST, "position", None)
     with pytest.raises(ValueError, match="task must be"):
         value_task("walk", robot, COST, "position", fk)
+
+
+def test_discount_and_hindsight_reach_follow_the_model_period():
+    config = ValueTrainingConfig(horizon_s=0.5, goal_future_s=2.0)
+    fast, slow = config.policy_config(0.01), config.policy_config(0.04)
+    assert fast.discount == pytest.approx(np.exp(-0.02)) and fast.goal_future_steps == 200
+    assert slow.discount == pytest.approx(np.exp(-0.08)) and slow.goal_future_steps == 50
+    with pytest.raises(ValueError, match="horizon_s"):
+        ValueTrainingConfig(horizon_s=0.0).validate()
