@@ -2,10 +2,10 @@
 
 The simulated arm differs from its URDF and datasheet (config/arm7.yaml's sim section). The
 same goals run three times: with the planner on the hand-derived model alone, with the learned
-model, and with the learned model plus the trainer's learned policy prior and terminal value
-(TD-MPC style). Starts arm_sim.launch.yaml with the package's launch runner, drives the
-run with a supervisor node, stops the graph with SIGINT and writes a report under
-results/demo/.
+model, and with the learned model plus the trainer's learned policy prior (its rollouts among
+the planner's samples, TD-MPC style). Starts arm_sim.launch.yaml with the package's launch
+runner, drives the run with a supervisor node, stops the graph with SIGINT and writes a report
+under results/demo/.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-compare", action="store_true",
                         help="only the learned model (skip the round with the nominal model)")
     parser.add_argument("--no-value", action="store_true",
-                        help="skip the round with the learned policy prior and value")
+                        help="skip the round with the learned policy prior")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 

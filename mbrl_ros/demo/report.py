@@ -14,7 +14,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 ROUND_TITLES = {"nominal": "the hand-derived model alone", "learned": "the learned model",
-                "learned+value": "+ learned policy prior and value"}
+                "learned+policy": "+ the learned policy prior"}
 """How the report names each round of goals."""
 
 

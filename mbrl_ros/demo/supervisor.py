@@ -4,7 +4,8 @@ The same goals run in rounds, one per stage of the path from MPC to model-based 
 ``compare_nominal`` first with the planner on the hand-derived model alone (its
 ``model_source`` parameter "nominal"); then, after switching it to "learned", with the learned
 model; with ``compare_value``, once a learned value/policy is deployed, again with its policy
-prior and terminal value switched on (``value.policy_prior``, ``value.terminal_value``)."""
+prior switched on (``value.policy_prior``: the policy's rollouts among the planner's samples;
+the terminal value stays off, as it does not yet help on the arm: docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -62,15 +63,15 @@ class DemoConfig:
     """Wall seconds to wait for the planner to accept the switch to the learned model."""
     compare_value: bool = True
     """After the learned model's round, run the goals again with the learned value/policy
-    (policy prior and terminal value) once the trainer has deployed one."""
+    (its policy prior) once the trainer has deployed one."""
     value_wait_s: float = 30.0
     """Simulated seconds to wait for a value/policy before that round is skipped."""
 
 
-NOMINAL, LEARNED, VALUE = "nominal", "learned", "learned+value"
+NOMINAL, LEARNED, VALUE = "nominal", "learned", "learned+policy"
 ROUND_PARAMETERS: Dict[str, Dict[str, object]] = {
     LEARNED: {"model_source": LEARNED},
-    VALUE: {"value.policy_prior": True, "value.terminal_value": True},
+    VALUE: {"value.policy_prior": True},
 }
 """The planner parameters set when a round begins (they stay set for later rounds)."""
 
@@ -86,7 +87,7 @@ class GoalResult:
     min_distance_m: float
     model_version: int
     model: str = LEARNED
-    """The round: "nominal" (the hand-derived model alone), "learned" or "learned+value"."""
+    """The round: "nominal" (the hand-derived model alone), "learned" or "learned+policy"."""
     stage: str = ""
     """The planner's stage on most ticks of this goal ("mpc", "mpc+policy+value", ...)."""
     value_version: int = 0

@@ -1,6 +1,6 @@
 """The demo supervisor on real topics: the same goals first with the nominal model, then — once
 the planner has accepted model_source=learned — with the learned one, then — once a value/policy
-is deployed — with its policy prior and terminal value; the report shows each round's stage."""
+is deployed — with its policy prior; the report shows each round's stage."""
 
 from pathlib import Path
 
@@ -37,7 +37,6 @@ def test_goals_run_with_nominal_learned_then_value_policy(ros_context, tmp_path)
     planner = rclpy.create_node("planner", context=ros_context)  # the parameter it switches
     planner.declare_parameter("model_source", "nominal")
     planner.declare_parameter("value.policy_prior", False)
-    planner.declare_parameter("value.terminal_value", False)
     sources = []
     driver = rclpy.create_node("fake_arm", context=ros_context)
     clock_pub = driver.create_publisher(Clock, "/clock", 10)
@@ -54,7 +53,7 @@ def test_goals_run_with_nominal_learned_then_value_policy(ros_context, tmp_path)
         index = int(np.argmin(np.linalg.norm(goals - goal, axis=1)))
         goals_seen.append(index)
         sources.append((planner.get_parameter("model_source").value,
-                        planner.get_parameter("value.terminal_value").value))
+                        planner.get_parameter("value.policy_prior").value))
         pose["q"] = configurations[index]  # the arm "reaches" it at once
     driver.create_subscription(PoseStamped, "/mbrl/goal", on_goal, 10)
     now = {"ns": 1_000_000_000}
@@ -67,10 +66,9 @@ def test_goals_run_with_nominal_learned_then_value_policy(ros_context, tmp_path)
                          velocity=[0.0] * robot.num_joints)
         msg.header.stamp = stamp
         state_pub.publish(msg)
-        full = planner.get_parameter("value.policy_prior").value \
-            and planner.get_parameter("value.terminal_value").value
-        status_pub.publish(PlanStatus(stage="mpc+policy+value" if full else "mpc",
-                                      value_version=int(full)))
+        prior = planner.get_parameter("value.policy_prior").value
+        status_pub.publish(PlanStatus(stage="mpc+policy" if prior else "mpc",
+                                      value_version=int(prior)))
     driver.create_timer(0.002, tick)
     executor = SingleThreadedExecutor(context=ros_context)
     for node in (supervisor, planner, driver):
@@ -83,15 +81,15 @@ def test_goals_run_with_nominal_learned_then_value_policy(ros_context, tmp_path)
     assert sources == [("nominal", False)] * 2 + [("learned", False)] * 2 \
         + [("learned", True)] * 2
     assert [r.model for r in supervisor.results] == \
-        ["nominal"] * 2 + ["learned"] * 2 + ["learned+value"] * 2
+        ["nominal"] * 2 + ["learned"] * 2 + ["learned+policy"] * 2
     assert all(r.reached for r in supervisor.results)
-    assert [r.stage for r in supervisor.results[-2:]] == ["mpc+policy+value"] * 2
+    assert [r.stage for r in supervisor.results[-2:]] == ["mpc+policy"] * 2
     assert supervisor.value_version == 1 and supervisor.model_version == 1
     report = write_report(supervisor, tmp_path, URDF, 1.0).read_text()
     assert "with the hand-derived model alone: **2/2**" in report
     assert "with the learned model: **2/2**" in report
-    assert "with + learned policy prior and value: **2/2**" in report
-    assert "planner stage mpc+policy+value" in report
+    assert "with + the learned policy prior: **2/2**" in report
+    assert "planner stage mpc+policy" in report
     assert "value/policy versions deployed: 1" in report
     assert (tmp_path / "comparison.png").exists()
     for node in (supervisor, planner, driver):
