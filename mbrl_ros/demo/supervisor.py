@@ -64,7 +64,7 @@ class DemoConfig:
     compare_value: bool = True
     """After the learned model's round, run the goals again with the learned value/policy
     (its policy prior) once the trainer has deployed one."""
-    value_wait_s: float = 30.0
+    value_wait_s: float = 60.0
     """Simulated seconds to wait for a value/policy before that round is skipped."""
 
 

@@ -67,11 +67,13 @@ class ValueTrainingConfig:
 
     enabled: bool = True
     """Train and deploy a value/policy after each deployed dynamics model."""
-    steps_per_round: int = 1000
-    """TD updates per round (about 20 ms each on one CPU thread at the default sizes)."""
+    steps_per_round: int = 300
+    """TD updates per round (7-10 ms each on one CPU thread at the default sizes). Rounds
+    continue the deployed agent, so short rounds add up without holding up the dynamics
+    model's rounds (the trainer runs one round at a time)."""
     min_transitions: int = 500
     """No value/policy is trained before the trainer holds this many transitions."""
-    hidden_sizes: Tuple[int, ...] = (256, 256)
+    hidden_sizes: Tuple[int, ...] = (128, 128)
     """Hidden layer widths of the Q networks and the policy (a warm start keeps the
     checkpoint's only when they agree)."""
     num_q: int = 2
