@@ -11,21 +11,7 @@ from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
 from mbrl_ros.core.planning import PlannerConfig
 
-DT = 0.1
-
-
-class JointIntegrator:
-    """One joint: state [q, qd], action = position target reached in one step (q+ = u)."""
-
-    num_members, state_dim, action_dim = 1, 2, 1
-    device = torch.device("cpu")
-
-    def predict(self, state, action):
-        shape = torch.broadcast_shapes(state[..., :1].shape, action.shape)
-        position, action = state[..., :1].expand(shape), action.expand(shape)
-        mean = torch.cat([action, (action - position) / DT], -1)
-        mean = mean if mean.dim() == 3 else mean.unsqueeze(0)
-        return mean, torch.zeros_like(mean)
+from joint_integrator import DT, JointIntegrator
 
 
 def make_controller(seeds: list, gain: float = 0.0,
