@@ -21,3 +21,15 @@ def ros_context():
     yield context
     if context.ok():
         rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module's tests: faster and steadier on a small shared
+    CPU (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,13 +22,7 @@ from mbrl_ros.core.types import TransitionBatch
 CONFIG = EnsembleConfig(hidden_sizes=(16, 16), max_epochs=3, num_elites=2, angle_wrap=(1,))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: faster and steadier on a small shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

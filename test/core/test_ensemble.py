@@ -16,13 +16,7 @@ SMALL = EnsembleConfig(hidden_sizes=(64, 64), max_epochs=60, patience=20, batch_
                        learning_rate=3e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: faster and steadier on a small shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy_batch(num: int, seed: int, low: float = -1.0, high: float = 1.0) -> TransitionBatch:

@@ -17,13 +17,7 @@ CONFIG = EnsembleConfig(hidden_sizes=(32, 32), max_epochs=80, patience=20, batch
                         learning_rate=3e-3, num_elites=3, angle_wrap=(0,))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: faster and steadier on a small shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Pendulum:

@@ -26,12 +26,7 @@ ACTION_LIMIT = 5.0
 TEST_STATES = np.array([[1.0, -0.5], [-0.6, 0.3], [0.4, 0.8], [-0.8, -0.8], [0.2, 0.0]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def discounted_lqr(iterations: int = 5000):

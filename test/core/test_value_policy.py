@@ -20,13 +20,7 @@ CONFIG = ValuePolicyConfig(hidden_sizes=(32, 32), discount=0.9, target_tau=0.1, 
 STATES = torch.linspace(-0.9, 0.9, 7)[:, None]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: faster and steadier on a small shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reward_fn(state, action, next_state):

@@ -35,12 +35,7 @@ COST = ReachCostConfig(end_effector_weight=500.0, velocity_weight=0.05, effort_w
 TINY = EnsembleConfig(num_members=2, num_elites=2, hidden_sizes=(16,))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
