@@ -66,6 +66,11 @@ class ControlStep:
         return self.stage == STAGE_POLICY_ONLY
 
     @property
+    def uses_prior(self) -> bool:
+        """True when a learned value/policy went into ``command``."""
+        return self.stage not in ("", STAGE_MPC)
+
+    @property
     def failed(self) -> bool:
         """True when there is no command: the caller holds the robot."""
         return self.command is None
@@ -225,9 +230,8 @@ class ModelPredictiveController:
         """Hand the planner the value and policy the options and the prior allow."""
         if self.planner is None:
             return
-        stage = self.stage
         use = self.prior_options
-        usable = stage != STAGE_MPC and stage != STAGE_POLICY_ONLY
+        usable = self.stage not in (STAGE_MPC, STAGE_POLICY_ONLY)
         self.planner.set_prior(
             value=self.prior.value if usable and use.terminal_value else None,
             policy=self.prior.policy if usable and use.policy_prior else None)

@@ -537,12 +537,6 @@ class ValuePolicy(torch.nn.Module):
         model.metadata = dict(header.get("metadata") or {})
         return model
 
-    @staticmethod
-    def read_metadata(path: str, expected_sha256: Optional[str] = None) -> Dict[str, Any]:
-        """The metadata a checkpoint was saved with (CheckpointError if unreadable)."""
-        header = load_checkpoint(path, expected_sha256).require_class(ValuePolicy.__name__)
-        return dict(header.get("metadata") or {})
-
 
 class _HindsightGoals:
     """Goals for sampled rows: with probability ``goal_future_fraction`` one the same episode

@@ -30,6 +30,9 @@ STAGE_FULL = "mpc+policy+value"
 STAGE_POLICY_ONLY = "policy"
 """The policy's action, no planning."""
 
+VALUE_POLICY_KIND = "value_policy"
+"""``ModelUpdate.model_kind`` of a value/policy announcement on mbrl/model_update (its versions
+are counted apart from the dynamics models')."""
 COMPATIBILITY_KEYS = ("task", "task_cost_hash", "state_dim", "action_dim", "goal_dim",
                       "joints", "model_period_s")
 """What a value/policy checkpoint's metadata must share with the planner to be used."""

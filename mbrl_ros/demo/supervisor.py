@@ -22,6 +22,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
+from mbrl_ros.core.value_prior import VALUE_POLICY_KIND
 from mbrl_ros.nodes.conversions import JointNameMap
 from mbrl_ros.msg import GateStatus, ModelUpdate, PlanStatus
 from mbrl_ros.robots.robot_model import RobotModel
@@ -31,8 +32,6 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 MODEL_UPDATES = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """Model updates: dynamics and value/policy announcements share the topic."""
-VALUE_POLICY_KIND = "value_policy"
-"""``ModelUpdate.model_kind`` of a learned value/policy."""
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 

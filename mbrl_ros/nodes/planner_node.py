@@ -58,10 +58,10 @@ from mbrl_ros.core.nominal_only import NominalOnlyModel
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.recovery import MODE_RECOVERY, RecoveryConfig
 from mbrl_ros.core.safety_gate_config import CommandStatus
-from mbrl_ros.core.task_reward import task_cost_hash
+from mbrl_ros.core.task_reward import TaskReward, task_cost_hash
 from mbrl_ros.core.value_policy import ValuePolicy
-from mbrl_ros.core.value_prior import (STAGE_MPC, PlanningPrior, ValuePriorConfig,
-                                       compatibility_error)
+from mbrl_ros.core.value_prior import (STAGE_MPC, VALUE_POLICY_KIND, PlanningPrior,
+                                       ValuePriorConfig, compatibility_error)
 from mbrl_ros.core.workspace import WorkspaceConfig
 from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
 from mbrl_ros.nodes.parameters import declare_config, read_config
@@ -79,6 +79,7 @@ from mbrl_ros.robots.workspace_points import (checked_points, workspace_constrai
 from mbrl_ros.tasks.stand import (HeadingFrameModel, StandCostConfig, StandLayout,
                                   StandTaskConfig, build_stand_cost, odom_vector,
                                   stand_explorer, stand_planner_limits, stand_warm_start)
+from mbrl_ros.training.value_training import GOAL_TERMS
 
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 STATUS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # a slow reader loses none
@@ -98,12 +99,6 @@ RECOVERY_PREFIX = "recovery."
 VALUE_PREFIX = "value."
 """Which parts of a learned value/policy the planner uses (:class:`ValuePriorConfig`);
 settable at run time."""
-VALUE_POLICY_KIND = "value_policy"
-"""``ModelUpdate.model_kind`` of a value/policy checkpoint (any other kind is a dynamics
-model)."""
-REACH_GOAL_DIM = 3
-"""Goal values of a reach task's value/policy (the end-effector position); the stand task's
-has none."""
 
 
 def planning_model(model, task: str, num_joints: int):
@@ -141,7 +136,7 @@ class PlannerNode(Node):
                                           else self._reach_task(period))
         warm_start = self._warm_start()
         prior_options = declare_config(self, ValuePriorConfig, VALUE_PREFIX)
-        self.value_expected = self._value_expected()
+        self.value_expected = self._value_expected(cost)
         """What a value/policy checkpoint's metadata must say to be used here."""
         self.controller = ModelPredictiveController(
             planner_config, cost, explorer, self.device, prior_options=prior_options,
@@ -324,15 +319,16 @@ class PlannerNode(Node):
             self.get_logger().warn(f"goal {np.round(position, 3).tolist()} is outside the "
                                    "workspace: the arm stops at its boundary")
 
-    def _value_expected(self) -> Dict[str, Any]:
+    def _value_expected(self, cost) -> Dict[str, Any]:
         """What a value/policy's checkpoint metadata must say to be used by this planner (the
         :data:`~mbrl_ros.core.value_prior.COMPATIBILITY_KEYS`): the task, its cost settings
-        (hashed as the trainer hashes its own ``cost.*``), sizes, URDF joints, model period."""
+        (hashed as the trainer hashes its own ``cost.*``), sizes (the goal's from the task
+        cost's goal term, as the trainer finds it), URDF joints, model period."""
         return {"task": self.config.task,
                 "task_cost_hash": task_cost_hash(self.config.task,
                                                  dataclasses.asdict(self.cost_config)),
                 "state_dim": self.state_dim, "action_dim": self.robot.num_joints,
-                "goal_dim": 0 if self.stand else REACH_GOAL_DIM,
+                "goal_dim": TaskReward(cost, GOAL_TERMS[self.config.task]).goal_dim,
                 "joints": list(self.robot.joint_names),
                 "model_period_s": self.config.model_period_s}
 
@@ -608,8 +604,8 @@ class PlannerNode(Node):
         else:
             level = DiagnosticStatus.OK
             message = f"planning with model v{self.controller.model_version}" + (
-                "" if step.stage in ("", STAGE_MPC)
-                else f" and value/policy v{self._prior_version()} ({step.stage})")
+                f" and value/policy v{self._prior_version()} ({step.stage})"
+                if step.uses_prior else "")
         values = [KeyValue(key=key, value=str(value)) for key, value in (
             ("model_version", self.controller.model_version), ("commands", self.sequence),
             ("failed_plans", self.failed_plans), ("refused_models", self.refused_models),
@@ -641,8 +637,7 @@ class PlannerNode(Node):
                             recoveries_completed=stats.recovered,
                             last_recovery_s=stats.last_time_s,
                             mean_recovery_s=stats.mean_time_s, stage=step.stage,
-                            value_version=0 if step.stage in ("", STAGE_MPC)
-                            else self._prior_version())
+                            value_version=self._prior_version() if step.uses_prior else 0)
         if step.plan is not None:
             disagreement = step.plan.disagreement.detach().cpu().numpy().astype(float)
             status.iterations, status.num_samples = step.plan.iterations, cfg.num_samples

@@ -46,9 +46,10 @@ from mbrl_ros.nodes.spin import run_node
 from mbrl_ros.tasks.reach import load_robot
 from mbrl_ros.training.config_file import DEFAULT_COMMAND_TOPIC, TrainerNodeConfig, node_nominal
 from mbrl_ros.training.online_trainer import Deployment, OnlineTrainer, TrainerConfig
-from mbrl_ros.training.value_training import (COST_CONFIGS, VALUE_POLICY_KIND, ValueDeployment,
-                                              ValueTrainer, ValueTrainingConfig, value_data,
-                                              value_task, value_trainer_for)
+from mbrl_ros.core.value_prior import VALUE_POLICY_KIND
+from mbrl_ros.training.value_training import (COST_CONFIGS, ValueDeployment, ValueTrainer,
+                                              ValueTrainingConfig, value_data, value_task,
+                                              value_trainer_for)
 
 MODEL_UPDATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                               durability=DurabilityPolicy.TRANSIENT_LOCAL)

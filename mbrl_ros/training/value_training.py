@@ -48,8 +48,6 @@ logger = logging.getLogger(__name__)
 
 VALUE_POLICY_FOLDER = "value_policy"
 """Sub-folder of the trainer's ``model_dir`` holding the value/policy versions."""
-VALUE_POLICY_KIND = "value_policy"
-"""``model_kind`` of a value/policy announcement on mbrl/model_update."""
 TASKS = ("reach", "stand")
 COST_CONFIGS = {"reach": ReachCostConfig, "stand": StandCostConfig}
 """Task -> the cost config class the planner reads under ``cost.``."""

@@ -66,7 +66,7 @@ def test_checkpoint_round_trip_keeps_goals_scales_and_metadata(tmp_path):
     assert float(loaded.value_scale) == float(agent.value_scale) != 1.0
     states, goal = torch.randn(3, 4), torch.zeros(3)
     assert torch.equal(loaded.value(states, goal), agent.value(states, goal))
-    assert ValuePolicy.read_metadata(path, sha) == META
+    assert ValuePolicy.load(path, sha).metadata == META
     with pytest.raises(CheckpointError):
         ValuePolicy.load(path, expected_sha256="0" * 64)
 

@@ -129,7 +129,7 @@ def test_versions_count_up_warm_and_a_restart_continues_from_the_newest(arm, tmp
     second = values.run_round(data, dynamics, 2)
     assert (first.version, second.version) == (1, 2)
     assert values.agent is agent and not torch.equal(weights(agent), before)  # trained on
-    assert ValuePolicy.read_metadata(second.path)["total_steps"] == 2 * STEPS
+    assert ValuePolicy.load(second.path).metadata["total_steps"] == 2 * STEPS
 
     restarted = trainer(tmp_path, arm_task(arm), robot=robot)
     warm = restarted.warm_start()
@@ -143,7 +143,7 @@ def test_versions_count_up_warm_and_a_restart_continues_from_the_newest(arm, tmp
     assert other.warm_start() is None
     fresh = other.run_round(data, dynamics, 3)
     assert fresh.version == 4
-    assert ValuePolicy.read_metadata(fresh.path)["total_steps"] == STEPS
+    assert ValuePolicy.load(fresh.path).metadata["total_steps"] == STEPS
     assert files(tmp_path) == [f"model_{v:06d}.mbrl" for v in (1, 2, 3, 4)]
 
 
@@ -219,7 +219,7 @@ def test_the_stand_task_learns_on_raw_states_through_the_heading_frame_model(tmp
     model.model.predict = recording_predict
     deployment = trainer(tmp_path, task, robot=robot).run_round(data, model, 1)
     assert calls, "no rollouts through the model"
-    metadata = ValuePolicy.read_metadata(deployment.path, deployment.sha256)
+    metadata = ValuePolicy.load(deployment.path, deployment.sha256).metadata
     assert {k: metadata[k] for k in ("task", "task_cost_hash", "state_dim", "goal_dim")} == {
         "task": "stand", "task_cost_hash": task_cost_hash("stand", dataclasses.asdict(cost)),
         "state_dim": layout.state_dim, "goal_dim": 0}
