@@ -15,12 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def recorded_args(args: Mapping[str, Any]) -> Dict[str, Any]:
-    """A benchmark's arguments as its results record them: paths inside the repository made
-    relative to it, so a results file names no machine's folders."""
+    """A benchmark's arguments as its results record them, naming no machine's folders:
+    paths inside the repository relative to it, other absolute paths (e.g. a scratch output
+    folder) by their file name only."""
     def relative(value: Any) -> Any:
-        if isinstance(value, str) and Path(value).is_absolute() \
-                and Path(value).resolve().is_relative_to(REPO):
-            return str(Path(value).resolve().relative_to(REPO))
+        if isinstance(value, str) and Path(value).is_absolute():
+            path = Path(value).resolve()
+            return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
         return value
     return {key: relative(value) for key, value in args.items()}
 
