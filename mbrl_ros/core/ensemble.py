@@ -11,6 +11,7 @@ from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoin
 from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, as_model_input,
                                           broadcast_inputs, wrap_angle)
 from mbrl_ros.core.ensemble_config import ARCHITECTURE_FIELDS, EnsembleConfig
+from mbrl_ros.core.ensemble_kernel import BaseFn, EnsembleTensors, MeanStepKernel
 from mbrl_ros.core.ensemble_layers import EnsembleMLP
 from mbrl_ros.core.model_training import FitReport, fit_dynamics
 from mbrl_ros.core.normalizer import Normalizer
@@ -115,11 +116,15 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
     def difference(self, target: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """``target - base`` with angle dims wrapped to [-pi, pi); ``[..., S]``."""
         delta = target - base
+        if not len(self.angle_index):
+            return delta
         return torch.where(self.angle_mask, wrap_angle(delta), delta)
 
     def compose(self, base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """``base + delta`` with angle dims wrapped to [-pi, pi); ``[..., S]``."""
         out = base + delta
+        if not len(self.angle_index):
+            return out
         return torch.where(self.angle_mask, wrap_angle(out), out)
 
     def _active_members(self, use_elites: Optional[bool]) -> Optional[torch.Tensor]:
@@ -156,6 +161,24 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
         mean, logvar = self.forward_normalized(inputs, self._active_members(use_elites))
         std = self.target_normalizer.std
         return self.target_normalizer.denormalize(mean), torch.exp(logvar) * std * std
+
+    def mean_kernel(self, base: Optional[BaseFn] = None, dtype: torch.dtype = torch.float32,
+                    chunk_rows: int = 0) -> MeanStepKernel:
+        """The planners' fused next-state-mean step over the active members (elites when
+        :attr:`use_elites`), a snapshot of the current weights; ``base`` replaces the state as
+        what the delta is added to (a nominal model)."""
+        members = self._active_members(None)
+        weights, biases = list(self.net.weights), list(self.net.biases)
+        if members is not None:
+            weights, biases = [w[members] for w in weights], [b[members] for b in biases]
+        tensors = EnsembleTensors(
+            weights=weights, biases=biases, input_mean=self.input_normalizer.mean,
+            input_std=self.input_normalizer.std, target_mean=self.target_normalizer.mean,
+            target_std=self.target_normalizer.std, angle_index=self.angle_index,
+            plain_index=self.plain_index, relative_index=self.relative_index,
+            activation=self.config.activation)
+        with torch.no_grad():
+            return MeanStepKernel(tensors, base, dtype, chunk_rows)
 
     # ------------------------------------------------------------------------ interface
     def predict(self, state: torch.Tensor, action: torch.Tensor, grad: bool = False,

@@ -12,6 +12,7 @@ from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, as_mo
                                           set_operating_point,
                                           broadcast_inputs)
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl_ros.core.ensemble_kernel import MeanStepKernel
 from mbrl_ros.core.model_training import FitReport, fit_dynamics
 from mbrl_ros.core.types import TransitionBatch
 
@@ -149,6 +150,12 @@ class ResidualDynamics(DynamicsModel):
                 base = self.nominal_step(state, action)
             delta_mean, delta_var = ensemble.predict_delta(state, action, elites)
             return ensemble.compose(base, delta_mean), delta_var
+
+    def mean_kernel(self, dtype: torch.dtype = torch.float32,
+                    chunk_rows: int = 0) -> MeanStepKernel:
+        """The planners' fused next-state-mean step: the nominal prediction plus the
+        residual ensemble's mean (see :meth:`ProbabilisticEnsemble.mean_kernel`)."""
+        return self.ensemble_model.mean_kernel(self.nominal_step, dtype, chunk_rows)
 
     def disagreement(self, mean: torch.Tensor) -> torch.Tensor:
         """See :meth:`ProbabilisticEnsemble.disagreement` (units of the residual's std)."""

@@ -12,6 +12,10 @@ METHODS = ("mppi", "cem")
 PROPAGATIONS = ("ensemble", "mean", "partition")
 """How a sampled action sequence is propagated through the ensemble (see docs/planner.md)."""
 
+BF16_ACTION_TOLERANCE = 1e-3
+"""bfloat16 rollouts are used only if the first planned action moves by at most this fraction
+of the action range (per dimension) against float32 (``PlannerConfig.bf16_rollouts``)."""
+
 
 @dataclass(frozen=True)
 class PlannerConfig:
@@ -71,6 +75,14 @@ class PlannerConfig:
     """Adam learning rate of the refinement (normalised action units)."""
     seed: int = 0
     """Seed of the planner's torch.Generator (sampling noise)."""
+    rollout_chunk_rows: int = 0
+    """Samples per block of the rollout kernel: each block goes through every layer while its
+    activations are in cache; 0: all samples at once."""
+    bf16_rollouts: bool = False
+    """Score the samples with bfloat16 matmuls (CPUs with avx512_bf16 or AMX, GPUs). Used only
+    when a check on the first plan with each model finds the plan's first action within
+    ``BF16_ACTION_TOLERANCE`` of the action range of the float32 plan's (logged either way);
+    the final choice of the plan is always scored in float32."""
 
     def validate(self) -> "PlannerConfig":
         """Raise ValueError with a clear message if a field is out of range; return self."""
@@ -101,7 +113,7 @@ class PlannerConfig:
         if not 0.0 < self.discount <= 1.0:
             raise ValueError(f"PlannerConfig.discount must be in (0, 1], got {self.discount}")
         for name in ("disagreement_weight", "policy_noise_std", "constraint_tolerance",
-                     "gradient_steps"):
+                     "gradient_steps", "rollout_chunk_rows"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"PlannerConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.gradient_steps > 0 and not self.gradient_lr > 0.0:

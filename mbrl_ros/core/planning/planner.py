@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from mbrl_ros.core.planning.cem import cem_update
-from mbrl_ros.core.planning.config import PlannerConfig
+from mbrl_ros.core.ensemble_kernel import MeanStepKernel
+from mbrl_ros.core.planning.config import BF16_ACTION_TOLERANCE, PlannerConfig
 from mbrl_ros.core.planning.constraints import (ActionScale, ConstraintFn, StateLimits,
                                                 ranking_cost)
 from mbrl_ros.core.planning.gradient import refine_plan
 from mbrl_ros.core.planning.mppi import mppi_update
-from mbrl_ros.core.planning.rollout import (CostFn, PolicyFn, Rollout, ValueFn, propagate, score,
-                                            track_states)
+from mbrl_ros.core.planning.rollout import (CostFn, PolicyFn, Rollout, ValueFn, mean_kernel,
+                                            propagate, score, track_states)
 from mbrl_ros.core.planning.sampling import (fill_candidates, policy_trajectories,
                                              shift_warm_start)
 
@@ -78,6 +79,9 @@ class Planner:
         self._buffers: dict = {}
         self._previous_plan: Optional[torch.Tensor] = None
         self._seed: Optional[torch.Tensor] = None
+        self._bf16_checked = None
+        """The model the bfloat16 check ran with (it runs again for each new model)."""
+        self._bf16_ok = False
         self.reset()
 
     def reset(self) -> None:
@@ -153,36 +157,77 @@ class Planner:
                 prior = policy_trajectories(self.dynamics, self.policy, state,
                                             cfg.num_policy_trajectories, cfg.horizon, self.scale,
                                             cfg.policy_noise_std, self.generator)
-            candidates, noise = self._buffer("candidates"), self._buffer("noise")
-            for _ in range(cfg.num_iterations):
-                # sample: policy prior, current mean, Gaussian around the mean (clamped)
-                fill_candidates(candidates, mean, std, prior, noise, self.generator)
-                # score: propagate through the ensemble, cost, feasibility under state limits
-                cost, violation, feasible, rollout = self._score(
-                    state, candidates, cfg.propagation, self._buffers.get("rollout"),
-                    with_disagreement=cfg.disagreement_weight > 0.0)
-                self._buffers["rollout"] = rollout
-                rank = ranking_cost(cost, violation, feasible)
-                # update: MPPI weights or CEM elites, momentum, std clamp
-                if cfg.method == "mppi":
-                    new_mean, new_std = mppi_update(candidates, rank, cfg.temperature)
-                else:
-                    new_mean, new_std = cem_update(candidates, rank, cfg.num_elites)
-                mean = cfg.momentum * mean + (1.0 - cfg.momentum) * new_mean
-                std = new_std.clamp_(cfg.min_std, cfg.max_std)
-            best_sample = candidates[torch.argmin(rank)]
-            options = [mean.clamp(-1.0, 1.0), best_sample]
+            kernel = mean_kernel(self.dynamics, chunk_rows=cfg.rollout_chunk_rows)
+            sampling_kernel = self._sampling_kernel(state, mean, std, prior, kernel)
+            mean, best_sample = self._sample(state, mean, std, prior, sampling_kernel)
+            options = [mean, best_sample]
         if cfg.gradient_steps > 0:
             options.append(refine_plan(self.dynamics, state, options[0], self.scale,
                                        self.cost_fn, self.value, cfg.disagreement_weight,
                                        self.discounts, cfg.gradient_steps, cfg.gradient_lr))
         with torch.inference_mode():
-            chosen = self._choose(state, torch.stack(options))
+            chosen = self._choose(state, torch.stack(options), kernel)
         # clone outside inference mode so callers get ordinary tensors
         result = replace(chosen, action=chosen.action.clone(), actions=chosen.actions.clone(),
                          states=chosen.states.clone(), disagreement=chosen.disagreement.clone())
         result.planning_time = time.perf_counter() - start
         return result
+
+    def _sample(self, state: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                prior: Optional[torch.Tensor], kernel: Optional[MeanStepKernel]):
+        """The sampling iterations from ``mean``, ``std`` ``[H, A]`` (normalised) -> the final
+        mean (clamped to the bounds) and the best sample of the last iteration."""
+        cfg = self.config
+        candidates, noise = self._buffer("candidates"), self._buffer("noise")
+        for _ in range(cfg.num_iterations):
+            # sample: policy prior, current mean, Gaussian around the mean (clamped)
+            fill_candidates(candidates, mean, std, prior, noise, self.generator)
+            # score: propagate through the ensemble, cost, feasibility under state limits
+            cost, violation, feasible, rollout = self._score(
+                state, candidates, cfg.propagation, self._buffers.get("rollout"),
+                with_disagreement=cfg.disagreement_weight > 0.0, kernel=kernel)
+            self._buffers["rollout"] = rollout
+            rank = ranking_cost(cost, violation, feasible)
+            # update: MPPI weights or CEM elites, momentum, std clamp
+            if cfg.method == "mppi":
+                new_mean, new_std = mppi_update(candidates, rank, cfg.temperature)
+            else:
+                new_mean, new_std = cem_update(candidates, rank, cfg.num_elites)
+            mean = cfg.momentum * mean + (1.0 - cfg.momentum) * new_mean
+            std = new_std.clamp_(cfg.min_std, cfg.max_std)
+        return mean.clamp(-1.0, 1.0), candidates[torch.argmin(rank)].clone()
+
+    def _sampling_kernel(self, state: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                         prior: Optional[torch.Tensor],
+                         kernel: Optional[MeanStepKernel]) -> Optional[MeanStepKernel]:
+        """The kernel that scores the samples: bfloat16 when ``bf16_rollouts`` is set and the
+        check against float32 passed for this model (run on its first plan), else ``kernel``."""
+        if not self.config.bf16_rollouts or kernel is None:
+            return kernel
+        low = mean_kernel(self.dynamics, torch.bfloat16, self.config.rollout_chunk_rows)
+        if self._bf16_checked is not self.dynamics:
+            self._bf16_checked = self.dynamics
+            self._bf16_ok = self._bf16_agrees(state, mean, std, prior, kernel, low)
+        return low if self._bf16_ok else kernel
+
+    def _bf16_agrees(self, state, mean, std, prior, kernel, low) -> bool:
+        """Plan once with each kernel from the same noise; True if the first actions agree
+        within ``BF16_ACTION_TOLERANCE`` of the action range. The generator is restored, so
+        the real plan that follows draws the same noise as without the check."""
+        rng = self.generator.get_state()
+        first = []
+        for each in (kernel, low):
+            self.generator.set_state(rng)
+            plan, _ = self._sample(state, mean.clone(), std.clone(), prior, each)
+            first.append(self.scale.to_physical(plan[0]))
+        self.generator.set_state(rng)
+        span = self.scale.high - self.scale.low
+        error = float(((first[1] - first[0]).abs() / span).max())
+        ok = error <= BF16_ACTION_TOLERANCE
+        logger.info("planner: bfloat16 rollouts %s (first action differs from float32 by %.2g "
+                    "of the action range, tolerance %.2g)", "on" if ok else "off", error,
+                    BF16_ACTION_TOLERANCE)
+        return ok
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -221,10 +266,12 @@ class Planner:
         return self.config.num_policy_trajectories if self.policy is not None else 0
 
     def _score(self, state: torch.Tensor, candidates: torch.Tensor, propagation: str,
-               out: Optional[Rollout] = None, with_disagreement: bool = True):
+               out: Optional[Rollout] = None, with_disagreement: bool = True,
+               kernel: Optional[MeanStepKernel] = None):
         """``candidates: [N, H, A]`` normalised -> cost, violation, feasible ``[N]``, rollout."""
         physical = self.scale.to_physical(candidates)
-        rollout = propagate(self.dynamics, state, physical, propagation, out, with_disagreement)
+        rollout = propagate(self.dynamics, state, physical, propagation, out, with_disagreement,
+                            kernel)
         cost = score(rollout, physical, self.cost_fn, self.value,
                      self.config.disagreement_weight, self.discounts)
         states = track_states(rollout)
@@ -233,7 +280,8 @@ class Planner:
             violation = violation + self.constraint(states, physical)
         return cost, violation, self.limits.feasible(violation), rollout
 
-    def _choose(self, state: torch.Tensor, options: torch.Tensor) -> PlanResult:
+    def _choose(self, state: torch.Tensor, options: torch.Tensor,
+                kernel: Optional[MeanStepKernel] = None) -> PlanResult:
         """Evaluate the final options ``[K, H, A]`` with all members; return the best one.
 
         Feasible plans beat infeasible ones, then lower cost wins; with no feasible option the
@@ -241,7 +289,8 @@ class Planner:
         """
         cfg = self.config
         propagation = "ensemble" if cfg.propagation == "partition" else cfg.propagation
-        cost, violation, feasible, rollout = self._score(state, options, propagation)
+        cost, violation, feasible, rollout = self._score(state, options, propagation,
+                                                         kernel=kernel)
         feasible = feasible & torch.isfinite(cost)
         rank = ranking_cost(cost, violation, feasible)
         index = int(torch.argmin(torch.nan_to_num(rank, nan=float("inf"))))

@@ -13,6 +13,8 @@ from typing import Callable, Optional
 
 import torch
 
+from mbrl_ros.core.ensemble_kernel import MeanStepKernel
+
 CostFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``cost_fn(states [N, H+1, S], actions [N, H, A]) -> [N]`` (physical units)."""
 ValueFn = Callable[[torch.Tensor], torch.Tensor]
@@ -60,15 +62,34 @@ class Rollout:
     """True if ``states`` uses the partition (member-major) layout."""
 
 
+def mean_kernel(dynamics, dtype: torch.dtype = torch.float32,
+                chunk_rows: int = 0) -> Optional[MeanStepKernel]:
+    """The model's fused next-state-mean step (:class:`MeanStepKernel`, a snapshot of its
+    current weights), or None when the model has none (then ``predict`` is used)."""
+    build = getattr(dynamics, "mean_kernel", None)
+    return build(dtype=dtype, chunk_rows=chunk_rows) if callable(build) else None
+
+
+def _mean_step(dynamics, kernel: Optional[MeanStepKernel], state: torch.Tensor,
+               action: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Every member's next-state mean ``[E, R, S]`` (into ``out`` when given)."""
+    if kernel is not None:
+        return kernel.step(state, action, out)
+    mean, _ = dynamics.predict(state, action)
+    return mean if out is None else out.copy_(mean)
+
+
 def propagate(dynamics, state: torch.Tensor, actions: torch.Tensor, propagation: str,
-              out: Optional[Rollout] = None, with_disagreement: bool = True) -> Rollout:
+              out: Optional[Rollout] = None, with_disagreement: bool = True,
+              kernel: Optional[MeanStepKernel] = None) -> Rollout:
     """Roll ``actions: [N, H, A]`` (physical) out from ``state: [S]`` through the ensemble.
 
     ``propagation``: "ensemble" (every member propagates every sample), "mean" (next state =
     mean over members) or "partition" (sample n through member n // ceil(N / E) only).
     ``out`` is a preallocated :class:`Rollout` of the right shape, reused across calls.
     ``with_disagreement=False`` skips the per-step disagreement (left as zeros) when no
-    penalty needs it.
+    penalty needs it. ``kernel`` (:func:`mean_kernel` of ``dynamics``) is the fused step used
+    instead of ``dynamics.predict`` (the same means, no variance head).
     One Python loop over the horizon; none over samples or members.
     """
     num_samples, horizon, _ = actions.shape
@@ -88,8 +109,8 @@ def propagate(dynamics, state: torch.Tensor, actions: torch.Tensor, propagation:
                 partition=True)
         out.states[:, :, 0] = state
         for step in range(horizon):
-            mean, _ = dynamics.predict(out.states[:, :, step], part_actions[:, :, step])
-            out.states[:, :, step + 1] = mean
+            _mean_step(dynamics, kernel, out.states[:, :, step], part_actions[:, :, step],
+                       out.states[:, :, step + 1])
         return out
 
     num_tracks = num_members if propagation == "ensemble" else 1
@@ -100,13 +121,15 @@ def propagate(dynamics, state: torch.Tensor, actions: torch.Tensor, propagation:
     out.states[:, :, 0] = state
     current = state.expand(num_samples, state_dim)
     for step in range(horizon):
-        mean, _ = dynamics.predict(current, actions[:, step])
+        if propagation == "ensemble":
+            mean = _mean_step(dynamics, kernel, current, actions[:, step],
+                              out.states[:, :, step + 1])
+            current = mean
+        else:
+            mean = _mean_step(dynamics, kernel, current, actions[:, step])
         if with_disagreement:
             out.disagreement[:, step] = model_disagreement(dynamics, mean)
-        if propagation == "ensemble":
-            out.states[:, :, step + 1] = mean
-            current = out.states[:, :, step + 1]
-        else:
+        if propagation != "ensemble":
             out.states[0, :, step + 1] = mean.mean(dim=0)
             current = out.states[0, :, step + 1]
     return out
