@@ -251,12 +251,12 @@ def test_gate_sigkill_is_held_by_the_driver_timeout_and_the_gate_respawns(graph)
     while respawned is None and time.monotonic() < deadline:  # catch it before it publishes
         respawned = child_processes(runner).get("safety_gate")
         respawned = None if respawned == gate else respawned
-        time.sleep(0.005)
+        probe.spin(0.005)  # the probe keeps receiving joint states however long respawn takes
     assert respawned is not None, "the gate was not respawned"
     kill(respawned, signal.SIGSTOP)
     probe.spin(DEAD_GATE_S)
-    kill(respawned, signal.SIGCONT)
-    start, end = killed + TIMEOUT_AND_SETTLE_S, killed + DEAD_GATE_S
+    resumed = kill(respawned, signal.SIGCONT)
+    start, end = killed + TIMEOUT_AND_SETTLE_S, resumed
     positions = np.array([v for w, v in zip(probe.states.wall, probe.states.values)
                           if start <= w <= end])
     assert len(positions) > 10, "no joint states while the gate was dead"
