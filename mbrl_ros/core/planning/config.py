@@ -81,8 +81,9 @@ class PlannerConfig:
     bf16_rollouts: bool = False
     """Score the samples with bfloat16 matmuls (CPUs with avx512_bf16 or AMX, GPUs). Used only
     when a check on the first plan with each model finds the plan's first action within
-    ``BF16_ACTION_TOLERANCE`` of the action range of the float32 plan's (logged either way);
-    the final choice of the plan is always scored in float32."""
+    ``BF16_ACTION_TOLERANCE`` of the action range of the float32 plan's, and bfloat16
+    sampling faster than float32 (logged either way); the final choice of the plan is always
+    scored in float32."""
 
     def validate(self) -> "PlannerConfig":
         """Raise ValueError with a clear message if a field is out of range; return self."""
