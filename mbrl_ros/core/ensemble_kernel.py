@@ -2,9 +2,10 @@
 
 Planning uses only the members' mean predictions, so the kernel drops the log-variance head,
 folds the input z-scoring into the first layer and the target de-normalisation into the last
-one, and runs every layer as ``bmm`` into preallocated buffers followed by in-place bias and
-activation. Rows can be processed in blocks (``chunk_rows``) so each block's activations stay
-in cache through all layers. Weights may be cast to bfloat16 (``dtype``); states stay float32.
+one, and runs every layer as one ``addmm`` per member (bias fused) into preallocated buffers,
+followed by an in-place activation. Rows can be processed in blocks (``chunk_rows``) so each
+block's activations stay in cache through all layers. Weights may be cast to bfloat16
+(``dtype``); states stay float32.
 
 A kernel is a snapshot of the weights when it was built: build a new one after the weights
 change (the planner builds one per planning call, which costs a few small tensor operations).
@@ -141,8 +142,8 @@ class MeanStepKernel:
                 else:
                     width = weight.shape[-1]
                     target = self._buffer(f"hidden{i}", (members, stop - start, width))
-                torch.bmm(x, weight, out=target)
-                target.add_(bias)
+                for member in range(members):  # faster than bmm + bias at these sizes
+                    torch.addmm(bias[member], x[member], weight[member], out=target[member])
                 if i < last:
                     self.activation(target)
                 x = target
