@@ -12,7 +12,12 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
 from mbrl_ros.msg import PlannedCommand, PlannedCommandPoint
+
+TRAJECTORY_FIELDS = ("positions", "velocities", "effort")
+"""The trajectory_msgs/JointTrajectoryPoint fields a command can fill."""
 
 
 @dataclass(frozen=True)
@@ -160,4 +165,26 @@ def planned_command_message(joint_names: Sequence[str], commands: np.ndarray,
     msg.points = [PlannedCommandPoint(time_from_start=seconds_to_duration(t),
                                       command=row.tolist(), disagreement=float(d))
                   for row, t, d in zip(commands, times_s, disagreement)]
+    return msg
+
+
+def joint_trajectory_message(joint_names: Sequence[str], commands: np.ndarray,
+                             times_s: Sequence[float], field: str = "positions",
+                             stamp: Optional[Time] = None,
+                             frame_id: str = "") -> JointTrajectory:
+    """A trajectory_msgs/JointTrajectory from ``commands: [P, J]`` (order ``joint_names``)
+    at ``times_s: [P]`` after ``stamp`` (None or zero: "start now", as a
+    joint_trajectory_controller reads it), each row in the point's ``field`` ("positions",
+    "velocities" or "effort"). No points: a joint_trajectory_controller holds where it is."""
+    if field not in TRAJECTORY_FIELDS:
+        raise ValueError(f"field must be one of {TRAJECTORY_FIELDS}, got {field!r}")
+    commands = np.asarray(commands, dtype=np.float64).reshape(len(times_s), len(joint_names))
+    msg = JointTrajectory(joint_names=list(joint_names))
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    for row, t in zip(commands, times_s):
+        point = JointTrajectoryPoint(time_from_start=seconds_to_duration(t))
+        setattr(point, field, row.tolist())
+        msg.points.append(point)
     return msg

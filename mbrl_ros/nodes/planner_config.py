@@ -52,9 +52,23 @@ class PlannerNodeConfig:
     joints: Tuple[str, ...] = ()
     """Joint order of the command topic (the controller's); empty: URDF order."""
     control_rate_hz: float = 100.0
-    """Rate of the control loop [Hz]."""
+    """Rate of the planner's loop [Hz] (trigger "timer"). With stream_plan the safety gate
+    samples the plan at its own control rate, so this may be lower than the gate's; keep it
+    at 1 / model_period_s: each plan starts from the previous one shifted by one model step,
+    and the offset estimate learns only from plans one model period apart."""
     trigger: str = "timer"
-    """"timer": plan on a timer at control_rate_hz; "joint_states": plan on each state message."""
+    """"timer": plan on a timer at control_rate_hz; "joint_states": plan on each state message
+    (the newest: states that arrive while a plan is made are not queued)."""
+    stream_plan: bool = True
+    """Publish the whole plan as timed points (point k: action k, k x model_period_s after
+    the source joint state), which the safety gate samples at its control rate; false: the
+    first action only (one point). Exploration and policy commands are one point either way.
+    Read at start."""
+    publish_trajectory: bool = False
+    """Also publish each command as a trajectory_msgs/JointTrajectory on
+    mbrl/planned_trajectory (positions or efforts per command_mode; header.stamp = the source
+    joint state's; no points for a failed plan), for tools and integrators. Not gated: drive
+    the robot through the safety gate. Read at start."""
     model_period_s: float = 0.01
     """Period of one model step [s]; must match the trainer's alignment rate."""
     nominal_substeps: int = 5

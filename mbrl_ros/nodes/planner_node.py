@@ -10,7 +10,11 @@ kept.
 
 Each tick publishes one ``mbrl_ros/PlannedCommand``: stamped with the joint state the plan
 started from, numbered, with the model version, a status (planned / exploring / failed) and the
-plan's disagreement. A failed plan asks the gate for a hold, never for exploration. When the
+plan's disagreement; with ``stream_plan`` (the default) it carries the whole plan as timed
+points, one per model step, which the safety gate samples at its own control rate, so the
+planner may plan at a lower rate than the robot is commanded. Optionally the same plan goes out
+as a ``trajectory_msgs/JointTrajectory`` (``publish_trajectory``). A failed plan asks the gate
+for a hold, never for exploration. When the
 task's plans become untrusted (the gate's disagreement rule, parameters ``recovery.*``), the
 controller plans back toward poses where they were trusted (status recovering) until the task's
 plans are trusted again; the mode and the recovery counts are in PlanStatus and /diagnostics.
@@ -27,6 +31,7 @@ value/policy version in use; a policy-only command has the status "policy".
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 import time
@@ -45,9 +50,11 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
+from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
-from mbrl_ros.nodes.conversions import JointNameMap, planned_command_message
+from mbrl_ros.nodes.conversions import (JointNameMap, joint_trajectory_message,
+                                        planned_command_message)
 from mbrl_ros.core.checkpoint import CheckpointError
 from mbrl_ros.core.command_limits import exploration_lead
 from mbrl_ros.core.controller import ControlStep, ModelPredictiveController
@@ -99,6 +106,69 @@ RECOVERY_PREFIX = "recovery."
 VALUE_PREFIX = "value."
 """Which parts of a learned value/policy the planner uses (:class:`ValuePriorConfig`);
 settable at run time."""
+READ_AT_START = ("stream_plan", "publish_trajectory")
+"""Node parameters read once at start (changes at run time are refused)."""
+PLANNED_TRAJECTORY_TOPIC = "mbrl/planned_trajectory"
+"""The plan as a trajectory_msgs/JointTrajectory (``publish_trajectory``)."""
+RATE_MISMATCH_TOLERANCE = 0.01
+"""A planner timer period further than this fraction from model_period_s is logged."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandPoints:
+    """What one PlannedCommand carries (command order): status, points, times, disagreement."""
+
+    status: CommandStatus
+    commands: np.ndarray
+    """[P, J] (P = 0 for a hold request)."""
+    times: np.ndarray
+    """[P] seconds after the source joint state's stamp."""
+    disagreement: np.ndarray
+    """[P] the disagreement the gate judges at each point."""
+    reason: str = ""
+
+
+def command_points(step: ControlStep, order: np.ndarray, model_period_s: float,
+                   stream: bool) -> CommandPoints:
+    """The points of the command for ``step``, in the command order ``order`` (indices into
+    the model's joints).
+
+    A failed step is a hold request (no points). An exploration or policy command (no plan) is
+    one point. A plan is one point (its first action) or, with ``stream``, all its actions:
+    point k is action k at ``k * model_period_s``, converted as the first action is
+    (``step.command``); a plan is cut before its first non-finite action (the first one is
+    finite, or the step would have failed), so a bad tail never makes the gate refuse, let
+    alone latch on, the whole command.
+
+    Disagreement: every point carries at least the value the controller judged the command by
+    (``step.disagreement``, the largest along the plan, the terminal value's included), and
+    at least the largest per-step value from that point on. The gate samples one point at a
+    time; judging a later point by its own (usually larger, never smaller) tail alone would let
+    it trust the plan more than the planner's recovery did, which runs the same hysteresis on
+    the same numbers. Per-step values are in PlanStatus.disagreement."""
+    joints = len(order)
+    if step.failed:
+        return CommandPoints(CommandStatus.FAILED, np.zeros((0, joints)), np.zeros(0),
+                             np.zeros(0), step.error or "planner failed")
+    status = CommandStatus.EXPLORING if step.exploring else \
+        CommandStatus.RECOVERING if step.recovering or step.mode == MODE_RECOVERY \
+        else CommandStatus.POLICY if step.from_policy else CommandStatus.PLANNED
+    judged = float(step.disagreement)
+    judged = judged if math.isfinite(judged) and judged >= 0.0 else math.inf
+    first = np.asarray(step.command, dtype=np.float64)[order][None, :]
+    if not stream or step.plan is None:
+        return CommandPoints(status, first, np.zeros(1), np.array([judged]))
+    actions = step.plan.actions.detach().cpu().numpy().astype(np.float64)[:, order]
+    actions[0] = first[0]
+    finite = np.all(np.isfinite(actions), axis=1)
+    count = len(actions) if finite.all() else max(int(np.argmin(finite)), 1)
+    per_step = step.plan.disagreement.detach().cpu().numpy().astype(np.float64).reshape(-1)
+    per_step = np.where(np.isfinite(per_step) & (per_step >= 0.0), per_step, math.inf)
+    if per_step.shape != (len(actions),):  # not one value per step: the plan's for each
+        per_step = np.full(len(actions), judged)
+    tail = np.maximum.accumulate(per_step[::-1])[::-1]
+    return CommandPoints(status, actions[:count], np.arange(count) * float(model_period_s),
+                         np.maximum(tail[:count], judged))
 
 
 def planning_model(model, task: str, num_joints: int):
@@ -115,7 +185,7 @@ def prior_options_text(options: ValuePriorConfig) -> str:
 
 
 class PlannerNode(Node):
-    """Plans on every control tick and publishes the first action."""
+    """Plans on every tick and publishes the plan (or its first action) for the gate."""
 
     def __init__(self, **kwargs):
         super().__init__("planner", **kwargs)
@@ -193,6 +263,9 @@ class PlannerNode(Node):
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model_loader")
         self.command_pub = self.create_publisher(PlannedCommand, "mbrl/planned_command",
                                                  PLANNED_COMMAND_QOS)
+        self.trajectory_pub = self.create_publisher(
+            JointTrajectory, PLANNED_TRAJECTORY_TOPIC, RELIABLE) \
+            if self.config.publish_trajectory else None
         self.status_pub = self.create_publisher(PlanStatus, "mbrl/plan/status", STATUS)
         self.markers_pub = self.create_publisher(MarkerArray, "mbrl/plan/markers", VISUAL)
         self.path_pub = self.create_publisher(Path, "mbrl/plan/path", VISUAL)
@@ -214,6 +287,23 @@ class PlannerNode(Node):
                 if self.model_source == NOMINAL else "exploring until a model is announced"
                 + ("" if self.stand else " and a goal arrives")))
         self._check_prior_options(prior_options, None, planner_config)
+        self._check_rates()
+
+    def _check_rates(self) -> None:
+        """Log how commands are sent, and warn when the planner's timer period is not the
+        model period (the warm start shifts the last plan by one model step per plan)."""
+        cfg = self.config
+        self.get_logger().info(
+            f"commands: the whole plan ({cfg.model_period_s:g} s per point), sampled by the "
+            "safety gate at its control rate" if cfg.stream_plan else "commands: the first "
+            "action of each plan (stream_plan false)")
+        mismatch = abs(cfg.control_rate_hz * cfg.model_period_s - 1.0)
+        if cfg.trigger == "timer" and mismatch > RATE_MISMATCH_TOLERANCE:
+            self.get_logger().warning(
+                f"planning every {1.0 / cfg.control_rate_hz:g} s with a model period of "
+                f"{cfg.model_period_s:g} s: each plan starts from the last one shifted by one "
+                "model step, and the offset estimate skips updates; set control_rate_hz to "
+                f"{1.0 / cfg.model_period_s:g}")
 
     def _reach_task(self, period: float):
         """Cost, explorer and planner settings of end-effector reaching (torques or position
@@ -458,7 +548,8 @@ class PlannerNode(Node):
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         fixed = [p.name for p in parameters
-                 if p.name.startswith((WORKSPACE_PREFIX, RECOVERY_PREFIX))]
+                 if p.name.startswith((WORKSPACE_PREFIX, RECOVERY_PREFIX))
+                 or p.name in READ_AT_START]
         if fixed:
             return SetParametersResult(successful=False, reason=f"{fixed} are read at start "
                                        "only: restart the planner with the new values")
@@ -564,24 +655,21 @@ class PlannerNode(Node):
         self._last_recovered = stats.recovered
 
     def _publish_command(self, step: ControlStep, source: Header) -> None:
-        """One PlannedCommand: the first action, stamped with its source joint state."""
+        """One PlannedCommand (the plan, or its first action), stamped with its source joint
+        state; the same as a JointTrajectory with ``publish_trajectory``."""
         self.sequence += 1
-        if step.failed:
-            status, reason = CommandStatus.FAILED, step.error or "planner failed"
-            commands = np.zeros((0, len(self.command_order)))
-            times, disagreement = [], []
-        else:
-            status = CommandStatus.EXPLORING if step.exploring else \
-                CommandStatus.RECOVERING if step.recovering or step.mode == MODE_RECOVERY \
-                else CommandStatus.POLICY if step.from_policy else CommandStatus.PLANNED
-            commands, reason = step.command[self.command_order][None, :], ""
-            times = [0.0]
-            # the plan's largest disagreement (the terminal value's included; a policy's
-            # command: the one-step one): the value the controller judged it by
-            disagreement = [step.disagreement]
+        points = command_points(step, self.command_order, self.config.model_period_s,
+                                self.config.stream_plan)
         self.command_pub.publish(planned_command_message(
-            self.command_joints, commands, times, disagreement, source.stamp, self.sequence,
-            self.controller.model_version, int(status), reason, self.config.base_frame))
+            self.command_joints, points.commands, points.times, points.disagreement,
+            source.stamp, self.sequence, self.controller.model_version, int(points.status),
+            points.reason, self.config.base_frame))
+        if self.trajectory_pub is not None:
+            field = "effort" if not self.stand and self.config.command_mode == "effort" \
+                else "positions"
+            self.trajectory_pub.publish(joint_trajectory_message(
+                self.command_joints, points.commands, points.times, field, source.stamp,
+                self.config.base_frame))
 
     def _publish_diagnostics(self) -> None:
         """Planner health on /diagnostics: OK planning, WARN exploring / stale input / last plan

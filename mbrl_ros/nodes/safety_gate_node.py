@@ -4,10 +4,14 @@ Every control tick (node clock, so ``use_sim_time`` works) the gate publishes ei
 command or a fallback, because ros2_control forward controllers hold the last command forever.
 Planner commands are ``mbrl_ros/PlannedCommand`` messages, mapped onto the gate's joints by
 name and judged by their own stamp, status and disagreement; joint states by their header
-stamps. On SIGINT/SIGTERM the gate publishes a final hold before it exits.
+stamps. A command of several timed points (a streamed plan) is sampled at each tick's time, so
+the robot gets a fresh command every control period whatever the planner's rate. On
+SIGINT/SIGTERM the gate publishes a final hold before it exits.
 Run: ``python -m mbrl_ros.nodes.safety_gate_node --ros-args --params-file <robot.yaml>``;
-remap the output with ``-r effort_controller/commands:=<controller>/commands``. Topic names are
-relative (the node's namespace applies); /diagnostics is global.
+remap the output with ``-r effort_controller/commands:=<controller>/commands`` (or, with
+``output_interface: joint_trajectory``, ``-r joint_trajectory_controller/joint_trajectory:=
+<controller>/joint_trajectory``). Topic names are relative (the node's namespace applies);
+/diagnostics is global.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
 
-from mbrl_ros.nodes.conversions import JointNameMap, stamp_to_seconds
+from mbrl_ros.nodes.conversions import (JointNameMap, joint_trajectory_message,
+                                        stamp_to_seconds)
 from mbrl_ros.core.safety_gate import (GateCommand, GateConfig, GateOutput, GateState,
                                        GravityFn, SafetyGate)
 from mbrl_ros.core.safety_gate_config import PER_JOINT_FIELDS
@@ -49,6 +55,11 @@ from mbrl_ros.robots.workspace_points import workspace_guard, workspace_unavaila
 
 PLANNED_COMMAND_TOPIC = "mbrl/planned_command"
 COMMAND_TOPIC = "effort_controller/commands"
+TRAJECTORY_TOPIC = "joint_trajectory_controller/joint_trajectory"
+"""Output with ``output_interface: joint_trajectory`` (remap it to the controller's)."""
+OUTPUT_INTERFACES = ("forward", "joint_trajectory")
+"""forward: std_msgs/Float64MultiArray for a forward command controller; joint_trajectory:
+trajectory_msgs/JointTrajectory for a joint_trajectory_controller (position mode only)."""
 JOINT_STATES_TOPIC = "joint_states"
 GATE_STATUS_TOPIC = "mbrl/gate/status"
 COMMAND_QOS = PLANNED_COMMAND_QOS
@@ -59,8 +70,9 @@ STATUS_QOS = LATCHED_STATUS_QOS
 FINAL_HOLD_ACK_S = 0.5
 """How long the stopping gate waits for the controller to acknowledge its final hold."""
 TICK_DUE_FRACTION = 0.99
-"""A joint state arriving this fraction of a period after the last output triggers the next
-one (timers fire late under load, or once for several periods when simulated time jumps)."""
+"""The next output is due this fraction of a period after the last one: a joint state arriving
+then triggers it (timers fire late under load, or once for several periods when simulated time
+jumps), and the control-rate timer, restarted by every output, publishes it otherwise."""
 DIAGNOSTICS_PERIOD_S = 1.0
 """Default period of the /diagnostics message (parameter ``diagnostics_period_s``)."""
 DIAGNOSTICS_PERIOD_RANGE_S = (0.01, 60.0)
@@ -124,7 +136,10 @@ class SafetyGateNode(Node):
         self._period = 1.0 / self.config.control_rate_hz
         self._planner_alive = 0
         self._stopped = False
-        self._command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC, OUTPUT_QOS)
+        self._trajectory_output = self._output_interface == "joint_trajectory"
+        self._command_pub = self.create_publisher(
+            JointTrajectory, TRAJECTORY_TOPIC, OUTPUT_QOS) if self._trajectory_output \
+            else self.create_publisher(Float64MultiArray, COMMAND_TOPIC, OUTPUT_QOS)
         self._status_pub = self.create_publisher(GateStatus, GATE_STATUS_TOPIC, STATUS_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(
@@ -133,14 +148,15 @@ class SafetyGateNode(Node):
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, STATE_QOS)
         self.create_service(SetBool, "~/estop", self._on_estop)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_timer(self._period, self._on_tick,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self._tick_timer = self.create_timer(self._period, self._on_tick,
+                                             callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(self.get_parameter("diagnostics_period_s").value, self._on_diagnostics)
         self.add_on_set_parameters_callback(self._refuse_workspace_changes)
         self._raise_priority()
         self.get_logger().info(
             f"safety gate: {self.config.control_mode} mode, joints {list(self.config.joints)}, "
-            f"{self.config.control_rate_hz} Hz, watchdog {self.config.watchdog_timeout_s} s"
+            f"{self.config.control_rate_hz} Hz, watchdog {self.config.watchdog_timeout_s} s, "
+            f"output {self._command_pub.topic_name} ({self._output_interface})"
             + (", hold with gravity compensation" if gravity is not None
                and not self.config.driver_gravity_compensation else ""))
 
@@ -158,8 +174,17 @@ class SafetyGateNode(Node):
         self._forward_on_command = self.declare_parameter(
             "forward_on_command", True, ParameterDescriptor(
                 description="check and forward each planner command as it arrives (lowest "
-                "latency); the control-rate timer then publishes only when nothing went out "
-                "for half a period (fallback, heartbeat). false: the timer alone publishes",
+                "latency; an extra output between two ticks), the control-rate timer "
+                "following a period after the last output. false: planner commands are "
+                "sampled on the control ticks only",
+                read_only=True)).value
+        self._output_interface = self.declare_parameter(
+            "output_interface", OUTPUT_INTERFACES[0], ParameterDescriptor(
+                description="forward: std_msgs/Float64MultiArray on effort_controller/commands "
+                "(a forward command controller); joint_trajectory: trajectory_msgs/"
+                "JointTrajectory on joint_trajectory_controller/joint_trajectory, one point "
+                "(the gated command) one control period ahead, for a "
+                "joint_trajectory_controller's position interface (control_mode position only)",
                 read_only=True)).value
         self._realtime_priority = self.declare_parameter(
             "realtime_priority", 0, ParameterDescriptor(
@@ -183,6 +208,7 @@ class SafetyGateNode(Node):
         values = {f.name: self.get_parameter(f.name).value for f in fields(GateConfig)[1:]}
         urdf_limits = resolve_urdf(urdf).joint_limits if urdf else None
         config = gate_config_from_parameters(dict(values, joints=joints), urdf_limits)
+        output_interface_error(self._output_interface, config.control_mode)
         gravity = None
         if urdf and config.control_mode == "effort" and not config.driver_gravity_compensation:
             gravity = gravity_model(urdf, config.joints)
@@ -291,12 +317,14 @@ class SafetyGateNode(Node):
 
     @_guarded
     def _on_tick(self) -> None:
-        if self._forward_on_command and self._now() - self._last_publish < 0.5 * self._period:
-            return  # a planner command went out within this period
-        self._decide_and_publish()
+        if self._now() - self._last_publish < self._period * TICK_DUE_FRACTION:
+            return  # this period's output went out already (the timer ran late)
+        self._decide_and_publish(from_timer=True)
 
-    def _decide_and_publish(self) -> None:
-        """One gate decision, published with its status."""
+    def _decide_and_publish(self, from_timer: bool = False) -> None:
+        """One gate decision, published with its status. An output not made by the timer
+        (a joint state or a forwarded command) restarts the timer, so the next one follows a
+        control period later: a command every period, never two periods apart."""
         stamp = self.get_clock().now()
         if stamp.nanoseconds == 0:  # simulated time, and no /clock yet: nothing to judge by
             self.get_logger().info("waiting for /clock", throttle_duration_sec=5.0)
@@ -308,10 +336,21 @@ class SafetyGateNode(Node):
             out = self.gate.tick(stamp.nanoseconds * 1e-9)
             self._last = out
             self._last_publish = stamp.nanoseconds * 1e-9
+        if not from_timer:
+            self._tick_timer.reset()
         if out.command is not None:
-            self._command_pub.publish(Float64MultiArray(data=out.command.tolist()))
+            self._publish_output(out.command)
         self._log_transition(previous, out)
         self._publish_status(out, out.reason, stamp)
+
+    def _publish_output(self, command: np.ndarray) -> None:
+        """The gated command to the controller: a Float64MultiArray, or a JointTrajectory
+        whose one point (start now, reached one control period later) is the command."""
+        if self._trajectory_output:
+            self._command_pub.publish(joint_trajectory_message(
+                self.config.joints, command[None, :], [self._period], "positions"))
+        else:
+            self._command_pub.publish(Float64MultiArray(data=command.tolist()))
 
     def _publish_status(self, out: GateOutput, reason: str, stamp) -> None:
         status = GateStatus(state=int(out.state), reason=reason,
@@ -348,7 +387,7 @@ class SafetyGateNode(Node):
             command = self.gate.final_command(stamp.nanoseconds * 1e-9)
             last = self._last
         if command is not None:
-            self._command_pub.publish(Float64MultiArray(data=command.tolist()))
+            self._publish_output(command)
             # reliable delivery before the writer goes away with the process
             if not self._command_pub.wait_for_all_acked(Duration(seconds=FINAL_HOLD_ACK_S)):
                 self.get_logger().warning("final hold not acknowledged by every subscriber")
@@ -379,6 +418,19 @@ class SafetyGateNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
+
+
+def output_interface_error(output_interface: str, control_mode: str) -> None:
+    """Raise ValueError for an output interface the control mode cannot use."""
+    if output_interface not in OUTPUT_INTERFACES:
+        raise ValueError(f"output_interface must be one of {OUTPUT_INTERFACES}, "
+                         f"got {output_interface!r}")
+    if output_interface == "joint_trajectory" and control_mode != "position":
+        raise ValueError(
+            "output_interface 'joint_trajectory' needs control_mode 'position': a "
+            "joint_trajectory_controller follows position points (with an effort or velocity "
+            f"command interface through its own PID), it cannot take {control_mode} commands; "
+            "use output_interface 'forward' with a forward command controller")
 
 
 def gravity_model(urdf: str, joints: Sequence[str]) -> Optional[GravityFn]:

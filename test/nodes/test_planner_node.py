@@ -1,7 +1,8 @@
 """planner_node on real topics: hot-swaps models between ticks, refuses corrupt and foreign
-checkpoints, stamps each command with its source joint state, stops promptly; plans with the
-nominal model alone when told to, and switches model source at runtime; takes a learned
-value/policy only when it fits the planner's task and cost, and uses it as the value.*
+checkpoints, stamps each command with its source joint state, streams the whole plan as timed
+points (one with stream_plan off), also as a JointTrajectory when asked, stops promptly; plans
+with the nominal model alone when told to, and switches model source at runtime; takes a
+learned value/policy only when it fits the planner's task and cost, and uses it as the value.*
 parameters say (at run time)."""
 
 import dataclasses
@@ -23,6 +24,7 @@ from rcl_interfaces.msg import Log
 from geometry_msgs.msg import Point, Pose, PoseStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
+from trajectory_msgs.msg import JointTrajectory
 
 from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.core.residual import ResidualDynamics
@@ -30,6 +32,7 @@ from mbrl_ros.core.safety_gate_config import CommandStatus
 from mbrl_ros.core.task_reward import task_cost_hash
 from mbrl_ros.core.value_policy import ValuePolicy, ValuePolicyConfig
 from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
+from mbrl_ros.nodes.conversions import duration_to_seconds
 from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
 from mbrl_ros.tasks.reach import ReachCostConfig, load_robot, nominal_dynamics
 from mbrl_ros.robots.servo_model import ServoConfig
@@ -38,6 +41,7 @@ from ros_helpers import spin_until
 REPO = pathlib.Path(__file__).resolve().parents[2]
 URDF = str(REPO / "urdf" / "arm7.urdf")
 RATE_HZ = 25.0
+HORIZON = 5
 HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]  # inside every joint range
 KP, KD = (400.0, 500.0, 350.0, 250.0, 60.0, 40.0, 20.0), (40.0,)
 # as the trainer announces: dynamics and value/policy checkpoints share the topic
@@ -80,7 +84,7 @@ def start_planner(model_dir: pathlib.Path, *parameters: str) -> subprocess.Popen
         "-p", f"servo_kp:={list(KP)}", "-p", f"servo_kd:={list(KD)}",
         "-p", "state_timeout_s:=1.0",
         # a planning step well inside the period, so a late tick would be the planner's fault
-        "-p", "planner.num_samples:=32", "-p", "planner.horizon:=5",
+        "-p", "planner.num_samples:=32", "-p", f"planner.horizon:={HORIZON}",
         "-p", "planner.num_iterations:=1", *extra])
 
 
@@ -179,7 +183,17 @@ def test_model_swap_and_corrupt_checkpoints_are_refused(ros_context, tmp_path):
         assert sequence == sorted(sequence) and len(set(sequence)) == len(sequence)
         assert commands[0].status == CommandStatus.EXPLORING
         assert commands[-1].status == CommandStatus.PLANNED and commands[-1].model_version == 7
-        assert len(commands[-1].points) == 1 and commands[-1].points[0].disagreement >= 0.0
+        # the whole plan: one point per model step, each with at least the plan's largest
+        # disagreement (what the controller judged it by)
+        planned = commands[-1]
+        assert len(planned.points) == HORIZON
+        np.testing.assert_allclose([duration_to_seconds(p.time_from_start)
+                                    for p in planned.points],
+                                   np.arange(HORIZON) / RATE_HZ, atol=1e-9)
+        assert all(p.disagreement >= planned.points[0].disagreement >= 0.0
+                   for p in planned.points)
+        assert all(len(c.points) == 1 for c in commands
+                   if c.status == CommandStatus.EXPLORING)
         assert spin_until(executor, lambda: diagnostics and "model v7" in diagnostics[-1].message,
                           5.0), "planner diagnostics missing"
         values = {kv.key: kv.value for kv in diagnostics[-1].values}
@@ -200,9 +214,12 @@ def test_nominal_model_source_plans_without_data_and_switches_at_runtime(
     torch.set_num_threads(1)
     model_dir = tmp_path / "models"
     model_dir.mkdir()
-    planner = start_planner(model_dir, "model_source:=nominal")
+    planner = start_planner(model_dir, "model_source:=nominal", "publish_trajectory:=true")
     probe, executor, commands, joint_pub, update_pub, goal_pub = planner_probe(
         ros_context, "nominal_probe")
+    trajectories = []
+    probe.create_subscription(JointTrajectory, "/mbrl/planned_trajectory", trajectories.append,
+                              100)
     robot = load_robot(URDF)
     probe.create_timer(0.01, lambda: joint_pub.publish(JointState(
         header=Header(stamp=probe.get_clock().now().to_msg()), name=list(robot.joint_names),
@@ -224,6 +241,16 @@ def test_nominal_model_source_plans_without_data_and_switches_at_runtime(
                                      pose=Pose(position=Point(x=0.4, y=0.1, z=0.5))))
         # no data and no model: planned with the nominal model (version 0)
         assert newest(lambda c: c.status == CommandStatus.PLANNED and c.model_version == 0)
+        # the same plan as a JointTrajectory: position targets at the same times and stamp
+        planned = commands[-1]
+        assert spin_until(executor, lambda: any(
+            t.header.stamp == planned.header.stamp for t in trajectories), 5.0)
+        trajectory = next(t for t in trajectories if t.header.stamp == planned.header.stamp)
+        assert list(trajectory.joint_names) == list(planned.joint_names)
+        assert len(trajectory.points) == len(planned.points) == HORIZON
+        for point, sent in zip(trajectory.points, planned.points):
+            assert list(point.positions) == list(sent.command) and not point.effort
+            assert point.time_from_start == sent.time_from_start
         checkpoint = model_dir / "model_000001.mbrl"
         sha = _checkpoint(checkpoint, 0)
         update_pub.publish(ModelUpdate(version=1, checkpoint_path=str(checkpoint), sha256=sha,
@@ -249,7 +276,7 @@ def test_value_policy_is_checked_and_used_as_the_value_settings_say(ros_context,
     torch.set_num_threads(1)
     model_dir = tmp_path / "models"
     model_dir.mkdir()
-    planner = start_planner(model_dir)
+    planner = start_planner(model_dir, "stream_plan:=false")
     probe, executor, commands, joint_pub, update_pub, goal_pub = planner_probe(
         ros_context, "value_probe")
     statuses = []
@@ -355,6 +382,10 @@ def test_value_policy_is_checked_and_used_as_the_value_settings_say(ros_context,
         assert spin_until(executor, lambda: len(commands) > count, 5.0)
         # planned again (the untrained model's plans may be the least violating ones)
         assert commands[-1].status in (CommandStatus.PLANNED, CommandStatus.RECOVERING)
+        assert len(commands[-1].points) == 1  # stream_plan false: the first action only
+        future = parameters.set_parameters([Parameter("stream_plan", value=True)])
+        executor.spin_until_future_complete(future, timeout_sec=10.0)
+        assert not future.result().results[0].successful, "stream_plan is read at start"
     finally:
         planner.send_signal(signal.SIGINT)
         planner.wait(timeout=30)
