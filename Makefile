@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup demo test lint bench freeze clean
 
@@ -17,8 +18,10 @@ test: setup
 lint: setup
 	@$(ENV) python -m flake8 mbrl_ros test bench
 
+# Planner side by side (mbrl_ros, pytorch_mppi, mbrl-lib); mbrl-lib lives in its own venv.
 bench: setup
-	@$(ENV) python -m bench.planner_latency
+	@bash bench/peers_venv.sh || echo "bench: no mbrl-lib venv; running without mbrl-lib"
+	@$(ENV) python -m bench.planner_peers $(BENCH_ARGS)
 
 freeze:
 	@(echo "# Pinned versions of everything in the venv (regenerate: make freeze)."; \
