@@ -1,16 +1,19 @@
-"""Latency of the running graph: /joint_states message -> gated command, with the trainer busy.
+"""Timing of the running graph with streamed plans, with the trainer busy.
 
-Starts arm_sim.launch.yaml with the package's runner and a derived parameters file (planner
-triggered by every joint state, control at ``--rate`` Hz, trainer retraining continuously),
-waits for a model and sends a goal, then for ``--seconds`` measures on real topics:
+Starts arm_sim.launch.yaml with the package's runner and a derived parameters file: the sim
+and the safety gate at ``--rate`` Hz (joint states and control ticks), the planner on its own
+timer at ``--plan-rate`` Hz (one model step per plan period) sending its whole plan, which the
+gate samples on every tick; the trainer retrains continuously (at its own lowered priority, its
+``niceness``). Waits for a model and sends a goal, then for ``--seconds`` measures on real
+topics (ROS receive times at a probe node on the same machine):
 
-- latency: from a /joint_states message to the first gated command on the sim's controller
-  topic (/position_controller/commands for config/arm7.yaml) that carries the plan answering
-  it (ROS receive times at a probe node on the same machine);
-- missed ticks: joint-state messages the planner did not answer, and gaps in the gated
-  command stream longer than 1.5 control periods.
+- the command stream on the sim's controller topic (/position_controller/commands for
+  config/arm7.yaml): intervals between gated commands in control periods (p50, p99, p99.9,
+  max; how many longer than 1.5 and 3 periods);
+- latency from each /joint_states message to the next gated command (p50, p99, max ms);
+- the planner's own rate: planned commands per second, their intervals, points per command.
 
-    python -m bench.graph_latency --rate 100 --seconds 60
+    python -m bench.graph_latency --rate 100 --seconds 600 --out results/bench/graph_100hz.json
 """
 
 from __future__ import annotations
@@ -41,20 +44,22 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def derived_params(rate: float, model_kind: str, out: Path) -> Path:
-    """arm7.yaml with the planner and gate at ``rate`` and one model step per period."""
+def derived_params(rate: float, plan_rate: float, model_kind: str, stream: bool,
+                   out: Path) -> Path:
+    """arm7.yaml with the sim and the gate at ``rate``, the planner (and the model step) at
+    ``plan_rate``."""
     params = yaml.safe_load((REPO / "config" / "arm7.yaml").read_text())
-    period = 1.0 / rate
+    model_period = 1.0 / plan_rate
     planner = params["/**/planner"]["ros__parameters"]
-    planner.update(control_rate_hz=rate, model_period_s=period, trigger="joint_states",
-                   visualize_every=0)
-    planner["planner"].update(num_samples=64, horizon=8, num_iterations=1)
+    planner.update(control_rate_hz=plan_rate, model_period_s=model_period, trigger="timer",
+                   visualize_every=0, stream_plan=stream)
     trainer = params["/**/trainer"]["ros__parameters"]
-    trainer.update(model_period_s=period, retrain_period_s=1.0, model_kind=model_kind,
-                   min_transitions=int(5 * rate))
-    trainer["alignment"].update(control_rate_hz=rate, command_latency_s=0.5 * period)
+    trainer.update(model_period_s=model_period, retrain_period_s=1.0, model_kind=model_kind,
+                   min_transitions=int(5 * plan_rate))
+    trainer["alignment"].update(control_rate_hz=plan_rate,
+                                command_latency_s=0.5 * model_period)
     params["/**/safety_gate"]["ros__parameters"]["control_rate_hz"] = rate
-    params["/**/sim"]["ros__parameters"]["control_period"] = period
+    params["/**/sim"]["ros__parameters"]["control_period"] = 1.0 / rate
     path = out / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -65,17 +70,20 @@ class Probe:
 
     def __init__(self, node, command_topic: str):
         self.node = node
-        self.joint_states, self.planned, self.gated = [], [], []
+        self.joint_states, self.planned, self.gated, self.points = [], [], [], []
         self.model_version = 0
         node.create_subscription(JointState, "/joint_states",
                                  lambda m: self.joint_states.append(time.monotonic()), 100)
-        node.create_subscription(PlannedCommand, "/mbrl/planned_command",
-                                 lambda m: self.planned.append(time.monotonic()),
+        node.create_subscription(PlannedCommand, "/mbrl/planned_command", self._on_planned,
                                  PLANNED_COMMAND_QOS)
         node.create_subscription(Float64MultiArray, command_topic,
                                  lambda m: self.gated.append(time.monotonic()), 100)
         node.create_subscription(ModelUpdate, "/mbrl/model_update", self._on_model, LATCHED)
         self.goal_pub = node.create_publisher(PoseStamped, "/mbrl/goal", 10)
+
+    def _on_planned(self, msg):
+        self.planned.append(time.monotonic())
+        self.points.append(len(msg.points))
 
     def _on_model(self, msg):
         self.model_version = max(self.model_version, msg.version)
@@ -88,38 +96,56 @@ class Probe:
         self.goal_pub.publish(msg)
 
     def reset(self):
-        self.joint_states, self.planned, self.gated = [], [], []
+        self.joint_states, self.planned, self.gated, self.points = [], [], [], []
 
 
-def analyse(probe: Probe, rate: float) -> dict:
+def _percentiles(values: np.ndarray, name: str, quantiles=(50, 99)) -> dict:
+    if values.size == 0:
+        return {f"{name}_p{q}".replace(".", "_"): None for q in quantiles} | {f"{name}_max": None}
+    result = {f"{name}_p{q}".replace(".", "_"): float(np.percentile(values, q))
+              for q in quantiles}
+    result[f"{name}_max"] = float(values.max())
+    return result
+
+
+def analyse(probe: Probe, rate: float, seconds: float) -> dict:
     js, planned, gated = (np.array(x) for x in (probe.joint_states, probe.planned, probe.gated))
-    # each planned command answers the latest joint state received before it
-    answered = js[np.searchsorted(js, planned, side="right") - 1]
-    # the first gated command at or after each planned command carries it
-    index = np.searchsorted(gated, planned, side="left")
+    intervals = np.diff(gated) * rate  # in control periods
+    # each joint state -> the first gated command received after it
+    index = np.searchsorted(gated, js, side="right")
     valid = index < len(gated)
-    latency = (gated[index[valid]] - answered[valid]) * 1e3
-    gaps = np.diff(gated)
-    return dict(joint_states=len(js), planned=len(planned), gated=len(gated),
-                unanswered_joint_states=int(len(js) - len(np.unique(answered))),
-                latency_ms_p50=float(np.percentile(latency, 50)),
-                latency_ms_p99=float(np.percentile(latency, 99)),
-                latency_ms_max=float(latency.max()),
-                gated_gaps_over_1_5_periods=int(np.sum(gaps > 1.5 / rate)))
+    latency = (gated[index[valid]] - js[valid]) * 1e3
+    plan_intervals = np.diff(planned) * 1e3
+    return dict(
+        joint_states=len(js), planned=len(planned), gated=len(gated),
+        gated_rate_hz=len(gated) / seconds,
+        **_percentiles(intervals, "interval_periods", (50, 99, 99.9)),
+        intervals_over_1_5_periods=int(np.sum(intervals > 1.5)),
+        intervals_over_3_periods=int(np.sum(intervals > 3.0)),
+        **_percentiles(latency, "state_to_command_ms"),
+        plan_rate_hz=len(planned) / seconds,
+        **_percentiles(plan_intervals, "plan_interval_ms"),
+        points_per_plan_mean=float(np.mean(probe.points)) if probe.points else None)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="control rate: the sim's joint states and the gate's ticks [Hz]")
+    parser.add_argument("--plan-rate", type=float, default=25.0,
+                        help="the planner's rate, one model step per plan [Hz]")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--no-stream", action="store_true",
+                        help="the planner sends its first action only (stream_plan false)")
     parser.add_argument("--model-kind", choices=("residual", "ensemble"), default="ensemble")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="longest wait for the first model")
     parser.add_argument("--out", default=str(REPO / "results" / "bench" / "graph_latency.json"))
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="mbrl_latency_"))
-    params = derived_params(args.rate, args.model_kind, work)
+    params = derived_params(args.rate, args.plan_rate, args.model_kind, not args.no_stream,
+                            work)
     controller = yaml.safe_load(params.read_text())["/**/sim"]["ros__parameters"].get(
         "controller_name", "position_controller")
     graph = subprocess.Popen(
@@ -148,8 +174,10 @@ def main(argv=None) -> int:
         end = time.monotonic() + args.seconds
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.01)
-        result = dict(rate_hz=args.rate, seconds=args.seconds, model_kind=args.model_kind,
-                      model_version=probe.model_version, **analyse(probe, args.rate))
+        result = dict(rate_hz=args.rate, plan_rate_setting_hz=args.plan_rate,
+                      stream_plan=not args.no_stream, seconds=args.seconds,
+                      model_kind=args.model_kind, model_version=probe.model_version,
+                      **analyse(probe, args.rate, args.seconds))
     finally:
         graph.send_signal(signal.SIGINT)
         graph.wait(timeout=60)
