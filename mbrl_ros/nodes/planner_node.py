@@ -369,9 +369,9 @@ class PlannerNode(Node):
         arrays = self.state_map.from_joint_state(msg)
         if arrays is None or not (np.all(np.isfinite(arrays.position))
                                   and np.all(np.isfinite(arrays.velocity))):
-            self.get_logger().warn("ignoring joint state: missing joints "
-                                   f"{self.state_map.missing(msg.name)} or non-finite values",
-                                   throttle_duration_sec=2.0)
+            self.get_logger().warning("ignoring joint state: missing joints "
+                                      f"{self.state_map.missing(msg.name)} or non-finite values",
+                                      throttle_duration_sec=2.0)
             return
         self.latest_state = (arrays, self.get_clock().now().nanoseconds * 1e-9, msg.header)
         if self.config.trigger == "joint_states":
@@ -386,15 +386,15 @@ class PlannerNode(Node):
                 [twist.linear.x, twist.linear.y, twist.linear.z],
                 [twist.angular.x, twist.angular.y, twist.angular.z])
         except ValueError as error:
-            self.get_logger().warn(f"ignoring odometry: {error}", throttle_duration_sec=2.0)
+            self.get_logger().warning(f"ignoring odometry: {error}", throttle_duration_sec=2.0)
             return
         if np.all(np.isfinite(odom)):
             self.latest_odom = (odom, self.get_clock().now().nanoseconds * 1e-9)
 
     def _on_goal(self, msg: PoseStamped) -> None:
         if self.stand:
-            self.get_logger().warn("the stand task takes no goals; ignoring",
-                                   throttle_duration_sec=10.0)
+            self.get_logger().warning("the stand task takes no goals; ignoring",
+                                      throttle_duration_sec=10.0)
             return
         position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
         frame = msg.header.frame_id
@@ -406,8 +406,8 @@ class PlannerNode(Node):
         self.get_logger().info(f"new goal {np.round(position, 3).tolist()}")
         if self.workspace is not None and self.workspace.enabled \
                 and self.workspace.ee_excess(position) > 0.0:
-            self.get_logger().warn(f"goal {np.round(position, 3).tolist()} is outside the "
-                                   "workspace: the arm stops at its boundary")
+            self.get_logger().warning(f"goal {np.round(position, 3).tolist()} is outside the "
+                                      "workspace: the arm stops at its boundary")
 
     def _value_expected(self, cost) -> Dict[str, Any]:
         """What a value/policy's checkpoint metadata must say to be used by this planner (the
@@ -613,8 +613,8 @@ class PlannerNode(Node):
         odom, odom_received = self.latest_odom if self.latest_odom is not None else (None, -1e18)
         if now - received > self.config.state_timeout_s or (
                 self.stand and now - odom_received > self.config.state_timeout_s):
-            self.get_logger().warn("joint state or odometry is stale; not commanding",
-                                   throttle_duration_sec=2.0)
+            self.get_logger().warning("joint state or odometry is stale; not commanding",
+                                      throttle_duration_sec=2.0)
             self.stale = True
             return
         self.stale = False
@@ -642,7 +642,7 @@ class PlannerNode(Node):
         self.mode = mode
         stats = self.controller.recovery_stats
         if mode == MODE_RECOVERY:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"plans untrusted (disagreement above "
                 f"{self.controller.recovery.disagreement_threshold:g}): recovering toward the "
                 f"last trusted pose (recovery {stats.recoveries})")
