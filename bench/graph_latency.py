@@ -13,6 +13,10 @@ topics (ROS receive times at a probe node on the same machine):
 - latency from each /joint_states message to the next gated command (p50, p99, max ms);
 - the planner's own rate: planned commands per second, their intervals, points per command.
 
+The sim stands in for the robot's driver and the probe for the controller, so both run at
+real-time priority (SCHED_FIFO, as ros2_control's controller manager does) where the system
+allows it; the JSON records whether they did.
+
     python -m bench.graph_latency --rate 100 --seconds 600 --out results/bench/graph_100hz.json
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -45,7 +50,7 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 
 
 def derived_params(rate: float, plan_rate: float, model_kind: str, stream: bool,
-                   out: Path) -> Path:
+                   forward_on_command: bool, out: Path) -> Path:
     """arm7.yaml with the sim and the gate at ``rate``, the planner (and the model step) at
     ``plan_rate``."""
     params = yaml.safe_load((REPO / "config" / "arm7.yaml").read_text())
@@ -58,11 +63,45 @@ def derived_params(rate: float, plan_rate: float, model_kind: str, stream: bool,
                    min_transitions=int(5 * plan_rate))
     trainer["alignment"].update(control_rate_hz=plan_rate,
                                 command_latency_s=0.5 * model_period)
-    params["/**/safety_gate"]["ros__parameters"]["control_rate_hz"] = rate
+    params["/**/safety_gate"]["ros__parameters"].update(control_rate_hz=rate,
+                                                        forward_on_command=forward_on_command)
     params["/**/sim"]["ros__parameters"]["control_period"] = 1.0 / rate
     path = out / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+DRIVER_PRIORITY = 30
+"""SCHED_FIFO priority of the sim, which stands in for the robot's driver (ros2_control's
+controller manager runs at real-time priority); above the gate's (config: 20)."""
+PROBE_PRIORITY = 10
+"""SCHED_FIFO priority of the probe, which stands in for the controller receiving commands."""
+
+
+def node_pids(parent: int) -> dict:
+    """``{node name: pid}`` of the nodes the launch runner ``parent`` started."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        for argument in arguments:
+            if argument.startswith(b"__node:="):
+                found[argument.split(b"=", 1)[1].decode()] = int(entry.name)
+    return found
+
+
+def real_time(pid: int, priority: int) -> str:
+    """Every thread of ``pid`` at SCHED_FIFO ``priority``; '' or why it could not."""
+    try:
+        for thread in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setscheduler(int(thread.name), os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as error:
+        return str(error)
+    return ""
 
 
 class Probe:
@@ -138,6 +177,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--no-stream", action="store_true",
                         help="the planner sends its first action only (stream_plan false)")
+    parser.add_argument("--forward-on-command", choices=("true", "false"), default="false",
+                        help="the gate also publishes each plan as it arrives (an output "
+                        "between two ticks)")
     parser.add_argument("--model-kind", choices=("residual", "ensemble"), default="ensemble")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="longest wait for the first model")
@@ -145,7 +187,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="mbrl_latency_"))
     params = derived_params(args.rate, args.plan_rate, args.model_kind, not args.no_stream,
-                            work)
+                            args.forward_on_command == "true", work)
     controller = yaml.safe_load(params.read_text())["/**/sim"]["ros__parameters"].get(
         "controller_name", "position_controller")
     graph = subprocess.Popen(
@@ -166,6 +208,13 @@ def main(argv=None) -> int:
         if probe.model_version == 0:
             print(f"no model within {args.timeout} s; see {work / 'graph.log'}")
             return 1
+        sim = node_pids(graph.pid).get("sim")
+        priorities = dict(
+            sim=real_time(sim, DRIVER_PRIORITY) if sim else "sim not found",
+            probe=real_time(os.getpid(), PROBE_PRIORITY))
+        print("real-time priority: " + ", ".join(
+            f"{name} {'SCHED_FIFO' if not error else 'normal (' + error + ')'}"
+            for name, error in priorities.items()), flush=True)
         probe.send_goal((0.45, 0.2, 0.5))
         end = time.monotonic() + 3.0
         while time.monotonic() < end:
@@ -176,7 +225,9 @@ def main(argv=None) -> int:
             executor.spin_once(timeout_sec=0.01)
         result = dict(rate_hz=args.rate, plan_rate_setting_hz=args.plan_rate,
                       stream_plan=not args.no_stream, seconds=args.seconds,
+                      forward_on_command=args.forward_on_command == "true",
                       model_kind=args.model_kind, model_version=probe.model_version,
+                      real_time_priority={k: not v for k, v in priorities.items()},
                       **analyse(probe, args.rate, args.seconds))
     finally:
         graph.send_signal(signal.SIGINT)
