@@ -16,7 +16,6 @@ remap the output with ``-r effort_controller/commands:=<controller>/commands`` (
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from dataclasses import fields
@@ -43,6 +42,7 @@ from mbrl_ros.nodes.conversions import (JointNameMap, joint_trajectory_message,
 from mbrl_ros.core.safety_gate import (GateCommand, GateConfig, GateOutput, GateState,
                                        GravityFn, SafetyGate)
 from mbrl_ros.core.safety_gate_config import PER_JOINT_FIELDS
+from mbrl_ros.core.tick_schedule import TickSchedule
 from mbrl_ros.core.workspace import WorkspaceConfig, WorkspaceGuard
 from mbrl_ros.msg import GateStatus, PlannedCommand
 from mbrl_ros.nodes.parameters import declare_config, field_docstrings
@@ -69,10 +69,6 @@ STATE_QOS = JOINT_STATE_QOS
 STATUS_QOS = LATCHED_STATUS_QOS
 FINAL_HOLD_ACK_S = 0.5
 """How long the stopping gate waits for the controller to acknowledge its final hold."""
-TICK_DUE_FRACTION = 0.99
-"""The next output is due this fraction of a period after the last one: a joint state arriving
-then triggers it (timers fire late under load, or once for several periods when simulated time
-jumps), and the control-rate timer, restarted by every output, publishes it otherwise."""
 DIAGNOSTICS_PERIOD_S = 1.0
 """Default period of the /diagnostics message (parameter ``diagnostics_period_s``)."""
 DIAGNOSTICS_PERIOD_RANGE_S = (0.01, 60.0)
@@ -132,8 +128,8 @@ class SafetyGateNode(Node):
         self._joint_map = JointNameMap(self.config.joints)
         self._lock = threading.Lock()
         self._last: Optional[GateOutput] = None
-        self._last_publish = -math.inf
         self._period = 1.0 / self.config.control_rate_hz
+        self._schedule = TickSchedule(self._period)
         self._planner_alive = 0
         self._stopped = False
         self._trajectory_output = self._output_interface == "joint_trajectory"
@@ -280,12 +276,14 @@ class SafetyGateNode(Node):
 
     @_guarded
     def _on_joint_state(self, msg: JointState) -> None:
+        stamp, now = stamp_to_seconds(msg.header.stamp), self._now()
+        # the robot's tick: the joint state's stamp (unless implausible, then the clock's)
+        tick = stamp if abs(stamp - now) <= self.config.state_timeout_s else now
         with self._lock:
-            self.gate.set_joint_state(msg.name, msg.position, msg.velocity,
-                                      stamp_to_seconds(msg.header.stamp))
-            due = self._now() - self._last_publish >= self._period * TICK_DUE_FRACTION
-        if due:  # the robot's own rate keeps the stream going when the timer runs late
-            self._decide_and_publish()
+            self.gate.set_joint_state(msg.name, msg.position, msg.velocity, stamp)
+            due = self._schedule.due(tick)
+        if due:  # each joint state of the robot's rate gets one output (the timer fills in)
+            self._decide_and_publish(tick=tick)
 
     def _on_planner_liveliness(self, info) -> None:
         alive = int(info.alive_count)
@@ -317,14 +315,17 @@ class SafetyGateNode(Node):
 
     @_guarded
     def _on_tick(self) -> None:
-        if self._now() - self._last_publish < self._period * TICK_DUE_FRACTION:
-            return  # this period's output went out already (the timer ran late)
-        self._decide_and_publish(from_timer=True)
+        now = self._now()
+        with self._lock:
+            due = self._schedule.due(now)
+        if due:  # no joint state answered this period
+            self._decide_and_publish(tick=now, from_timer=True)
 
-    def _decide_and_publish(self, from_timer: bool = False) -> None:
-        """One gate decision, published with its status. An output not made by the timer
-        (a joint state or a forwarded command) restarts the timer, so the next one follows a
-        control period later: a command every period, never two periods apart."""
+    def _decide_and_publish(self, tick: Optional[float] = None, from_timer: bool = False) -> None:
+        """One gate decision, published with its status. ``tick``: the control tick it
+        answers (:class:`TickSchedule`); None: an extra output (a forwarded command). An
+        output not made by the timer restarts the timer, so it fires only when no joint state
+        came for a period: a command every period, never two periods apart."""
         stamp = self.get_clock().now()
         if stamp.nanoseconds == 0:  # simulated time, and no /clock yet: nothing to judge by
             self.get_logger().info("waiting for /clock", throttle_duration_sec=5.0)
@@ -335,7 +336,8 @@ class SafetyGateNode(Node):
             previous = self._last
             out = self.gate.tick(stamp.nanoseconds * 1e-9)
             self._last = out
-            self._last_publish = stamp.nanoseconds * 1e-9
+            if tick is not None:
+                self._schedule.sent(tick)
         if not from_timer:
             self._tick_timer.reset()
         if out.command is not None:

@@ -121,6 +121,7 @@ def test_a_streamed_plan_is_sampled_on_every_control_tick(ros_context):
             if k % 25 == 0:  # joint states now and then (they also trigger an output when due)
                 probe.state(now)
             if abs(now - later_at) < 1e-9:
+                switch = len(probe.statuses)  # outputs from here on may sample the later plan
                 probe.plan(later_at, later_points, later_times, [0.1, 0.1])
                 assert spin_until(executor, lambda: stamp_to_seconds(
                     probe.statuses[-1].header.stamp) >= later_at - 1e-6, 5.0), "not forwarded"
@@ -128,13 +129,14 @@ def test_a_streamed_plan_is_sampled_on_every_control_tick(ros_context):
         stamps = np.array([stamp_to_seconds(s.header.stamp) for s in probe.statuses])
         outputs = np.array([o.data for o in probe.outputs])
         assert all(s.state == PASS for s in probe.statuses[first:])
-        for stamp, output, status in zip(stamps[first:], outputs[first:],
-                                         probe.statuses[first:]):
-            if stamp < later_at - 1e-6:
+        for index, (stamp, output, status) in enumerate(zip(stamps, outputs, probe.statuses)):
+            if index < first:
+                continue
+            if index < switch:
                 expected = sampled(stamp - start, times, points)
                 age = stamp - start
-                index = int(np.searchsorted(times, min(age, times[-1]), side="right"))
-                judged = max(spread[max(index - 1, 0)], spread[min(index, len(times) - 1)])
+                after = int(np.searchsorted(times, min(age, times[-1]), side="right"))
+                judged = max(spread[max(after - 1, 0)], spread[min(after, len(times) - 1)])
                 assert status.disagreement == pytest.approx(judged), (stamp, status)
             else:
                 expected = sampled(stamp - later_at, later_times, later_points)
@@ -228,3 +230,37 @@ def test_output_interfaces_that_make_no_sense_are_refused(ros_context, mode, int
                   Parameter("position_lower", value=[-2.0, -2.0]),
                   Parameter("position_upper", value=[2.0, 2.0]),
                   Parameter("max_position_step", value=[0.3, 0.3]))
+
+
+def test_each_joint_state_at_the_control_rate_gets_one_output(ros_context):
+    """The gate answers each joint state by its stamp (the robot's tick), even when its clock
+    still shows the previous tick (simulated time arrives after the joint state), and its timer
+    adds nothing while joint states keep coming: one output per joint state."""
+    period, start, ticks = 0.01, 50.0, 40
+    gate = make_gate(ros_context, Parameter("use_sim_time", value=True),
+                     Parameter("control_rate_hz", value=1.0 / period),
+                     Parameter("effort_limit", value=[5.0, 5.0]),
+                     Parameter("forward_on_command", value=False))
+    probe = Probe(ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(gate)
+    executor.add_node(probe.node)
+    try:
+        assert spin_until(executor, lambda: all(
+            pub.get_subscription_count() > 0 for pub in (probe.clock_pub, probe.state_pub)),
+            5.0)
+        advance(executor, probe, gate, start)
+        spin_until(executor, lambda: False, 0.1)
+        first = len(probe.statuses)
+        for k in range(1, ticks + 1):
+            now = start + k * period
+            probe.state(now)  # the robot's tick k, before the clock shows it
+            assert spin_until(executor, lambda: len(probe.statuses) >= first + k, 2.0), \
+                f"joint state {k} unanswered"
+            advance(executor, probe, gate, now)
+        spin_until(executor, lambda: False, 0.1)
+        assert len(probe.statuses) - first == ticks
+    finally:
+        executor.shutdown()
+        gate.destroy_node()
+        probe.node.destroy_node()
