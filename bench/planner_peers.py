@@ -28,6 +28,12 @@ Contenders (rows per step = network rows evaluated per horizon step and iteratio
 * ``mbrl-lib CEM TS x1`` - 1 particle: one member per sample; population ceil(N/E)*E (mbrl-lib
   needs a multiple of E), which is exactly the rows of mbrl_ros' partition.
 
+mbrl_ros and pytorch_mppi use only the members' means, so both run the mean head alone
+(mbrl_ros' rollout kernel drops the log-variance head; pytorch_mppi's dynamics function is the
+benchmark's to write, so it gets the same saving); mbrl-lib samples from the variance and runs
+both heads. ``--precision bf16`` adds mbrl_ros rows with ``bf16_rollouts`` (used only where the
+planner's start-up check passes; the row's note says which).
+
 mbrl-lib runs in a persistent subprocess of its own venv (``--peers-python``), driven over a
 pipe, so the rounds stay interleaved; it loads the same weights and its per-member outputs are
 checked against mbrl_ros' (max abs difference <= 1e-5, asserted) before timing. Each distinct
