@@ -277,8 +277,11 @@ class SafetyGateNode(Node):
     @_guarded
     def _on_joint_state(self, msg: JointState) -> None:
         stamp, now = stamp_to_seconds(msg.header.stamp), self._now()
-        # the robot's tick: the joint state's stamp (unless implausible, then the clock's)
-        tick = stamp if abs(stamp - now) <= self.config.state_timeout_s else now
+        # the robot's tick: the joint state's stamp, unless the gate is behind (a backlog of
+        # joint states then gets one output, not a burst) or the stamp is implausible
+        lag = now - stamp
+        on_time = -self.config.state_timeout_s <= lag <= self._schedule.slack
+        tick = stamp if on_time else now
         with self._lock:
             self.gate.set_joint_state(msg.name, msg.position, msg.velocity, stamp)
             due = self._schedule.due(tick)

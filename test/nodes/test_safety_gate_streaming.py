@@ -264,3 +264,35 @@ def test_each_joint_state_at_the_control_rate_gets_one_output(ros_context):
         executor.shutdown()
         gate.destroy_node()
         probe.node.destroy_node()
+
+
+def test_a_backlog_of_joint_states_gets_one_output(ros_context):
+    """Joint states the gate handles late (its clock a few periods past their stamps) are
+    scheduled by the clock: a backlog gets at most one output, not a burst of stale ticks."""
+    period, start, backlog = 0.01, 80.0, 5
+    gate = make_gate(ros_context, Parameter("use_sim_time", value=True),
+                     Parameter("control_rate_hz", value=1.0 / period),
+                     Parameter("effort_limit", value=[5.0, 5.0]),
+                     Parameter("forward_on_command", value=False))
+    probe = Probe(ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(gate)
+    executor.add_node(probe.node)
+    try:
+        assert spin_until(executor, lambda: all(
+            pub.get_subscription_count() > 0 for pub in (probe.clock_pub, probe.state_pub)),
+            5.0)
+        advance(executor, probe, gate, start)
+        late = start + (backlog + 3) * period  # the clock is 3 periods past the last stamp
+        advance(executor, probe, gate, late)
+        spin_until(executor, lambda: False, 0.1)
+        first = len(probe.statuses)
+        for k in range(1, backlog + 1):
+            probe.state(start + k * period)
+        spin_until(executor, lambda: False, 0.3)
+        # the timer may have answered this period already: at most one output, never a burst
+        assert len(probe.statuses) - first <= 1
+    finally:
+        executor.shutdown()
+        gate.destroy_node()
+        probe.node.destroy_node()
