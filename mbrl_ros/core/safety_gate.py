@@ -12,7 +12,8 @@ Each command is judged by its own fields (:class:`GateCommand`, the ROS-free for
 ``mbrl_ros/msg/PlannedCommand``): its age from the stamp of the joint state the plan started
 from, its status (a failed or infeasible plan asks for a hold; exploration gets tighter limits),
 and the disagreement of the plan point it forwards. A plan of several timed points is sampled
-at the current time (linear interpolation, never past its last point).
+at the current time (each point held until the next one's time, or linearly interpolated:
+``plan_sampling``; never past its last point).
 """
 
 from __future__ import annotations
@@ -309,7 +310,8 @@ class SafetyGate:
 
     # ----------------------------------------------------------------------------- judging
     def _sample(self, now: float) -> _Sample:
-        """The latest command at ``now``: checked, and interpolated along its plan."""
+        """The latest command at ``now``: checked, and sampled along its plan
+        (``plan_sampling``)."""
         cfg, command = self.config, self._command
         if not self._command_received:
             return _Sample(error="no planner command yet", fault=Fault.NO_COMMAND)
@@ -334,7 +336,9 @@ class SafetyGate:
         after = int(np.searchsorted(times, elapsed, side="right"))
         before, after = max(after - 1, 0), min(after, len(times) - 1)
         span = times[after] - times[before]
-        weight = 0.0 if span <= 0.0 else (elapsed - times[before]) / span
+        if cfg.plan_sampling == "hold" and elapsed < times[after]:
+            after = before  # the point applies until the next one's time
+        weight = 0.0 if span <= 0.0 or after == before else (elapsed - times[before]) / span
         points = np.asarray(command.points, dtype=np.float64)
         values = (1.0 - weight) * points[before] + weight * points[after]
         spread = np.asarray(command.disagreement, dtype=np.float64)[[before, after]]

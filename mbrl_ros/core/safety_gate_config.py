@@ -18,6 +18,8 @@ from mbrl_ros.core.trust import (DEFAULT_DISAGREEMENT_RESUME, DEFAULT_DISAGREEME
 CONTROL_MODES = ("effort", "position", "velocity")
 FALLBACK_POLICIES = ("hold", "zero_effort", "damping")
 OUT_OF_LIMITS_POLICIES = ("clamp", "fallback")
+PLAN_SAMPLINGS = ("hold", "linear")
+"""How the gate samples a streamed plan between its points (``plan_sampling``)."""
 LIMIT_FIELDS = ("position_lower", "position_upper", "velocity_limit", "effort_limit",
                 "max_position_step")
 PER_JOINT_FIELDS = ("hold_kp", "hold_kd", "servo_kp", "max_command_rate") + LIMIT_FIELDS
@@ -96,6 +98,10 @@ class GateConfig:
     """After a disagreement fallback, resume only once disagreement stays below this..."""
     resume_ticks: int = field(default=DEFAULT_RESUME_TICKS, metadata={"range": RESUME_TICKS_RANGE})
     """...for this many consecutive control ticks (core.trust.DisagreementHysteresis)."""
+    plan_sampling: str = "hold"
+    """How a streamed plan is sampled between its points: "hold" (each point until the next
+    one's time, as the planner's model applies an action for a whole model step) or "linear"
+    (interpolated, as a joint_trajectory_controller does)."""
     fallback: str = "hold"
     """Effort-mode fallback: hold (PD hold + damping), zero_effort or damping (-kd * qd)."""
     hold_kp: Tuple[float, ...] = (20.0,)
@@ -189,7 +195,8 @@ class GateConfig:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         for name, allowed in (("control_mode", CONTROL_MODES), ("fallback", FALLBACK_POLICIES),
-                              ("out_of_limits", OUT_OF_LIMITS_POLICIES)):
+                              ("out_of_limits", OUT_OF_LIMITS_POLICIES),
+                              ("plan_sampling", PLAN_SAMPLINGS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.control_mode != "effort" and self.fallback != "hold":

@@ -43,6 +43,7 @@ def feed(gate: SafetyGate, now: float, command=(1.0, -1.0), positions=(0.0, 0.0)
     (dict(effort_limit=math.inf), "effort_limit must be finite in effort mode"),
     (dict(control_mode="position", max_position_step=math.inf), "max_position_step"),
     (dict(control_mode="torque"), "control_mode"),
+    (dict(plan_sampling="cubic"), "plan_sampling"),
     (dict(control_mode="velocity", fallback="damping"), "fallback"),
     (dict(disagreement_resume=2.0), "disagreement_resume"),
     (dict(resume_ticks=0), "resume_ticks"),
@@ -454,16 +455,20 @@ def test_joint_states_are_judged_by_their_header_stamps():
     assert out.fault == Fault.STATE_UNAVAILABLE and "future" in out.reason
 
 
-def test_a_plan_is_sampled_at_the_current_time_and_never_past_its_end():
-    gate = SafetyGate(make_config(watchdog_timeout_s=1.0, disagreement_threshold=1.0))
+@pytest.mark.parametrize("sampling", ["hold", "linear"])
+def test_a_plan_is_sampled_at_the_current_time_and_never_past_its_end(sampling):
+    gate = SafetyGate(make_config(watchdog_timeout_s=1.0, disagreement_threshold=1.0,
+                                  plan_sampling=sampling))
     gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.0)
     gate.set_command(plan([[0.0, 0.0], [1.0, -1.0], [2.0, -2.0]], [0.0, 0.1, 0.2],
                           [0.1, 0.2, 0.3], 0.0))
-    np.testing.assert_allclose(gate.tick(0.05).command, [0.5, -0.5])
+    linear = sampling == "linear"
+    np.testing.assert_allclose(gate.tick(0.05).command, [0.5, -0.5] if linear else [0.0, 0.0])
     gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.15)
     out = gate.tick(0.15)
-    np.testing.assert_allclose(out.command, [1.5, -1.5])
-    assert out.disagreement == pytest.approx(0.3)  # the larger of the bracketing points
+    np.testing.assert_allclose(out.command, [1.5, -1.5] if linear else [1.0, -1.0])
+    # linear: the larger of the bracketing points; hold: the held point's
+    assert out.disagreement == pytest.approx(0.3 if linear else 0.2)
     gate.set_joint_state(JOINTS, (0.0, 0.0), (0.0, 0.0), 0.5)
     np.testing.assert_allclose(gate.tick(0.5).command, [2.0, -2.0])  # held at the last point
 

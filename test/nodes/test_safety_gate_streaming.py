@@ -90,6 +90,7 @@ def test_a_streamed_plan_is_sampled_on_every_control_tick(ros_context):
     gate = make_gate(ros_context, Parameter("use_sim_time", value=True),
                      Parameter("control_rate_hz", value=1.0 / period),
                      Parameter("effort_limit", value=[5.0, 5.0]),
+                     Parameter("plan_sampling", value="linear"),
                      Parameter("resume_ramp_s", value=0.0),
                      Parameter("watchdog_timeout_s", value=1.0),
                      Parameter("state_timeout_s", value=1.0),
