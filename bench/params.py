@@ -7,23 +7,12 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import yaml
 
+from bench.recorded import REPO, recorded_args
 from mbrl_ros.nodes.sim_config import SimConfig
 from mbrl_ros.robots.simulator import Simulator
 
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def recorded_args(args: Mapping[str, Any]) -> Dict[str, Any]:
-    """A benchmark's arguments as its results record them, naming no machine's folders:
-    paths inside the repository relative to it, other absolute paths (e.g. a scratch output
-    folder) by their file name only."""
-    def relative(value: Any) -> Any:
-        if isinstance(value, str) and Path(value).is_absolute():
-            path = Path(value).resolve()
-            return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
-        return value
-    return {key: relative(value) for key, value in args.items()}
+__all__ = ["REPO", "recorded_args", "config_from", "graph_params", "node_section",
+           "simulator_from"]
 
 
 def node_section(params: dict, node: str) -> Dict[str, Any]:

@@ -59,6 +59,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from bench.recorded import recorded_args
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PEERS_PYTHON = os.path.join(ROOT, ".build", "peers-venv", "bin", "python")
 AGREEMENT_TOL = 1e-5
@@ -745,7 +747,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             peer = PeerProcess(args.peers_python, args.threads)
             try:
                 hello = peer.request(cmd="hello")
-                peer_info = {"used": True, "python": args.peers_python, "mbrl": hello["mbrl"],
+                peer_info = {"used": True, "mbrl": hello["mbrl"],
+                             "python": recorded_args({"python": args.peers_python})["python"],
                              "torch": hello["torch"], "python_version": hello["python"]}
                 log(f"mbrl-lib {hello['mbrl']} (torch {hello['torch']}) in {args.peers_python}")
             except (RuntimeError, OSError, ValueError) as exc:
@@ -773,7 +776,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if peer is not None:
             peer.close()
-    meta = {"args": {k: v for k, v in vars(args).items() if k != "worker"},
+    meta = {"args": recorded_args({k: v for k, v in vars(args).items() if k != "worker"}),
             "torch": torch.__version__, "device": str(device), "cpu": cpu_model(),
             "threads": torch.get_num_threads(), "seed": args.seed,
             "timed_calls_per_contender": args.rounds * args.calls_per_round,
