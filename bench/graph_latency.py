@@ -41,6 +41,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
+from bench.processes import node_pids
 from mbrl_ros.msg import ModelUpdate, PlannedCommand
 from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
 
@@ -76,22 +77,6 @@ DRIVER_PRIORITY = 30
 controller manager runs at real-time priority); above the gate's (config: 20)."""
 PROBE_PRIORITY = 10
 """SCHED_FIFO priority of the probe, which stands in for the controller receiving commands."""
-
-
-def node_pids(parent: int) -> dict:
-    """``{node name: pid}`` of the nodes the launch runner ``parent`` started."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
-                continue
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        for argument in arguments:
-            if argument.startswith(b"__node:="):
-                found[argument.split(b"=", 1)[1].decode()] = int(entry.name)
-    return found
 
 
 def real_time(pid: int, priority: int) -> str:

@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import rclpy
@@ -22,6 +22,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
+from bench.processes import node_pids as child_processes  # noqa: F401 - for the tests
 from mbrl_ros.msg import GateStatus, PlannedCommand
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -135,25 +136,6 @@ class GraphProbe:
 
 
 # ------------------------------------------------------------------------------- processes
-def child_processes(parent: int) -> Dict[str, int]:
-    """``{node name: pid}`` of the ROS nodes started by the launch runner ``parent``."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid != parent:
-                continue
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        for argument in arguments:
-            if argument.startswith(b"__node:="):
-                found[argument.split(b"=", 1)[1].decode()] = int(entry.name)
-    return found
-
-
 def wait_for_process(parent: int, name: str, timeout_s: float, other_than: int = -1,
                      probe: Optional[GraphProbe] = None) -> int:
     """The pid of node ``name`` (a new one if ``other_than`` is given), spinning ``probe``."""

@@ -7,7 +7,6 @@ gate's final hold and leaves no process behind.
 
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from std_msgs.msg import Float64MultiArray
 
 from mbrl_ros.msg import GateStatus, ModelUpdate, PlannedCommand, PlanStatus
 from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
-from ros_helpers import spin_until
+from ros_helpers import spin_until, stop_launch
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -108,16 +107,8 @@ def test_full_loop_logs_trains_and_commands(ros_context, tmp_path):
         assert any(on_plan(c, plan) for c, _ in seen["commands"] for plan in seen["planned"]), \
             "no planner command reached the controller unchanged"
     finally:
-        runner.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 10.0
-        while runner.poll() is None and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.01)
+        output = stop_launch(runner, executor)
         node.destroy_node()
-        try:
-            output, _ = runner.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            runner.kill()
-            output, _ = runner.communicate()
     assert runner.returncode == 0, output[-3000:]
     final, measured = seen["commands"][-1]
     assert float(np.max(np.abs(final - measured))) <= 0.02, "the last command is no hold"

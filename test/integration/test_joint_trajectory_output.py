@@ -3,7 +3,6 @@ joint_trajectory``), in the arm graph started from its launch file: the simulato
 trajectories as a joint_trajectory_controller does, and nothing goes to the forward topic."""
 
 import pathlib
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from mbrl_ros.msg import GateStatus
-from ros_helpers import spin_until
+from ros_helpers import spin_until, stop_launch
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((REPO / "config" / "arm7.yaml").read_text())
@@ -86,16 +85,8 @@ def test_gate_drives_a_joint_trajectory_controller(ros_context, tmp_path):
             assert ahead == pytest.approx(period, abs=1e-6)
         assert runner.poll() is None, "the graph stopped early"
     finally:
-        runner.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 10.0
-        while runner.poll() is None and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.01)
+        output = stop_launch(runner, executor)
         node.destroy_node()
-        try:
-            output, _ = runner.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            runner.kill()
-            output, _ = runner.communicate()
     assert runner.returncode == 0, output[-3000:]
     final = np.array(seen["trajectories"][-1].points[0].positions)
     assert float(np.max(np.abs(final - seen["states"][-1]))) <= HOLD_RAD, \

@@ -5,6 +5,8 @@ Simulated time (/clock published by the test) makes the timing checks exact: eac
 judged at the simulated time of the tick that made it (the GateStatus published with it).
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 from rclpy.executors import SingleThreadedExecutor
@@ -233,17 +235,16 @@ def test_output_interfaces_that_make_no_sense_are_refused(ros_context, mode, int
                   Parameter("max_position_step", value=[0.3, 0.3]))
 
 
-def test_each_joint_state_at_the_control_rate_gets_one_output(ros_context):
-    """The gate answers each joint state by its stamp (the robot's tick), even when its clock
-    still shows the previous tick (simulated time arrives after the joint state), and its timer
-    adds nothing while joint states keep coming: one output per joint state."""
-    period, start, ticks = 0.01, 50.0, 40
-    gate = make_gate(ros_context, Parameter("use_sim_time", value=True),
+@contextlib.contextmanager
+def scheduled_gate(context, period: float, start: float):
+    """A gate on simulated time at ``1 / period`` Hz, ticking on joint states only
+    (no forwarding), with the probe connected and the clock at ``start``."""
+    gate = make_gate(context, Parameter("use_sim_time", value=True),
                      Parameter("control_rate_hz", value=1.0 / period),
                      Parameter("effort_limit", value=[5.0, 5.0]),
                      Parameter("forward_on_command", value=False))
-    probe = Probe(ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
+    probe = Probe(context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(gate)
     executor.add_node(probe.node)
     try:
@@ -251,6 +252,19 @@ def test_each_joint_state_at_the_control_rate_gets_one_output(ros_context):
             pub.get_subscription_count() > 0 for pub in (probe.clock_pub, probe.state_pub)),
             5.0)
         advance(executor, probe, gate, start)
+        yield gate, probe, executor
+    finally:
+        executor.shutdown()
+        gate.destroy_node()
+        probe.node.destroy_node()
+
+
+def test_each_joint_state_at_the_control_rate_gets_one_output(ros_context):
+    """The gate answers each joint state by its stamp (the robot's tick), even when its clock
+    still shows the previous tick (simulated time arrives after the joint state), and its timer
+    adds nothing while joint states keep coming: one output per joint state."""
+    period, start, ticks = 0.01, 50.0, 40
+    with scheduled_gate(ros_context, period, start) as (gate, probe, executor):
         spin_until(executor, lambda: False, 0.1)
         first = len(probe.statuses)
         for k in range(1, ticks + 1):
@@ -261,29 +275,13 @@ def test_each_joint_state_at_the_control_rate_gets_one_output(ros_context):
             advance(executor, probe, gate, now)
         spin_until(executor, lambda: False, 0.1)
         assert len(probe.statuses) - first == ticks
-    finally:
-        executor.shutdown()
-        gate.destroy_node()
-        probe.node.destroy_node()
 
 
 def test_a_backlog_of_joint_states_gets_one_output(ros_context):
     """Joint states the gate handles late (its clock a few periods past their stamps) are
     scheduled by the clock: a backlog gets at most one output, not a burst of stale ticks."""
     period, start, backlog = 0.01, 80.0, 5
-    gate = make_gate(ros_context, Parameter("use_sim_time", value=True),
-                     Parameter("control_rate_hz", value=1.0 / period),
-                     Parameter("effort_limit", value=[5.0, 5.0]),
-                     Parameter("forward_on_command", value=False))
-    probe = Probe(ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(gate)
-    executor.add_node(probe.node)
-    try:
-        assert spin_until(executor, lambda: all(
-            pub.get_subscription_count() > 0 for pub in (probe.clock_pub, probe.state_pub)),
-            5.0)
-        advance(executor, probe, gate, start)
+    with scheduled_gate(ros_context, period, start) as (gate, probe, executor):
         late = start + (backlog + 3) * period  # the clock is 3 periods past the last stamp
         advance(executor, probe, gate, late)
         spin_until(executor, lambda: False, 0.1)
@@ -293,7 +291,3 @@ def test_a_backlog_of_joint_states_gets_one_output(ros_context):
         spin_until(executor, lambda: False, 0.3)
         # the timer may have answered this period already: at most one output, never a burst
         assert len(probe.statuses) - first <= 1
-    finally:
-        executor.shutdown()
-        gate.destroy_node()
-        probe.node.destroy_node()
