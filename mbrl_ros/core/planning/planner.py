@@ -208,7 +208,8 @@ class Planner:
                          kernel: Optional[MeanStepKernel]) -> Optional[MeanStepKernel]:
         """The kernel that scores the samples: bfloat16 when ``bf16_rollouts`` is set and the
         check against float32 passed for this model (run on its first plan), else ``kernel``."""
-        if not self.config.bf16_rollouts or kernel is None:
+        if not self.config.bf16_rollouts or kernel is None or (
+                self._bf16_checked is self.dynamics and not self._bf16_ok):
             return kernel
         low = mean_kernel(self.dynamics, torch.bfloat16, self.config.rollout_chunk_rows)
         if self._bf16_checked is not self.dynamics:
