@@ -76,6 +76,9 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
         self.register_buffer("elites", torch.arange(config.num_elites, device=self._device))
         self.num_transitions = 0
         """Transitions used by the latest fit."""
+        self._kernels: Dict[tuple, Tuple[tuple, MeanStepKernel]] = {}
+        """:meth:`mean_kernel`'s kernels by (base, dtype, chunk rows, inference mode), each
+        with the versions of the tensors it was built from."""
         self.metrics: Dict[str, float] = {}
         """Held-out metrics of the latest fit (``validation_nll``, ``validation_mse``, ...)."""
 
@@ -166,7 +169,21 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
                     chunk_rows: int = 0) -> MeanStepKernel:
         """The planners' fused next-state-mean step over the active members (elites when
         :attr:`use_elites`), a snapshot of the current weights; ``base`` replaces the state as
-        what the delta is added to (a nominal model)."""
+        what the delta is added to (a nominal model). The same kernel (and its buffers) is
+        returned until a weight, a normaliser, the elites or :attr:`use_elites` change, so a
+        planner may ask for it on every plan."""
+        key = (base, dtype, chunk_rows, torch.is_inference_mode_enabled())
+        version = (self.use_elites, *((id(t), t.data_ptr(), t._version)
+                                      for t in (*self.parameters(), *self.buffers())))
+        cached = self._kernels.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        kernel = self._build_kernel(base, dtype, chunk_rows)
+        self._kernels[key] = (version, kernel)
+        return kernel
+
+    def _build_kernel(self, base: Optional[BaseFn], dtype: torch.dtype,
+                      chunk_rows: int) -> MeanStepKernel:
         members = self._active_members(None)
         weights, biases = list(self.net.weights), list(self.net.biases)
         if members is not None:

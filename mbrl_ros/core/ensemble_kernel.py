@@ -7,8 +7,8 @@ followed by an in-place activation. Rows can be processed in blocks (``chunk_row
 block's activations stay in cache through all layers. Weights may be cast to bfloat16
 (``dtype``); states stay float32.
 
-A kernel is a snapshot of the weights when it was built: build a new one after the weights
-change (the planner builds one per planning call, which costs a few small tensor operations).
+A kernel is a snapshot of the weights when it was built; the model hands out a new one when
+its weights change (the planner asks for one per planning call).
 This module knows nothing of the model classes; they build kernels from their own tensors
 (:meth:`mbrl_ros.core.ensemble.ProbabilisticEnsemble.mean_kernel`).
 """
@@ -93,8 +93,9 @@ class MeanStepKernel:
         state_dim = self.state_dim
         weights[-1] = weights[-1][..., :state_dim] * t.target_std
         biases[-1] = biases[-1][..., :state_dim] * t.target_std + t.target_mean
-        return ([w.to(self.dtype).contiguous() for w in weights],
-                [b.to(self.dtype).contiguous() for b in biases])
+        # copies, also of the layers folding leaves as they are: a snapshot of the weights
+        return ([w.to(self.dtype, copy=True).contiguous() for w in weights],
+                [b.to(self.dtype, copy=True).contiguous() for b in biases])
 
     def _buffer(self, name: str, shape: Tuple[int, ...]) -> torch.Tensor:
         """A scratch tensor reused across steps (allocated once per name and shape)."""
