@@ -335,10 +335,10 @@ class SafetyGate:
         elapsed = min(max(age, float(times[0])), float(times[-1]))
         after = int(np.searchsorted(times, elapsed, side="right"))
         before, after = max(after - 1, 0), min(after, len(times) - 1)
-        span = times[after] - times[before]
-        if cfg.plan_sampling == "hold" and elapsed < times[after]:
+        if cfg.plan_sampling == "hold":
             after = before  # the point applies until the next one's time
-        weight = 0.0 if span <= 0.0 or after == before else (elapsed - times[before]) / span
+        span = times[after] - times[before]
+        weight = 0.0 if span <= 0.0 else (elapsed - times[before]) / span
         points = np.asarray(command.points, dtype=np.float64)
         values = (1.0 - weight) * points[before] + weight * points[after]
         spread = np.asarray(command.disagreement, dtype=np.float64)[[before, after]]
