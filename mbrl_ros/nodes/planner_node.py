@@ -140,12 +140,11 @@ def command_points(step: ControlStep, order: np.ndarray, model_period_s: float,
     finite, or the step would have failed), so a bad tail never makes the gate refuse, let
     alone latch on, the whole command.
 
-    Disagreement: every point carries at least the value the controller judged the command by
-    (``step.disagreement``, the largest along the plan, the terminal value's included), and
-    at least the largest per-step value from that point on. The gate samples one point at a
-    time; judging a later point by its own (usually larger, never smaller) tail alone would let
-    it trust the plan more than the planner's recovery did, which runs the same hysteresis on
-    the same numbers. Per-step values are in PlanStatus.disagreement."""
+    Disagreement: every point carries the value the controller judged the command by
+    (``step.disagreement``: the largest along the plan, the terminal value's included,
+    infinite if any is unknown). The gate samples one point at a time; judging a point by a
+    smaller value would let it trust the plan more than the planner's recovery did, which runs
+    the same hysteresis on the same number. Per-step values are in PlanStatus.disagreement."""
     joints = len(order)
     if step.failed:
         return CommandPoints(CommandStatus.FAILED, np.zeros((0, joints)), np.zeros(0),
@@ -162,13 +161,8 @@ def command_points(step: ControlStep, order: np.ndarray, model_period_s: float,
     actions[0] = first[0]
     finite = np.all(np.isfinite(actions), axis=1)
     count = len(actions) if finite.all() else max(int(np.argmin(finite)), 1)
-    per_step = step.plan.disagreement.detach().cpu().numpy().astype(np.float64).reshape(-1)
-    per_step = np.where(np.isfinite(per_step) & (per_step >= 0.0), per_step, math.inf)
-    if per_step.shape != (len(actions),):  # not one value per step: the plan's for each
-        per_step = np.full(len(actions), judged)
-    tail = np.maximum.accumulate(per_step[::-1])[::-1]
     return CommandPoints(status, actions[:count], np.arange(count) * float(model_period_s),
-                         np.maximum(tail[:count], judged))
+                         np.full(count, judged))
 
 
 def planning_model(model, task: str, num_joints: int):

@@ -49,7 +49,7 @@ def test_a_plan_streams_every_action_at_its_model_step():
     np.testing.assert_allclose(points.disagreement, [0.4] * H, rtol=1e-6)
 
 
-def test_every_point_carries_at_least_the_judged_value_and_its_own_tail():
+def test_every_point_carries_the_judged_value():
     # a terminal value's disagreement on the last step is the largest: every point has it
     step = plan_step(disagreement=(0.1, 0.2, 0.3, 2.5))
     np.testing.assert_allclose(command_points(step, ORDER, PERIOD, True).disagreement,
