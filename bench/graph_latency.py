@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from std_msgs.msg import Float64MultiArray
 from bench.processes import node_pids
 from mbrl_ros.msg import ModelUpdate, PlannedCommand
 from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
+from mbrl_ros.nodes.spin import set_realtime_priority
 
 REPO = Path(__file__).resolve().parents[1]
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -77,16 +77,6 @@ DRIVER_PRIORITY = 30
 controller manager runs at real-time priority); above the gate's (config: 20)."""
 PROBE_PRIORITY = 10
 """SCHED_FIFO priority of the probe, which stands in for the controller receiving commands."""
-
-
-def real_time(pid: int, priority: int) -> str:
-    """Every thread of ``pid`` at SCHED_FIFO ``priority``; '' or why it could not."""
-    try:
-        for thread in Path(f"/proc/{pid}/task").iterdir():
-            os.sched_setscheduler(int(thread.name), os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError) as error:
-        return str(error)
-    return ""
 
 
 class Probe:
@@ -195,8 +185,8 @@ def main(argv=None) -> int:
             return 1
         sim = node_pids(graph.pid).get("sim")
         priorities = dict(
-            sim=real_time(sim, DRIVER_PRIORITY) if sim else "sim not found",
-            probe=real_time(os.getpid(), PROBE_PRIORITY))
+            sim=set_realtime_priority(DRIVER_PRIORITY, sim) if sim else "sim not found",
+            probe=set_realtime_priority(PROBE_PRIORITY))
         print("real-time priority: " + ", ".join(
             f"{name} {'SCHED_FIFO' if not error else 'normal (' + error + ')'}"
             for name, error in priorities.items()), flush=True)

@@ -16,7 +16,6 @@ remap the output with ``-r effort_controller/commands:=<controller>/commands`` (
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import fields
 from typing import Any, Mapping, Optional, Sequence, Tuple
@@ -48,7 +47,7 @@ from mbrl_ros.msg import GateStatus, PlannedCommand
 from mbrl_ros.nodes.parameters import declare_config, field_docstrings
 from mbrl_ros.nodes.qos import (CONTROLLER_COMMAND_QOS, JOINT_STATE_QOS, LATCHED_STATUS_QOS,
                                 PLANNED_COMMAND_QOS)
-from mbrl_ros.nodes.spin import run_node
+from mbrl_ros.nodes.spin import run_node, set_realtime_priority
 from mbrl_ros.robots.robot_model import RobotModel
 from mbrl_ros.robots.urdf_resolver import resolve_urdf
 from mbrl_ros.robots.workspace_points import workspace_guard, workspace_unavailable
@@ -204,7 +203,7 @@ class SafetyGateNode(Node):
         values = {f.name: self.get_parameter(f.name).value for f in fields(GateConfig)[1:]}
         urdf_limits = resolve_urdf(urdf).joint_limits if urdf else None
         config = gate_config_from_parameters(dict(values, joints=joints), urdf_limits)
-        output_interface_error(self._output_interface, config.control_mode)
+        check_output_interface(self._output_interface, config.control_mode)
         gravity = None
         if urdf and config.control_mode == "effort" and not config.driver_gravity_compensation:
             gravity = gravity_model(urdf, config.joints)
@@ -248,11 +247,8 @@ class SafetyGateNode(Node):
         priority = self._realtime_priority
         if priority <= 0:
             return
-        param = os.sched_param(priority)
-        try:
-            for thread in os.listdir("/proc/self/task"):
-                os.sched_setscheduler(int(thread), os.SCHED_FIFO, param)
-        except (PermissionError, OSError, AttributeError) as error:
+        error = set_realtime_priority(priority)
+        if error:
             self.get_logger().warning(f"could not run at real-time priority {priority} "
                                       f"({error}); running at normal priority")
             return
@@ -425,7 +421,7 @@ class SafetyGateNode(Node):
         self._diagnostics_pub.publish(array)
 
 
-def output_interface_error(output_interface: str, control_mode: str) -> None:
+def check_output_interface(output_interface: str, control_mode: str) -> None:
     """Raise ValueError for an output interface the control mode cannot use."""
     if output_interface not in OUTPUT_INTERFACES:
         raise ValueError(f"output_interface must be one of {OUTPUT_INTERFACES}, "

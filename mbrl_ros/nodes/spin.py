@@ -130,3 +130,15 @@ def _shut_down(node: Optional[Node], executor: Optional[Executor]) -> None:
     finally:
         if rclpy.ok():
             rclpy.try_shutdown()
+
+
+def set_realtime_priority(priority: int, pid: int | str = "self") -> str:
+    """Every thread of process ``pid`` (this one by default; DDS threads included) at
+    SCHED_FIFO ``priority``, as ros2_control's ``thread_priority`` does; returns '' or why it
+    could not (no CAP_SYS_NICE or rtprio limit, not Linux)."""
+    try:
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setscheduler(int(thread), os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as error:
+        return str(error)
+    return ""
