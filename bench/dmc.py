@@ -26,144 +26,32 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench.dmc_agent import Agent, LoopConfig, benchmark_reward_config
 from bench.dmc_env import DMCEnv, DMCEnvConfig, default_action_repeat
-from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
-from mbrl_ros.core.model_training import fit_dynamics
-from mbrl_ros.core.planning import Planner, PlannerConfig
-from mbrl_ros.core.replay_buffer import ReplayBuffer, ReplayBufferConfig
-from mbrl_ros.core.reward_model import RewardModel, RewardModelConfig
+from mbrl_ros.core.ensemble import EnsembleConfig
+from mbrl_ros.core.planning import PlannerConfig
+from mbrl_ros.core.planning.config import METHODS
+from mbrl_ros.core.reward_model import RewardModelConfig
 from mbrl_ros.core.types import TransitionBatch
-from mbrl_ros.core.value_policy import ValuePolicy, ValuePolicyConfig
+from mbrl_ros.core.value_policy import ValuePolicyConfig
 
 logger = logging.getLogger("bench.dmc")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CSV_COLUMNS = ("step", "return")
 
+AGENT_KINDS: Dict[str, Callable[..., Agent]] = {"planner": Agent}
+"""``--agent`` choices: the class that builds each kind (see bench/dmc_agent.py)."""
 
-@dataclass(frozen=True)
-class LoopConfig:
-    """Schedule of the collect / train / plan loop (all counts in environment steps)."""
-
-    total_steps: int = 20000
-    """Environment steps of training (after action repeat)."""
-    seed_steps: int = 1000
-    """Initial environment steps with uniform random actions."""
-    model_every: int = 1000
-    """Refit the dynamics ensemble every this many environment steps."""
-    model_epochs: int = 40
-    """Maximum epochs per dynamics refit (warm start, early stopping)."""
-    train_every: int = 200
-    """Update reward model and value / policy every this many environment steps."""
-    updates_per_agent_step: float = 1.0
-    """Value / policy TD updates per agent step (update-to-data ratio)."""
-    reward_updates_per_agent_step: float = 1.0
-    """Reward-model gradient steps per agent step."""
-    exploration_std: float = 0.3
-    """Std of the Gaussian noise on planned actions while collecting (half-range units)."""
-    eval_every: int = 2000
-    """Evaluate every this many environment steps (and at step 0)."""
-    eval_episodes: int = 2
-    """Noise-free episodes per evaluation."""
-    reward_scale: float = 0.0
-    """Multiplier of environment rewards for learning (0: 1 / action_repeat, i.e. per
-    simulator step, so returns stay in [0, episode_length])."""
-
-    def validate(self) -> "LoopConfig":
-        """Raise ValueError on an unusable schedule; return self."""
-        for name in ("total_steps", "model_every", "model_epochs", "train_every",
-                     "eval_every", "eval_episodes"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("seed_steps", "updates_per_agent_step", "reward_updates_per_agent_step",
-                     "exploration_std", "reward_scale"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        return self
-
-
-def benchmark_reward_config(**settings) -> RewardModelConfig:
-    """The reward model of this benchmark, ``settings`` on top: ``r(state, action)``, as the
-    planner scores the states it visits, regressed on the raw reward and trained by
-    :meth:`~mbrl_ros.core.reward_model.RewardModel.update` as the replay buffer grows (the
-    settings of the curves in docs/benchmarks.md)."""
-    return RewardModelConfig(**{"use_next_state": False, "normalize_reward": False, **settings})
-
-
-class Agent:
-    """Dynamics ensemble + reward model + value / policy + planner, trained from a replay
-    buffer."""
-
-    def __init__(self, env: DMCEnv, loop: LoopConfig, ensemble_config: EnsembleConfig,
-                 planner_config: PlannerConfig, value_config: ValuePolicyConfig,
-                 reward_config: RewardModelConfig, device: torch.device, seed: int) -> None:
-        state_dim, action_dim = env.state_dim, env.action_dim
-        self.loop, self.seed, self.device = loop, seed, device
-        self.ensemble_config = ensemble_config
-        self.dynamics = ProbabilisticEnsemble(state_dim, action_dim, ensemble_config, device,
-                                              seed=seed)
-        self.reward = RewardModel(state_dim, action_dim, reward_config, device, seed=seed + 1)
-        self.value_policy = ValuePolicy(state_dim, action_dim, env.action_low, env.action_high,
-                                        value_config, device, seed=seed + 2)
-        self.replay = ReplayBuffer(state_dim, action_dim,
-                                   ReplayBufferConfig(capacity=max(loop.total_steps, 1)))
-        self.discount = value_config.discount
-        self.planner = Planner(self.dynamics, planner_config, cost_fn=self.plan_cost,
-                               value=None, policy=None, device=device)
-        self.trained = False
-        self.fit_count = 0
-
-    # ----------------------------------------------------------------------- planning terms
-    def plan_cost(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Minus the discounted predicted reward: ``states [N, H+1, S]``, ``actions [N, H, A]``
-        -> ``[N]``."""
-        horizon = actions.shape[1]
-        rewards = self.reward(states[:, :-1], actions, states[:, 1:])  # [N, H]
-        discounts = self.discount ** torch.arange(horizon, device=rewards.device,
-                                                  dtype=rewards.dtype)
-        return -(rewards * discounts).sum(dim=1)
-
-    def reward_fn(self, state: torch.Tensor, action: torch.Tensor,
-                  next_state: torch.Tensor) -> torch.Tensor:
-        """Learned reward for model rollouts: ``[N, S], [N, A], [N, S] -> [N]``."""
-        return self.reward(state, action, next_state)
-
-    def act(self, state: np.ndarray) -> np.ndarray:
-        """Planned action ``[A]`` (physical units) for ``state [S]``."""
-        return self.planner.plan(state).action.cpu().numpy()
-
-    # ----------------------------------------------------------------------------- training
-    def fit_models(self) -> None:
-        """Refit the dynamics ensemble on the whole replay buffer (warm start)."""
-        data = self.replay.all()
-        config = dataclasses.replace(self.ensemble_config, max_epochs=self.loop.model_epochs)
-        report = fit_dynamics(self.dynamics, data, config=config,
-                              seed=self.seed * 1000 + self.fit_count)
-        self.fit_count += 1
-        logger.info("dynamics refit on %d transitions: %d epochs, val mse %.4g", len(data),
-                    report.epochs_run, report.best_val_mse)
-        if not self.trained:
-            self.planner.set_models(value=self.value_policy.value,
-                                    policy=self.value_policy.policy)
-            self.trained = True
-
-    def train_heads(self, agent_steps: int) -> Tuple[float, float]:
-        """Reward-model and TD updates for ``agent_steps`` new agent steps; returns losses."""
-        data = self.replay.all()
-        reward_steps = max(1, round(agent_steps * self.loop.reward_updates_per_agent_step))
-        reward_loss = self.reward.update(data, reward_steps, seed=self.seed + len(data))
-        value_steps = max(1, round(agent_steps * self.loop.updates_per_agent_step))
-        report = self.value_policy.fit(data, value_steps, model=self.dynamics,
-                                       reward_fn=self.reward_fn, seed=self.seed + len(data))
-        return reward_loss, float(np.mean(report.q_loss))
+__all__ = ["AGENT_KINDS", "Agent", "CSV_COLUMNS", "LoopConfig", "benchmark_reward_config",
+           "evaluate", "main", "run"]
 
 
 def evaluate(agent: Optional[Agent], env: DMCEnv, episodes: int,
@@ -173,7 +61,7 @@ def evaluate(agent: Optional[Agent], env: DMCEnv, episodes: int,
     for _ in range(episodes):
         state, done, total = env.reset(), False, 0.0
         if agent is not None:
-            agent.planner.reset()
+            agent.reset()
         while not done:
             action = (rng.uniform(env.action_low, env.action_high) if agent is None
                       else agent.act(state))
@@ -186,9 +74,14 @@ def evaluate(agent: Optional[Agent], env: DMCEnv, episodes: int,
 def run(task: str, loop: LoopConfig, ensemble_config: EnsembleConfig,
         planner_config: PlannerConfig, value_config: ValuePolicyConfig,
         reward_config: RewardModelConfig, action_repeat: int, seed: int, device: torch.device,
-        csv_path: Path, progress: bool = True, episode_length: int = 1000
-        ) -> List[Tuple[int, float]]:
+        csv_path: Path, progress: bool = True, episode_length: int = 1000,
+        agent_kind: Callable[..., Agent] = Agent) -> List[Tuple[int, float]]:
     """Train on ``task`` for ``loop.total_steps`` environment steps; write and return the curve.
+
+    Raw angles of unbounded hinges (:meth:`DMCEnv.unbounded_angles`) are wrapped in the
+    observations and are the ensemble's ``angle_wrap`` dims (``ensemble_config.angle_wrap`` is
+    replaced): one rule for every task. ``agent_kind`` builds the agent (default: the planner
+    over the dynamics ensemble).
 
     Returns:
         ``[(env_step, mean_eval_return), ...]``, also written to ``csv_path`` as it grows.
@@ -197,14 +90,18 @@ def run(task: str, loop: LoopConfig, ensemble_config: EnsembleConfig,
     np.random.seed(seed)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    wrap = ensemble_config.angle_wrap  # wrapped in the observations too, so data agree
+    probe = DMCEnv(DMCEnvConfig(task, action_repeat, episode_length, seed))
+    probe.reset()
+    wrap = probe.unbounded_angles()  # wrapped in the observations too, so data agree
+    logger.info("%s: unbounded hinge angles at state dims %s", task, list(wrap) or "none")
+    ensemble_config = dataclasses.replace(ensemble_config, angle_wrap=wrap)
     env = DMCEnv(DMCEnvConfig(task, action_repeat, episode_length, seed, wrap))
     eval_env = DMCEnv(DMCEnvConfig(task, action_repeat, episode_length, seed + 10_000, wrap))
     planner_config = dataclasses.replace(planner_config, seed=seed,
                                          action_low=tuple(env.action_low.tolist()),
                                          action_high=tuple(env.action_high.tolist()))
-    agent = Agent(env, loop, ensemble_config, planner_config, value_config, reward_config,
-                  device, seed)
+    agent = agent_kind(env, loop, ensemble_config, planner_config, value_config, reward_config,
+                       device, seed)
     scale = loop.reward_scale or 1.0 / action_repeat
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     curve: List[Tuple[int, float]] = []
@@ -242,7 +139,7 @@ def run(task: str, loop: LoopConfig, ensemble_config: EnsembleConfig,
         state = next_state
         if done:
             agent.replay.end_episode()
-            agent.planner.reset()
+            agent.reset()
             bar.set_postfix(train_return=f"{episode_return:.0f}",
                             last_eval=f"{curve[-1][1]:.0f}")
             state, episode_return = env.reset(), 0.0
@@ -259,6 +156,12 @@ def run(task: str, loop: LoopConfig, ensemble_config: EnsembleConfig,
             record(step - step % loop.eval_every)
     bar.close()
     return curve
+
+
+def run_label(agent: str, method: str) -> str:
+    """Folder name of a run's curves below its task: the agent kind and, for planners, the
+    planner's update rule (the default agent and method keep the task folder itself)."""
+    return agent if agent != "planner" else f"planner-{method}"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -283,15 +186,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--exploration-std", type=float, default=LoopConfig.exploration_std)
     parser.add_argument("--members", type=int, default=5, help="dynamics ensemble members")
     parser.add_argument("--hidden", default="200,200,200", help="dynamics hidden sizes")
-    parser.add_argument("--angle-wrap", default="",
-                        help="state indices that are unbounded angles (e.g. 0 for reacher's "
-                             "shoulder): sin/cos model inputs, wrapped deltas")
     parser.add_argument("--value-hidden", default="256,256", help="Q / policy hidden sizes")
     parser.add_argument("--reward-hidden", default="128,128", help="reward model hidden sizes")
     parser.add_argument("--horizon", type=int, default=10, help="planning horizon")
     parser.add_argument("--samples", type=int, default=256, help="planner samples")
     parser.add_argument("--iterations", type=int, default=4, help="planner iterations")
     parser.add_argument("--policy-trajectories", type=int, default=24)
+    parser.add_argument("--method", default="mppi", choices=list(METHODS),
+                        help="planner update rule")
+    parser.add_argument("--agent", default="planner", choices=sorted(AGENT_KINDS),
+                        help="agent kind (see bench/dmc_agent.py)")
     parser.add_argument("--propagation", default="partition",
                         choices=["ensemble", "mean", "partition"])
     parser.add_argument("--dyna-horizon", type=int, default=1, help="model-rollout length")
@@ -326,10 +230,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       eval_episodes=args.eval_episodes)
     members = max(1, args.members)
     ensemble_config = EnsembleConfig(num_members=members, num_elites=max(1, members - 1),
-                                     hidden_sizes=_sizes(args.hidden),
-                                     angle_wrap=_sizes(args.angle_wrap))
-    planner_config = PlannerConfig(horizon=args.horizon, num_samples=args.samples,
-                                   num_iterations=args.iterations,
+                                     hidden_sizes=_sizes(args.hidden))
+    planner_config = PlannerConfig(method=args.method, horizon=args.horizon,
+                                   num_samples=args.samples, num_iterations=args.iterations,
                                    num_policy_trajectories=args.policy_trajectories,
                                    propagation=args.propagation)
     # online learning: the data are the planner's own actions, no pull toward them
@@ -344,10 +247,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
     csv_path = Path(args.out_dir) / args.task / f"seed{args.seed}.csv"
+    if args.agent != "planner" or args.method != "mppi":
+        csv_path = Path(args.out_dir) / args.task / run_label(args.agent, args.method) / \
+            f"seed{args.seed}.csv"
     start = time.perf_counter()
     curve = run(args.task, loop, ensemble_config, planner_config, value_config, reward_config,
                 action_repeat, args.seed, torch.device(args.device), csv_path,
-                progress=not args.no_progress, episode_length=args.episode_length)
+                progress=not args.no_progress, episode_length=args.episode_length,
+                agent_kind=AGENT_KINDS[args.agent])
     wall = time.perf_counter() - start
     summary = {"task": args.task, "seed": args.seed, "steps": args.steps,
                "action_repeat": action_repeat, "wall_time_s": round(wall, 1),

@@ -21,6 +21,15 @@ TDMPC_ACTION_REPEAT: Dict[str, int] = {"cartpole": 8}
 """TD-MPC's action repeat per domain (nicklashansen/tdmpc cfgs/tasks/*.yaml)."""
 TDMPC_DEFAULT_ACTION_REPEAT = 4
 """TD-MPC's action repeat for every other DMControl domain (cfgs/tasks/default.yaml)."""
+DOMAIN_ALIASES: Dict[str, str] = {"cup": "ball_in_cup"}
+"""TD-MPC's short domain names -> dm_control's (TD-MPC calls ball_in_cup-catch cup-catch)."""
+MJ_HINGE_JOINT = 3
+"""MuJoCo's joint type code of a hinge (mjtJoint.mjJNT_HINGE)."""
+FULL_TURN = 2.0 * np.pi
+"""One revolution [rad]: an unbounded hinge angle is wrapped modulo this."""
+WRAP_MATCH_TOLERANCE = 1e-4
+"""An observation entry is a raw angle of a hinge when turning the hinge by a full turn moves
+it by a full turn within this tolerance [rad]."""
 
 
 def default_action_repeat(task: str) -> int:
@@ -38,6 +47,7 @@ def split_task(task: str) -> Tuple[str, str]:
     domain, sep, name = task.partition("-")
     if not sep or not domain or not name:
         raise ValueError(f"task must be '<domain>-<task>' (e.g. cartpole-swingup), got {task!r}")
+    domain = DOMAIN_ALIASES.get(domain, domain)
     return domain.replace("-", "_"), name.replace("-", "_")
 
 
@@ -54,8 +64,8 @@ class DMCEnvConfig:
     seed: int = 0
     """Seed of the task's random initial states."""
     wrap_angles: Tuple[int, ...] = ()
-    """State indices of unbounded hinge angles, wrapped to [-pi, pi) (e.g. reacher's
-    shoulder, index 0); empty keeps dm_control's observations unchanged."""
+    """State indices wrapped to [-pi, pi); :meth:`DMCEnv.unbounded_angles` finds the ones that
+    need it (raw angles of hinges without limits); empty keeps dm_control's observations."""
 
     def validate(self) -> "DMCEnvConfig":
         """Raise ValueError on an unusable setting; return self."""
@@ -91,6 +101,40 @@ class DMCEnv:
                              f"{self.state_dim} state dims")
         self._wrap = np.asarray(config.wrap_angles, dtype=np.int64)
         self._sim_steps = 0
+
+    def unbounded_angles(self) -> Tuple[int, ...]:
+        """State indices that are raw angles of hinge joints without limits (e.g. reacher's
+        shoulder, cheetah's pitch), found from the model's joint types: each such hinge is
+        turned by a full turn and the observation entries that move by exactly a full turn are
+        its angle (angles observed as cos / sin, like cartpole's pole, do not move). The
+        physics state is restored afterwards."""
+        physics = self._env.physics
+        model = physics.model
+        hinges = [j for j in range(model.njnt)
+                  if model.jnt_type[j] == MJ_HINGE_JOINT and not model.jnt_limited[j]]
+        found = set()
+        before_state = physics.get_state().copy()
+        try:
+            reference = self._raw_observation()
+            for joint in hinges:
+                address = int(model.jnt_qposadr[joint])
+                physics.data.qpos[address] += FULL_TURN
+                physics.forward()
+                moved = self._raw_observation() - reference
+                physics.data.qpos[address] -= FULL_TURN
+                physics.forward()
+                found.update(np.flatnonzero(np.abs(moved - FULL_TURN) < WRAP_MATCH_TOLERANCE)
+                             .tolist())
+        finally:
+            physics.set_state(before_state)
+            physics.forward()
+        return tuple(sorted(int(i) for i in found))
+
+    def _raw_observation(self) -> np.ndarray:
+        """The task's observation of the current physics state, flattened, unwrapped."""
+        observation = self._env.task.get_observation(self._env.physics)
+        return np.concatenate([np.asarray(v, np.float64).reshape(-1)
+                               for v in observation.values()])
 
     @property
     def max_agent_steps(self) -> int:

@@ -104,3 +104,44 @@ def test_env_wraps_unbounded_angles():
         assert np.allclose(a[1:], b[1:])
     with pytest.raises(ValueError):
         DMCEnv(DMCEnvConfig("reacher-easy", wrap_angles=(6,)))
+
+
+@pytest.mark.parametrize("task, angles", [("reacher-easy", (0,)), ("cartpole-swingup", ()),
+                                          ("cheetah-run", (1,)), ("cup-catch", ())])
+def test_unbounded_hinge_angles_are_found_from_the_model(task, angles):
+    """Raw angles of hinges without limits are found from the joint types (reacher's shoulder,
+    cheetah's pitch); angles observed as cos / sin (cartpole's pole) and limited hinges are
+    not; the physics state is left as it was."""
+    import numpy as np
+
+    env = DMCEnv(DMCEnvConfig(task, seed=4))
+    state = env.reset()
+    assert env.unbounded_angles() == angles
+    assert np.array_equal(env._flatten(env._env.task.get_observation(env._env.physics)), state)
+
+
+def test_run_wraps_the_detected_angles_with_no_flag(tmp_path, monkeypatch):
+    """The loop gives the ensemble the detected angle dims (no per-task setting)."""
+    import torch
+
+    from mbrl_ros.core.ensemble import EnsembleConfig
+    from mbrl_ros.core.planning import PlannerConfig
+    from mbrl_ros.core.value_policy import ValuePolicyConfig
+
+    seen = []
+    original_init = dmc.Agent.__init__
+
+    def recording_init(self, env, loop, ensemble_config, *args):
+        seen.append((ensemble_config.angle_wrap, tuple(env.config.wrap_angles)))
+        original_init(self, env, loop, ensemble_config, *args)
+
+    monkeypatch.setattr(dmc.Agent, "__init__", recording_init)
+    loop = dmc.LoopConfig(total_steps=8, seed_steps=8, model_every=8, model_epochs=1,
+                          train_every=8, eval_every=8, eval_episodes=1)
+    dmc.run("reacher-easy", loop, EnsembleConfig(num_members=2, num_elites=1, hidden_sizes=(8,)),
+            PlannerConfig(horizon=2, num_samples=8, num_iterations=1, num_policy_trajectories=1),
+            ValuePolicyConfig(hidden_sizes=(8,), batch_size=8),
+            dmc.benchmark_reward_config(hidden_sizes=(8,), batch_size=8), action_repeat=4,
+            seed=0, device=torch.device("cpu"), csv_path=tmp_path / "c.csv", progress=False,
+            episode_length=8)
+    assert seen == [((0,), (0,))]
