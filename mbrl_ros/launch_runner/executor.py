@@ -52,6 +52,8 @@ class NodeProcess:
     respawn_max_retries: int
     sigterm_timeout_s: float
     sigkill_timeout_s: float
+    lifecycle: bool = False
+    """A ``lifecycle_node``: starts unconfigured; a lifecycle manager brings it up."""
 
 
 @dataclass
@@ -230,8 +232,24 @@ def _write_params_file(context: LaunchContext, key: str, parameters: Mapping) ->
         return handle.name
 
 
+def _check_autostart(action: model.Node, context: LaunchContext) -> None:
+    """A lifecycle node's ``autostart`` must be false here: the runner starts processes and
+    calls no ROS service (``ros2 launch`` configures and activates such a node itself)."""
+    value = action.autostart
+    if value is not None and not isinstance(value, bool):
+        value = to_typed_bool(perform(value, context), "attribute 'autostart'")
+    if value:
+        raise LaunchError("lifecycle_node 'autostart: true' is not supported by mbrl-ros "
+                          'launch (it calls no ROS service); leave it false and start a '
+                          'lifecycle manager (mbrl_ros lifecycle_manager, parameter '
+                          'managed_nodes)')
+
+
 def _resolve_node(action: model.Node, context: LaunchContext) -> NodeProcess:
-    """Build the command line of a node exactly as launch_ros ``Node`` does."""
+    """Build the command line of a node exactly as launch_ros ``Node`` does (a
+    ``lifecycle_node``'s too: it differs only in the state its process starts in)."""
+    if action.lifecycle:
+        _check_autostart(action, context)
     package = None if action.package is None else perform(action.package, context)
     executable = perform(action.executable, context)
     name = None if action.name is None else perform(action.name, context)
@@ -294,6 +312,7 @@ def _resolve_node(action: model.Node, context: LaunchContext) -> NodeProcess:
                                    SIGTERM_TIMEOUT_CONFIGURATION),
         sigkill_timeout_s=_timeout(action.sigkill_timeout, context,
                                    SIGKILL_TIMEOUT_CONFIGURATION),
+        lifecycle=action.lifecycle,
     )
 
 

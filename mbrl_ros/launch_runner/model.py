@@ -120,7 +120,8 @@ class ParameterFile:
 
 @dataclass
 class Node(Action):
-    """``node``: a ROS node process, with the attributes of launch_ros Node."""
+    """``node``: a ROS node process, with the attributes of launch_ros Node; also
+    ``lifecycle_node`` (launch_ros LifecycleNode), with ``lifecycle`` set."""
 
     package: Optional[Parts] = None
     executable: Parts = ()
@@ -141,6 +142,10 @@ class Node(Action):
     respawn_max_retries: Optional[int] = None
     sigterm_timeout: Optional[float] = None
     sigkill_timeout: Optional[float] = None
+    lifecycle: bool = False
+    """Written as ``lifecycle_node``: a managed node, which starts unconfigured."""
+    autostart: Optional[Union[bool, Parts]] = None
+    """``lifecycle_node``'s ``autostart`` (a YAML bool or a string with substitutions)."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ of an entity must be consumed, so a misspelt or unsupported attribute is an erro
 file and the entity, never silently ignored.
 """
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -23,8 +24,11 @@ SCALAR_TYPES = {'str': str, 'bool': bool, 'int': int, 'float': float}
 KNOWN_UNSUPPORTED_ENTITIES = (
     'executable', 'timer', 'shutdown', 'reset', 'reset_env', 'append_env', 'set_parameter',
     'set_parameters_from_file', 'set_remap', 'set_use_sim_time', 'set_ros_log_dir',
-    'node_container', 'load_composable_node', 'composable_node', 'ros_timer', 'lifecycle_node',
+    'node_container', 'load_composable_node', 'composable_node', 'ros_timer',
+    'lifecycle_transition',
 )
+#: Attributes a ``lifecycle_node`` must have (launch_ros LifecycleNode's required arguments).
+LIFECYCLE_NODE_REQUIRED = ('name', 'namespace')
 
 
 class Entity:
@@ -272,6 +276,22 @@ def _parse_node(entity: Entity, common: Dict[str, Any]) -> model.Action:
     return parse_node_attributes(entity, common, _parse_float)
 
 
+def _parse_lifecycle_node(entity: Entity, common: Dict[str, Any]) -> model.Action:
+    """A ``node`` that starts unconfigured, as launch_ros ``LifecycleNode.parse``: every node
+    attribute, ``name`` and ``namespace`` required (``namespace: ''`` for the pushed or root
+    namespace), and ``autostart`` (a bool, or a string that may hold substitutions)."""
+    missing = [name for name in LIFECYCLE_NODE_REQUIRED
+               if not isinstance(entity.element, dict) or name not in entity.element]
+    if missing:
+        raise entity.error(f"a lifecycle_node needs {' and '.join(map(repr, missing))} "
+                           "(ros2 launch fails without them; namespace may be '')")
+    autostart = entity.get_attr('autostart', data_type='bool', optional=True)
+    if isinstance(autostart, str):
+        autostart = entity.subst(autostart)
+    return replace(parse_node_attributes(entity, common, _parse_float), lifecycle=True,
+                   autostart=autostart)
+
+
 ACTION_PARSERS = {
     'arg': _parse_arg,
     'let': _parse_let,
@@ -283,4 +303,5 @@ ACTION_PARSERS = {
     'group': _parse_group,
     'include': _parse_include,
     'node': _parse_node,
+    'lifecycle_node': _parse_lifecycle_node,
 }

@@ -26,6 +26,12 @@ default): only if its checkpoint's metadata matches the planner's task, task cos
 joints and model period (:func:`~mbrl_ros.core.value_prior.compatibility_error`). PlanStatus
 says the stage ("mpc", "mpc+policy", "mpc+value", "mpc+policy+value", "policy") and the
 value/policy version in use; a policy-only command has the status "policy".
+
+A managed (lifecycle) node: configure reads the parameters and builds everything (robot,
+model, controller, publishers, subscriptions, timers), activate starts commanding, deactivate
+stops it (no PlannedCommand at all: the safety gate holds the robot by its watchdog), cleanup
+releases what configure built. With ``autostart`` (default true) it configures and activates
+itself; the launch files leave that to ``lifecycle_manager``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import math
 import os
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 import pathlib
 from typing import Any, Dict, Optional
@@ -46,8 +53,11 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import (LifecycleNode, LifecyclePublisher, LifecycleState,
+                             TransitionCallbackReturn)
+from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory
@@ -71,6 +81,8 @@ from mbrl_ros.core.value_prior import (STAGE_MPC, VALUE_POLICY_KIND, PlanningPri
                                        ValuePriorConfig, compatibility_error)
 from mbrl_ros.core.workspace import WorkspaceConfig
 from mbrl_ros.msg import ModelUpdate, PlannedCommand, PlanStatus
+from mbrl_ros.nodes.managed import (CONFIGURE_ERRORS, ERROR, FAILURE, SUCCESS,
+                                    declare_autostart, start_unmanaged)
 from mbrl_ros.nodes.parameters import declare_config, read_config
 from mbrl_ros.nodes.qos import PLANNED_COMMAND_QOS
 from mbrl_ros.nodes.spin import run_node
@@ -178,11 +190,95 @@ def prior_options_text(options: ValuePriorConfig) -> str:
                      for field in dataclasses.fields(options))
 
 
-class PlannerNode(Node):
-    """Plans on every tick and publishes the plan (or its first action) for the gate."""
+class PlannerNode(LifecycleNode):
+    """Plans on every tick and publishes the plan (or its first action) for the gate, while
+    active."""
 
     def __init__(self, **kwargs):
         super().__init__("planner", **kwargs)
+        self._active = False
+        self._loader: Optional[ThreadPoolExecutor] = None
+        self._built: list = []
+        """Publishers, subscriptions and timers made by configure (released by cleanup)."""
+        self._parameter_callback = None
+        self._configure_error: Optional[Exception] = None
+        if declare_autostart(self):
+            start_unmanaged(self, lambda: self._configure_error)
+        else:
+            self.get_logger().info("unconfigured: waiting for a lifecycle manager")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Read the parameters and build everything; a refused configuration fails the
+        transition (logged; the node stays unconfigured)."""
+        self._configure_error = None
+        try:
+            self._build()
+        except CONFIGURE_ERRORS as error:
+            self._configure_error = error
+            self.get_logger().error(f"configuration refused: {error}")
+            self._release()
+            return FAILURE
+        except Exception as error:  # noqa: BLE001 - rclpy would swallow it unlogged
+            self._configure_error = error
+            self.get_logger().error(f"configure failed: {traceback.format_exc()}")
+            return ERROR  # on_error releases what was built
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        self.get_logger().info("active: commanding")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self.get_logger().info("inactive: no commands (the safety gate holds the robot)")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._release()
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._release()
+        return SUCCESS
+
+    def _keep(self, entity):
+        """``entity`` (a publisher, subscription or timer made by configure), remembered for
+        cleanup."""
+        self._built.append(entity)
+        return entity
+
+    def _release(self) -> None:
+        """Undo configure: stop the loader, destroy what it made (parameters stay declared,
+        with their values, for the next configure)."""
+        self._active = False
+        if self._loader is not None:
+            self._loader.shutdown(wait=True, cancel_futures=True)
+            self._loader = None
+        if self._parameter_callback is not None:
+            self.remove_on_set_parameters_callback(self._parameter_callback)
+            self._parameter_callback = None
+        for entity in reversed(self._built):
+            if isinstance(entity, LifecyclePublisher):
+                self.destroy_lifecycle_publisher(entity)
+            elif isinstance(entity, Publisher):
+                self.destroy_publisher(entity)
+            elif isinstance(entity, Subscription):
+                self.destroy_subscription(entity)
+            else:
+                self.destroy_timer(entity)
+        self._built.clear()
+
+    def _build(self) -> None:
+        """Everything the planner plans with, from its parameters (the configure
+        transition)."""
         self.config = declare_config(self, PlannerNodeConfig)
         torch.set_num_threads(self.config.torch_threads)
         self.device = torch.device(self.config.device)
@@ -255,25 +351,32 @@ class PlannerNode(Node):
         # order; checkpoints load on a worker thread. (rclpy's multi-threaded executor spins a
         # core while a callback group is busy: ~50 % of a core measured with py-spy.)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model_loader")
-        self.command_pub = self.create_publisher(PlannedCommand, "mbrl/planned_command",
-                                                 PLANNED_COMMAND_QOS)
-        self.trajectory_pub = self.create_publisher(
-            JointTrajectory, PLANNED_TRAJECTORY_TOPIC, RELIABLE) \
+        # commands: lifecycle publishers, so nothing reaches the gate unless active
+        self.command_pub = self._keep(self.create_lifecycle_publisher(
+            PlannedCommand, "mbrl/planned_command", PLANNED_COMMAND_QOS))
+        self.trajectory_pub = self._keep(self.create_lifecycle_publisher(
+            JointTrajectory, PLANNED_TRAJECTORY_TOPIC, RELIABLE)) \
             if self.config.publish_trajectory else None
-        self.status_pub = self.create_publisher(PlanStatus, "mbrl/plan/status", STATUS)
-        self.markers_pub = self.create_publisher(MarkerArray, "mbrl/plan/markers", VISUAL)
-        self.path_pub = self.create_publisher(Path, "mbrl/plan/path", VISUAL)
-        self.create_subscription(JointState, "joint_states", self._on_joint_states, RELIABLE)
-        self.create_subscription(PoseStamped, "mbrl/goal", self._on_goal, RELIABLE)
+        self.status_pub = self._keep(self.create_publisher(PlanStatus, "mbrl/plan/status",
+                                                           STATUS))
+        self.markers_pub = self._keep(self.create_publisher(MarkerArray, "mbrl/plan/markers",
+                                                            VISUAL))
+        self.path_pub = self._keep(self.create_publisher(Path, "mbrl/plan/path", VISUAL))
+        self._keep(self.create_subscription(JointState, "joint_states", self._on_joint_states,
+                                            RELIABLE))
+        self._keep(self.create_subscription(PoseStamped, "mbrl/goal", self._on_goal, RELIABLE))
         if self.stand:
-            self.create_subscription(Odometry, self.config.odom_topic, self._on_odom, RELIABLE)
-        self.create_subscription(ModelUpdate, "mbrl/model_update", self._on_model_update,
-                                 MODEL_UPDATE_QOS)
+            self._keep(self.create_subscription(Odometry, self.config.odom_topic, self._on_odom,
+                                                RELIABLE))
+        self._keep(self.create_subscription(ModelUpdate, "mbrl/model_update",
+                                            self._on_model_update, MODEL_UPDATE_QOS))
         if self.config.trigger == "timer":
-            self.create_timer(period, self._on_timer)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+            self._keep(self.create_timer(period, self._on_timer))
+        self.diagnostics_pub = self._keep(self.create_publisher(DiagnosticArray, "/diagnostics",
+                                                                10))
+        self._keep(self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics))
+        self._parameter_callback = self._on_set_parameters
+        self.add_on_set_parameters_callback(self._parameter_callback)
         self.get_logger().info(
             f"planning for {self.robot.num_joints} joints at {self.config.control_rate_hz} Hz; "
             f"({self.config.task}); " + (
@@ -599,6 +702,8 @@ class PlannerNode(Node):
                 f"{self.controller.stage}")
 
     def _on_timer(self) -> None:
+        if not self._active:
+            return  # inactive: no plan, no command (the gate holds by its watchdog)
         self._apply_pending()
         if self.latest_state is None:
             return
@@ -669,7 +774,9 @@ class PlannerNode(Node):
         """Planner health on /diagnostics: OK planning, WARN exploring / stale input / last plan
         failed."""
         step, stats = self.last_step, self.controller.recovery_stats
-        if self.stale or step is None:
+        if not self._active:
+            level, message = DiagnosticStatus.WARN, "inactive (lifecycle): not commanding"
+        elif self.stale or step is None:
             level, message = DiagnosticStatus.WARN, "no fresh joint state: not commanding"
         elif step.failed:
             level, message = DiagnosticStatus.WARN, f"last plan failed: {step.error}"
@@ -746,7 +853,8 @@ class PlannerNode(Node):
         self.path_pub.publish(plan_path(header, ee_path))
 
     def destroy_node(self) -> None:
-        self._loader.shutdown(wait=True, cancel_futures=True)
+        if self._loader is not None:
+            self._loader.shutdown(wait=True, cancel_futures=True)
         super().destroy_node()
 
 

@@ -7,6 +7,14 @@ name and judged by their own stamp, status and disagreement; joint states by the
 stamps. A command of several timed points (a streamed plan) is sampled at each tick's time, so
 the robot gets a fresh command every control period whatever the planner's rate. On
 SIGINT/SIGTERM the gate publishes a final hold before it exits.
+
+A managed (lifecycle) node that holds the robot in every state: it reads its parameters and
+starts holding when it starts, since the robot must be held whatever state the gate is in;
+configure subscribes to the planner's commands, activate lets them pass, deactivate and cleanup
+hold at once, and the shutdown transition (also taken on SIGINT/SIGTERM) sends the final hold.
+With ``autostart`` (default true) it activates itself; the launch files leave that to
+``lifecycle_manager``.
+
 Run: ``python -m mbrl_ros.nodes.safety_gate_node --ros-args --params-file <robot.yaml>``;
 remap the output with ``-r effort_controller/commands:=<controller>/commands`` (or, with
 ``output_interface: joint_trajectory``, ``-r joint_trajectory_controller/joint_trajectory:=
@@ -29,7 +37,7 @@ from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -40,10 +48,12 @@ from mbrl_ros.nodes.conversions import (JointNameMap, joint_trajectory_message,
                                         stamp_to_seconds)
 from mbrl_ros.core.safety_gate import (GateCommand, GateConfig, GateOutput, GateState,
                                        GravityFn, SafetyGate)
-from mbrl_ros.core.safety_gate_config import PER_JOINT_FIELDS
+from mbrl_ros.core.safety_gate_config import PER_JOINT_FIELDS, CommandStatus, Fault
 from mbrl_ros.core.tick_schedule import TickSchedule
 from mbrl_ros.core.workspace import WorkspaceConfig, WorkspaceGuard
 from mbrl_ros.msg import GateStatus, PlannedCommand
+from mbrl_ros.nodes.managed import (ACTIVE, SUCCESS, declare_autostart, start_unmanaged,
+                                    state_id, state_label)
 from mbrl_ros.nodes.parameters import declare_config, field_docstrings
 from mbrl_ros.nodes.qos import (CONTROLLER_COMMAND_QOS, JOINT_STATE_QOS, LATCHED_STATUS_QOS,
                                 PLANNED_COMMAND_QOS)
@@ -75,6 +85,10 @@ WORKSPACE_PREFIX = "workspace."
 """Parameters of the workspace check (:class:`WorkspaceConfig`), read once at start."""
 DEFAULT_EE_FRAME = "ee_link"
 """End-effector frame of the workspace's box when the ``ee_frame`` parameter is not set."""
+NOT_ACTIVE_REASON = "safety gate not active"
+"""Reason of the hold request the gate gives itself when it stops passing planner commands."""
+NOT_ACTIVE_FAULTS = (Fault.NO_COMMAND, Fault.PLANNER_FAILED)
+"""Faults a gate that is not active reports as its lifecycle state (it holds by design)."""
 DEFAULTS = GateConfig()
 DESCRIPTIONS = field_docstrings(GateConfig)
 
@@ -116,11 +130,14 @@ def _guarded(callback):
     return wrapper
 
 
-class SafetyGateNode(Node):
-    """Subscribes planner commands and joint states; publishes the gated command."""
+class SafetyGateNode(LifecycleNode):
+    """Subscribes planner commands and joint states; publishes the gated command (a hold
+    unless active). Its outputs are plain publishers, not lifecycle ones: the hold must go
+    out in every lifecycle state."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("safety_gate", **kwargs)
+        autostart = declare_autostart(self)
         self.config, gravity = self._read_config()
         self.workspace = self._read_workspace()
         self.gate = SafetyGate(self.config, gravity, self.workspace)
@@ -131,15 +148,18 @@ class SafetyGateNode(Node):
         self._schedule = TickSchedule(self._period)
         self._planner_alive = 0
         self._stopped = False
+        self._active = False
+        """Planner commands reach the core gate only while the node is active."""
+        self._command_sub = None
+        """The planner's commands (created by configure, destroyed by cleanup)."""
+        self._own_hold = False
+        """True while the core gate's command is the gate's own hold request (not active)."""
         self._trajectory_output = self._output_interface == "joint_trajectory"
         self._command_pub = self.create_publisher(
             JointTrajectory, TRAJECTORY_TOPIC, OUTPUT_QOS) if self._trajectory_output \
             else self.create_publisher(Float64MultiArray, COMMAND_TOPIC, OUTPUT_QOS)
         self._status_pub = self.create_publisher(GateStatus, GATE_STATUS_TOPIC, STATUS_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(
-            PlannedCommand, PLANNED_COMMAND_TOPIC, self._on_command, COMMAND_QOS,
-            event_callbacks=SubscriptionEventCallbacks(liveliness=self._on_planner_liveliness))
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, STATE_QOS)
         self.create_service(SetBool, "~/estop", self._on_estop)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -153,7 +173,55 @@ class SafetyGateNode(Node):
             f"{self.config.control_rate_hz} Hz, watchdog {self.config.watchdog_timeout_s} s, "
             f"output {self._command_pub.topic_name} ({self._output_interface})"
             + (", hold with gravity compensation" if gravity is not None
-               and not self.config.driver_gravity_compensation else ""))
+               and not self.config.driver_gravity_compensation else "")
+            + ("" if autostart else "; holding until a lifecycle manager activates it"))
+        if autostart:
+            start_unmanaged(self, lambda: None)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Listen to the planner (its commands pass only once active)."""
+        if self._command_sub is None:
+            self._command_sub = self.create_subscription(
+                PlannedCommand, PLANNED_COMMAND_TOPIC, self._on_command, COMMAND_QOS,
+                event_callbacks=SubscriptionEventCallbacks(
+                    liveliness=self._on_planner_liveliness))
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Pass planner commands from the next fresh one on (the hold until then)."""
+        self._active = True
+        self.get_logger().info("active: passing planner commands that pass the checks")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._hold("deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._hold("cleaned up")
+        if self._command_sub is not None:
+            self.destroy_subscription(self._command_sub)
+            self._command_sub = None
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._hold("error in a lifecycle transition")
+        return SUCCESS
+
+    def _hold(self, why: str) -> None:
+        """Stop passing planner commands and hold from this tick on: the core gate gets a hold
+        request in place of the planner's last command."""
+        self._active = False
+        joints = self.config.num_joints
+        with self._lock:
+            self._own_hold = True
+            self.gate.set_command(GateCommand(
+                points=np.zeros((0, joints)), times=np.zeros(0), disagreement=np.zeros(0),
+                status=int(CommandStatus.FAILED), source_stamp=self._now(),
+                reason=NOT_ACTIVE_REASON))
+        self.get_logger().info(f"{why}: holding the robot; planner commands are not passed")
+        self._decide_and_publish()
 
     def _read_config(self) -> Tuple[GateConfig, Optional[GravityFn]]:
         for config_field in fields(GateConfig):
@@ -259,8 +327,11 @@ class SafetyGateNode(Node):
 
     @_guarded
     def _on_command(self, msg: PlannedCommand) -> None:
+        if not self._active:
+            return  # configured but not active: the hold request stays
         points, times, disagreement, error = self._joint_map.from_planned_command(msg)
         with self._lock:
+            self._own_hold = False
             if error:
                 self.gate.set_invalid_command(error)
             else:
@@ -341,8 +412,13 @@ class SafetyGateNode(Node):
             self._tick_timer.reset()
         if out.command is not None:
             self._publish_output(out.command)
+        reason = out.reason
+        if out.fault in NOT_ACTIVE_FAULTS and not self._active:
+            reason = f"gate {state_label(self)}: holding, planner commands not passed"
+        elif out.fault in NOT_ACTIVE_FAULTS and self._own_hold:
+            reason = "gate active: holding until the planner's next command"
         self._log_transition(previous, out)
-        self._publish_status(out, out.reason, stamp)
+        self._publish_status(out, reason, stamp)
 
     def _publish_output(self, command: np.ndarray) -> None:
         """The gated command to the controller: a Float64MultiArray, or a JointTrajectory
@@ -379,11 +455,14 @@ class SafetyGateNode(Node):
         else:
             self.get_logger().warning(message)
 
-    def on_shutdown(self) -> None:
-        """Final hold before the process exits (SIGINT/SIGTERM): the controller must not keep
-        applying a moving planner target."""
+    def on_shutdown(self, state: Optional[LifecycleState] = None) -> TransitionCallbackReturn:
+        """Final hold (the shutdown transition, which the process takes on SIGINT/SIGTERM
+        too): the controller must not keep applying a moving planner target. Sent once."""
         stamp = self.get_clock().now()
+        self._active = False
         with self._lock:
+            if self._stopped:
+                return SUCCESS
             self._stopped = True
             command = self.gate.final_command(stamp.nanoseconds * 1e-9)
             last = self._last
@@ -398,6 +477,7 @@ class SafetyGateNode(Node):
             "gate stopping: final hold "
             + ("not sent (no safe command known)" if command is None
                else f"{np.round(command, 4).tolist()}"))
+        return SUCCESS
 
     @_guarded
     def _on_diagnostics(self) -> None:
@@ -411,11 +491,14 @@ class SafetyGateNode(Node):
             status.level = DiagnosticStatus.ERROR if error else DiagnosticStatus.OK \
                 if out.state == GateState.PASS else DiagnosticStatus.WARN
             status.message = f"{out.state.name}: {out.reason}"
+            if state_id(self) != ACTIVE:
+                status.level = max(status.level, DiagnosticStatus.WARN)
+                status.message = f"{state_label(self)} (holding): {status.message}"
             status.values = [KeyValue(key=key, value=str(value)) for key, value in (
                 ("state", out.state.name), ("fault", out.fault.value if out.fault else ""),
                 ("disagreement", out.disagreement), ("command_age_s", out.command_age_s),
                 ("interventions", out.interventions), ("commands_passed", out.commands_passed),
-                ("commands_clamped", out.commands_clamped))]
+                ("commands_clamped", out.commands_clamped), ("lifecycle", state_label(self)))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)

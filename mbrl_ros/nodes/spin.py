@@ -9,7 +9,9 @@ Shutdown is what a robot needs, not what rclpy does by default:
   never sent its final hold).
 - The context stays up until the node's ``on_shutdown()`` hook (if it has one) has run, so a
   node can still publish in it: the safety gate sends its final hold there, the logger closes
-  its open split, the trainer abandons a training round.
+  its open split, the trainer abandons a training round. A managed (lifecycle) node takes its
+  shutdown transition instead, whose ``on_shutdown`` callback does the same; one that reaches
+  the finalized state otherwise (``ros2 lifecycle set <node> shutdown``) ends its process.
 - A bad configuration (``ValueError``/``OSError`` while building the node) exits with status 2
   and one clear log line instead of a traceback.
 - After a clean shutdown the process exits at once (status 0, output flushed): the
@@ -28,8 +30,11 @@ from typing import Callable, Optional
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.lifecycle import LifecycleNodeMixin
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from mbrl_ros.nodes.managed import FINALIZED, shut_down, state_id
 
 POLL_PERIOD_S = 0.05
 """Longest time between a stop signal and the executor noticing it."""
@@ -88,7 +93,7 @@ def run_node(make_node: Callable[[], Node], make_executor: Callable[[], Executor
         node = make_node()
         executor = make_executor()
         executor.add_node(node)
-        while not stop.requested and rclpy.ok():
+        while not stop.requested and rclpy.ok() and not _finalized(node):
             executor.spin_once(timeout_sec=POLL_PERIOD_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -115,10 +120,20 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+def _finalized(node: Node) -> bool:
+    """True for a managed node in the finalized state: nothing is left for it to do."""
+    return isinstance(node, LifecycleNodeMixin) and state_id(node) == FINALIZED
+
+
 def _shut_down(node: Optional[Node], executor: Optional[Executor]) -> None:
     try:
         hook = getattr(node, "on_shutdown", None)
-        if callable(hook) and rclpy.ok():
+        if isinstance(node, LifecycleNodeMixin) and rclpy.ok():
+            try:
+                shut_down(node)
+            except Exception as exc:  # noqa: BLE001 - the rest of the cleanup must still run
+                node.get_logger().error(f"shutdown transition failed: {exc!r}")
+        elif callable(hook) and rclpy.ok():
             try:
                 hook()
             except Exception as exc:  # noqa: BLE001 - the rest of the cleanup must still run

@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import rclpy
+from lifecycle_msgs.srv import GetState
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -32,6 +33,8 @@ HOLD_TOLERANCE_RAD = 0.02
 """A command within this of the measured position holds the joint."""
 SETTLE_S = 0.5
 """The robot must be held from this long after a fault on."""
+STATE_REQUEST_S = 1.0
+"""How long the probe waits for one answer to a lifecycle state request."""
 RECORD_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 """The probe keeps every message even when the test process falls behind."""
 
@@ -63,6 +66,7 @@ class GraphProbe:
                                                       PLANNED_COMMAND_QOS)
         self.estop = self.node.create_client(SetBool, "/safety_gate/estop")
         self.reset = self.node.create_client(Trigger, "/safety_gate/reset")
+        self._state_clients: dict = {}
 
     def _on_state(self, msg: JointState) -> None:
         index = {name: i for i, name in enumerate(msg.name)}
@@ -100,6 +104,25 @@ class GraphProbe:
         future = client.call_async(request)
         assert self.spin_until(future.done, timeout_s)
         return future.result()
+
+    def lifecycle_state(self, node_name: str, timeout_s: float = 10.0) -> str:
+        """The lifecycle state ("unconfigured", "active", ...) of the managed node
+        ``/node_name``; '' when it does not answer within ``timeout_s``. A request is sent
+        again every ``STATE_REQUEST_S`` (one sent just as a new process's service appears may
+        never be answered)."""
+        client = self._state_clients.get(node_name)
+        if client is None:
+            client = self._state_clients[node_name] = self.node.create_client(
+                GetState, f"/{node_name}/get_state")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.spin_until(client.service_is_ready, deadline - time.monotonic()):
+                break
+            future = client.call_async(GetState.Request())
+            if self.spin_until(future.done, min(STATE_REQUEST_S, deadline - time.monotonic())):
+                return future.result().current_state.label
+            client.remove_pending_request(future)
+        return ""
 
     def gate_state_since(self, wall: float) -> List[int]:
         return [state for t, state, _ in self.gate if t >= wall]

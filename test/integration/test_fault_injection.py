@@ -1,7 +1,8 @@
 """Fault injection into the running arm graph (launch file, package runner, real processes).
 
-One graph is started for the module and faults are injected one after another: planner SIGKILL
-and SIGSTOP, trainer SIGKILL while it writes checkpoints, logger SIGKILL mid-split, gate
+One graph is started for the module and faults are injected one after another: planner SIGKILL,
+SIGTERM (the respawned planner is brought up by the lifecycle manager) and SIGSTOP, trainer
+SIGKILL while it writes checkpoints, logger SIGKILL mid-split, gate
 SIGKILL, rogue planner commands, e-stop and reset, and last a double SIGINT of the launch. Each
 test asserts what a robot integrator needs: the robot is held (|command - measured| <= 0.02 rad
 from 0.5 s after the fault), nothing non-finite or beyond limits reaches the controller, the
@@ -53,6 +54,8 @@ DEAD_GATE_S = 2.0
 """How long the gate SIGKILL test keeps the respawned gate paused."""
 TIMEOUT_AND_SETTLE_S = 1.0
 """The sim's command timeout (0.5 s) plus the settle time: from then on the arm must be still."""
+REACTIVATED = "planner: active again"
+"""What the lifecycle manager logs when it has brought a respawned planner up."""
 REPORT: dict = {}
 """Measured figures, by fault (written to $MBRL_FAULT_REPORT)."""
 
@@ -166,6 +169,32 @@ def test_planner_sigkill_is_held_until_the_respawned_planner_commands(graph):
     held_after(probe, killed, back, "planner SIGKILL")
     assert_no_gap(probe, killed, back, "planner SIGKILL")
     assert alive(respawned)
+    assert probe.lifecycle_state("planner") == "active"
+
+
+def test_the_respawned_planner_starts_unconfigured_and_the_manager_activates_it(graph):
+    """The planner is a managed node started unconfigured (autostart false): commands resume
+    after a respawn only because the lifecycle manager configures and activates the new
+    process. A SIGTERM'd planner stops cleanly (its shutdown transition) within 3 s."""
+    probe, runner = graph["probe"], graph["runner"].pid
+    planner = wait_for_process(runner, "planner", 30.0, probe=probe)
+    wait_for_pass(probe, time.monotonic() - 1.0)
+    assert probe.lifecycle_state("planner") == "active"
+    activations = graph["log"].read_text().count(REACTIVATED)
+    kill(planner, signal.SIGTERM)
+    assert probe.spin_until(lambda: not alive(planner), 3.0), "the planner ignored SIGTERM"
+    stopped = time.monotonic()  # it may finish its last plan step: judged from its exit on
+    respawned = wait_for_process(runner, "planner", 30.0, other_than=planner, probe=probe)
+    seen = set()
+    assert probe.spin_until(lambda: seen.add(probe.lifecycle_state("planner", 2.0))
+                            or "active" in seen, 60.0), f"the planner never became active: {seen}"
+    back = wait_for_pass(probe, stopped + SETTLE_S)
+    held_after(probe, stopped, back, "planner SIGTERM")
+    assert_no_gap(probe, stopped, back, "planner SIGTERM")
+    assert alive(respawned)
+    assert probe.spin_until(
+        lambda: graph["log"].read_text().count(REACTIVATED) > activations, 5.0), \
+        "the lifecycle manager did not re-activate the planner"
 
 
 def test_planner_sigstop_is_held_and_resumes_on_sigcont(graph):
@@ -325,7 +354,8 @@ def test_double_sigint_of_the_launch_ends_with_a_hold_and_every_node_stops(graph
     probe, runner = graph["probe"], graph["runner"]
     wait_for_pass(probe, time.monotonic() - 1.0)
     nodes = child_processes(runner.pid)
-    assert {"sim", "logger", "trainer", "planner", "safety_gate"} <= set(nodes), nodes
+    assert {"sim", "logger", "trainer", "planner", "safety_gate",
+            "lifecycle_manager"} <= set(nodes), nodes
     sent = time.monotonic()
     runner.send_signal(signal.SIGINT)
     time.sleep(0.05)

@@ -44,7 +44,7 @@ CONFIG = yaml.safe_load((REPO / "config" / "arm7.yaml").read_text())
 CONTROLLER = CONFIG["/**/sim"]["ros__parameters"]["controller_name"]
 NAMESPACES = {"robot_a": "1.0", "robot_b": "0.5"}
 """Namespace -> the sim's real-time factor: the two simulated clocks drift apart."""
-NODES = ("sim", "logger", "trainer", "planner", "safety_gate")
+NODES = ("sim", "logger", "trainer", "planner", "safety_gate", "lifecycle_manager")
 GLOBAL_TOPICS = {"/rosout", "/parameter_events", "/diagnostics", "/tf", "/tf_static"}
 """Topics that stay global with namespaced graphs (no /clock: each sim has its own)."""
 ENDPOINTS = {  # relative topic -> (publishing nodes, subscribing nodes) of one graph
