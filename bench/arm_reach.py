@@ -8,6 +8,9 @@ a goal counts when the end effector stays within ``--radius`` for ``--dwell`` se
 goal starts from the home pose (the simulator is reset), so one failure does not carry over.
 
     python -m bench.arm_reach --data-seconds 60 --goals 20 --kinds residual ensemble
+
+``--methods mppi icem ilqr`` reaches the same goals with each planning method in turn (same
+data, same model per kind); without it the config's ``planner.method`` is used.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from mbrl_ros.core.disturbance import DisturbanceConfig
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
 from mbrl_ros.core.nominal_only import NominalOnlyModel
-from mbrl_ros.core.planning.config import PlannerConfig
+from mbrl_ros.core.planning.config import METHODS, PlannerConfig
 from mbrl_ros.core.residual import ResidualDynamics
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.demo.goals import GoalSampler
@@ -72,14 +75,17 @@ class ArmSetup:
                                                      or {}, seed=self.seed))
         return reach_explorer(config, self.robot, self.mode, self.period, self.compensated)
 
-    def controller(self, model, offset_free: bool = True,
-                   goal_seed: bool = True) -> ModelPredictiveController:
+    def controller(self, model, offset_free: bool = True, goal_seed: bool = True,
+                   method: Optional[str] = None) -> ModelPredictiveController:
         """The planner node's controller for ``model`` (``offset_free``: with the config's
-        disturbance estimate; ``goal_seed``: with the IK seed on each goal)."""
+        disturbance estimate; ``goal_seed``: with the IK seed on each goal; ``method``: the
+        planning method instead of the config's)."""
         p = self.planner_params
         values = reach_limits(self.robot, self.mode, p.get("velocity_limit_fraction", 1.5))
         values.update({k: tuple(v) if isinstance(v, list) else v
                        for k, v in (p.get("planner") or {}).items()})
+        if method is not None:
+            values["method"] = method
         cost_config = config_from(ReachCostConfig, p.get("cost"))
         cost = build_reach_cost(self.robot, self.nominal.ee_position_batch, cost_config, None,
                                 torch.device("cpu"))
@@ -126,10 +132,12 @@ def train(setup: ArmSetup, kind: str, data: TransitionBatch):
     return model
 
 
-def reach(setup: ArmSetup, model, goals: np.ndarray, args) -> list:
-    """Closed-loop reaching; returns one dict per goal."""
+def reach(setup: ArmSetup, model, goals: np.ndarray, args,
+          method: Optional[str] = None) -> list:
+    """Closed-loop reaching (``method``: the planning method, None: the config's); returns
+    one dict per goal."""
     sim, controller = setup.simulator(), setup.controller(model, not args.no_offset_free,
-                                                          not args.no_goal_seed)
+                                                          not args.no_goal_seed, method)
     periods = int(round(setup.period / sim.config.control_period))
     delay = int(round(args.command_delay / sim.config.control_period))
     if not 0 <= delay < periods:
@@ -188,6 +196,9 @@ def main(argv=None) -> int:
                         help="plan without the IK seed on each new goal")
     parser.add_argument("--no-offset-free", action="store_true",
                         help="plan without the disturbance estimate (offset-free MPC)")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                        help="planning methods to compare, each on the same goals and model "
+                             "(default: the config's planner.method only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(REPO / "results" / "bench" / "arm_reach.json"))
@@ -203,18 +214,27 @@ def main(argv=None) -> int:
                    command_delay_s=args.command_delay, kinds={})
     for kind in args.kinds:
         model = train(setup, kind, data)
-        results = reach(setup, model, goals, args)
-        rate = float(np.mean([r["reached"] for r in results]))
-        summary["kinds"][kind] = dict(success_rate=rate, goals=results)
-        print(f"{kind:9s}: {100 * rate:5.1f} % of {len(goals)} goals within "
-              f"{100 * args.radius:.0f} cm after {args.data_seconds:.0f} s of data "
-              f"(median final distance "
-              f"{100 * np.median([r['final_distance_m'] for r in results]):.1f} cm, planning "
-              f"p50 {np.median([r['planning_ms_p50'] for r in results]):.1f} ms)")
+        for method in args.methods or [None]:
+            run_goals(setup, model, goals, args, kind, method, summary)
     summary["wall_s"] = time.monotonic() - start
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
     return 0
+
+
+def run_goals(setup: ArmSetup, model, goals: np.ndarray, args, kind: str,
+              method: Optional[str], summary: dict) -> None:
+    """Reach ``goals`` with ``model`` and ``method``; record and print the outcome under the
+    kind's name (``kind/method`` when a method is given)."""
+    name = kind if method is None else f"{kind}/{method}"
+    results = reach(setup, model, goals, args, method)
+    rate = float(np.mean([r["reached"] for r in results]))
+    summary["kinds"][name] = dict(success_rate=rate, goals=results)
+    print(f"{name:9s}: {100 * rate:5.1f} % of {len(goals)} goals within "
+          f"{100 * args.radius:.0f} cm after {args.data_seconds:.0f} s of data "
+          f"(median final distance "
+          f"{100 * np.median([r['final_distance_m'] for r in results]):.1f} cm, planning "
+          f"p50 {np.median([r['planning_ms_p50'] for r in results]):.1f} ms)")
 
 
 if __name__ == "__main__":

@@ -254,7 +254,7 @@ def test_bad_inputs_raise_or_fall_back():
     with pytest.raises(ValueError, match="planner expects 2"):
         planner.plan([1.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="method"):
-        PlannerConfig(method="ilqr").validate()
+        PlannerConfig(method="newton").validate()
     with pytest.raises(ValueError, match="partition"):
         PlannerConfig(propagation="partition", disagreement_weight=1.0).validate()
 

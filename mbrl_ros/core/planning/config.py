@@ -1,4 +1,4 @@
-"""Settings of the sampling-based planner (MPPI / CEM over a learned dynamics ensemble)."""
+"""Settings of the planner (MPPI / CEM / iCEM / iLQR over a learned dynamics ensemble)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Tuple
 
-METHODS = ("mppi", "cem")
-"""Planner update rules."""
+METHODS = ("mppi", "cem", "icem", "ilqr")
+"""Planner update rules (see docs/planner.md#planning-methods)."""
 
 PROPAGATIONS = ("ensemble", "mean", "partition")
 """How a sampled action sequence is propagated through the ensemble (see docs/planner.md)."""
@@ -26,7 +26,9 @@ class PlannerConfig:
     """
 
     method: str = "mppi"
-    """Update rule: "mppi" (exponentially weighted mean of all samples) or "cem" (elite mean)."""
+    """Update rule: "mppi" (exponentially weighted mean of all samples), "cem" (elite mean),
+    "icem" (CEM with colored noise, elite reuse and a shrinking population) or "ilqr"
+    (control-limited iLQR / box-DDP from the warm start; ``num_iterations`` iterations)."""
     horizon: int = 16
     """Number of planned control steps H."""
     num_samples: int = 512
@@ -78,6 +80,23 @@ class PlannerConfig:
     rollout_chunk_rows: int = 0
     """Samples per block of the rollout kernel: each block goes through every layer while its
     activations are in cache; 0: all samples at once."""
+    noise_exponent: float = 2.0
+    """iCEM: exponent beta of the sampling noise's power spectrum along the horizon
+    (power ~ 1 / frequency^beta): 0 is white noise, larger is smoother (Pinneri et al. 2020)."""
+    keep_elites_fraction: float = 0.3
+    """iCEM: fraction of the elites carried into the next iteration, and (shifted one step)
+    into the next plan's first iteration."""
+    population_decay: float = 1.25
+    """iCEM: iteration i samples num_samples / population_decay^i sequences (at least twice
+    the elites); 1 keeps the population fixed."""
+    ilqr_regularization: float = 1e-3
+    """iLQR: initial Levenberg-Marquardt term mu added to Q_uu (normalised action units)."""
+    ilqr_regularization_factor: float = 2.0
+    """iLQR: base factor of the regularisation schedule (Tassa et al. 2012): mu grows after a
+    failed step or a non-positive-definite Q_uu, shrinks after an accepted one."""
+    ilqr_line_search_steps: int = 8
+    """iLQR: step sizes 1, 1/2, 1/4, ... tried per iteration, all rolled out in one batch on
+    the model (the lowest cost is accepted if it lowers the cost)."""
     bf16_rollouts: bool = False
     """Score the samples with bfloat16 matmuls (CPUs with avx512_bf16 or AMX, GPUs). Used only
     when a check on the first plan with each model finds the plan's first action within
@@ -119,6 +138,25 @@ class PlannerConfig:
                 raise ValueError(f"PlannerConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.gradient_steps > 0 and not self.gradient_lr > 0.0:
             raise ValueError(f"PlannerConfig.gradient_lr must be > 0, got {self.gradient_lr}")
+        if not (math.isfinite(self.noise_exponent) and self.noise_exponent >= 0.0):
+            raise ValueError(f"PlannerConfig.noise_exponent must be finite and >= 0, "
+                             f"got {self.noise_exponent}")
+        if not 0.0 <= self.keep_elites_fraction <= 1.0:
+            raise ValueError(f"PlannerConfig.keep_elites_fraction must be in [0, 1], "
+                             f"got {self.keep_elites_fraction}")
+        if not (math.isfinite(self.population_decay) and self.population_decay >= 1.0):
+            raise ValueError(f"PlannerConfig.population_decay must be finite and >= 1, "
+                             f"got {self.population_decay}")
+        if not (math.isfinite(self.ilqr_regularization) and self.ilqr_regularization >= 0.0):
+            raise ValueError(f"PlannerConfig.ilqr_regularization must be finite and >= 0, "
+                             f"got {self.ilqr_regularization}")
+        if not (math.isfinite(self.ilqr_regularization_factor)
+                and self.ilqr_regularization_factor > 1.0):
+            raise ValueError(f"PlannerConfig.ilqr_regularization_factor must be finite and > 1, "
+                             f"got {self.ilqr_regularization_factor}")
+        if int(self.ilqr_line_search_steps) < 1:
+            raise ValueError(f"PlannerConfig.ilqr_line_search_steps must be >= 1, "
+                             f"got {self.ilqr_line_search_steps}")
         if self.propagation == "partition" and self.disagreement_weight > 0.0:
             raise ValueError("PlannerConfig: propagation='partition' evaluates one member per "
                              "sample, so it cannot penalise disagreement; use 'ensemble' or "
@@ -144,3 +182,8 @@ class PlannerConfig:
     def num_elites(self) -> int:
         """CEM: number of elite samples (at least 1)."""
         return max(1, int(round(self.elite_fraction * self.num_samples)))
+
+    @property
+    def num_kept_elites(self) -> int:
+        """iCEM: elites carried into the next iteration and the next plan."""
+        return int(round(self.keep_elites_fraction * self.num_elites))

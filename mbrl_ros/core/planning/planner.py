@@ -1,4 +1,4 @@
-"""TD-MPC-style sampling planner (MPPI or CEM) over a learned dynamics ensemble."""
+"""TD-MPC-style planner (MPPI, CEM, iCEM or iLQR) over a learned dynamics ensemble."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from mbrl_ros.core.planning.config import BF16_ACTION_TOLERANCE, PlannerConfig
 from mbrl_ros.core.planning.constraints import (ActionScale, ConstraintFn, StateLimits,
                                                 ranking_cost)
 from mbrl_ros.core.planning.gradient import refine_plan
+from mbrl_ros.core.planning.icem import icem_search, shift_plans
+from mbrl_ros.core.planning.ilqr import IlqrProblem, ilqr
 from mbrl_ros.core.planning.mppi import mppi_update
 from mbrl_ros.core.planning.rollout import (CostFn, PolicyFn, Rollout, ValueFn, mean_kernel,
                                             propagate, score, track_states)
@@ -55,7 +57,7 @@ class PlanResult:
 
 
 class Planner:
-    """Receding-horizon MPPI / CEM planner; ``plan(state)`` once per control tick.
+    """Receding-horizon MPPI / CEM / iCEM / iLQR planner; ``plan(state)`` once per tick.
 
     ``dynamics``: ensemble with ``num_members``, ``state_dim``, ``action_dim``, ``device`` and
     ``predict(state [E|-, N, S], action [E|-, N, A]) -> (mean, var) [E, N, S]``.
@@ -85,6 +87,9 @@ class Planner:
         self._buffers: dict = {}
         self._previous_plan: Optional[torch.Tensor] = None
         self._seed: Optional[torch.Tensor] = None
+        self._elites: Optional[torch.Tensor] = None
+        """iCEM: the best elites of the last plan's last iteration ([k, H, A] normalised)."""
+        self._pending_elites: Optional[torch.Tensor] = None
         self._bf16_checked = None
         """The model the bfloat16 check ran with (it runs again for each new model)."""
         self._bf16_ok = False
@@ -94,6 +99,7 @@ class Planner:
         """Forget the warm start (e.g. after an e-stop or a new episode) and reseed."""
         self._previous_plan = None
         self._seed = None
+        self._elites = None
         self.generator.manual_seed(self.config.seed)
 
     def set_models(self, dynamics=None, value: Optional[ValueFn] = None,
@@ -139,6 +145,7 @@ class Planner:
         if not bool(torch.isfinite(actions).all()):
             raise ValueError("seed contains NaN or inf")
         self._seed = self.scale.to_normalised(actions)
+        self._elites = None  # iCEM: the last plan's elites were made for the old warm start
 
     @property
     def warm_start(self) -> Optional[torch.Tensor]:
@@ -158,15 +165,22 @@ class Planner:
         with torch.inference_mode():
             mean, std = self._initial_distribution()
             self._seed = None
-            prior = None
-            if self.policy is not None and cfg.num_policy_trajectories > 0:
-                prior = policy_trajectories(self.dynamics, self.policy, state,
-                                            cfg.num_policy_trajectories, cfg.horizon, self.scale,
-                                            cfg.policy_noise_std, self.generator)
             kernel = mean_kernel(self.dynamics, chunk_rows=cfg.rollout_chunk_rows)
-            sampling_kernel = self._sampling_kernel(state, mean, std, prior, kernel)
-            mean, best_sample = self._sample(state, mean, std, prior, sampling_kernel)
-            options = [mean, best_sample]
+            if cfg.method == "ilqr":
+                options = [mean]  # the warm start stays an option
+            else:
+                prior = None
+                if self.policy is not None and cfg.num_policy_trajectories > 0:
+                    prior = policy_trajectories(self.dynamics, self.policy, state,
+                                                cfg.num_policy_trajectories, cfg.horizon,
+                                                self.scale, cfg.policy_noise_std,
+                                                self.generator)
+                sampling_kernel = self._sampling_kernel(state, mean, std, prior, kernel)
+                mean, best_sample = self._sample(state, mean, std, prior, sampling_kernel)
+                options = [mean, best_sample]
+                self._elites = self._pending_elites
+        if cfg.method == "ilqr":
+            options.insert(0, self._ilqr(state, mean, kernel))
         if cfg.gradient_steps > 0:
             options.append(refine_plan(self.dynamics, state, options[0], self.scale,
                                        self.cost_fn, self.value, cfg.disagreement_weight,
@@ -184,6 +198,8 @@ class Planner:
         """The sampling iterations from ``mean``, ``std`` ``[H, A]`` (normalised) -> the final
         mean (clamped to the bounds) and the best sample of the last iteration."""
         cfg = self.config
+        if cfg.method == "icem":
+            return self._sample_icem(state, mean, std, prior, kernel)
         candidates, noise = self._buffer("candidates"), self._buffer("noise")
         for _ in range(cfg.num_iterations):
             # sample: policy prior, current mean, Gaussian around the mean (clamped)
@@ -202,6 +218,35 @@ class Planner:
             mean = cfg.momentum * mean + (1.0 - cfg.momentum) * new_mean
             std = new_std.clamp_(cfg.min_std, cfg.max_std)
         return mean.clamp(-1.0, 1.0), candidates[torch.argmin(rank)].clone()
+
+    def _sample_icem(self, state: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                     prior: Optional[torch.Tensor], kernel: Optional[MeanStepKernel]):
+        """iCEM's iterations (:func:`~mbrl_ros.core.planning.icem.icem_search`) from ``mean``,
+        ``std`` and the last plan's elites shifted one step -> the final mean and the best
+        sample; the new elites wait in ``_pending_elites`` until ``plan`` keeps them."""
+        cfg = self.config
+        previous = None if self._elites is None else shift_plans(self._elites)
+
+        def rank(candidates: torch.Tensor) -> torch.Tensor:
+            cost, violation, feasible, _ = self._score(
+                state, candidates, cfg.propagation, None,
+                with_disagreement=cfg.disagreement_weight > 0.0, kernel=kernel)
+            return ranking_cost(cost, violation, feasible)
+
+        outcome = icem_search(mean, std, prior, previous, rank, cfg, self.generator)
+        self._pending_elites = outcome.elites
+        return outcome.mean, outcome.best
+
+    def _ilqr(self, state: torch.Tensor, plan: torch.Tensor,
+              kernel: Optional[MeanStepKernel]) -> torch.Tensor:
+        """``num_iterations`` iLQR iterations from ``plan [H, A]`` (normalised) on the mean
+        model (:func:`~mbrl_ros.core.planning.ilqr.ilqr`; ``kernel`` for its forward passes)
+        -> the improved plan."""
+        cfg = self.config
+        problem = IlqrProblem(self.dynamics, self.scale, self.cost_fn, self.value,
+                              cfg.disagreement_weight, self.discounts, kernel)
+        return ilqr(problem, state, plan, cfg.num_iterations, cfg.ilqr_regularization,
+                    cfg.ilqr_regularization_factor, cfg.ilqr_line_search_steps).actions
 
     def _sampling_kernel(self, state: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                          prior: Optional[torch.Tensor],

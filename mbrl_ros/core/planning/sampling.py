@@ -1,7 +1,9 @@
-"""Sampling of candidate action sequences: Gaussian around the mean, policy prior, warm start."""
+"""Sampling of candidate action sequences: Gaussian (white or colored) around the mean, policy
+prior, warm start."""
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -83,3 +85,39 @@ def fill_candidates(candidates: torch.Tensor, mean: torch.Tensor, std: torch.Ten
     candidates[num_prior] = mean.clamp(-1.0, 1.0)
     gaussian_samples(mean, std, noise, generator, candidates[num_prior + 1:])
     return candidates
+
+
+def colored_noise(shape, exponent: float, generator: torch.Generator,
+                  device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Gaussian noise ``[K, H, A]`` (``shape``) that is colored along the horizon (dim 1).
+
+    Power-law ("1/f^beta") noise by FFT, as in iCEM (Pinneri et al. 2020) and the
+    ``colorednoise`` package: independent complex Gaussian coefficients per frequency, their
+    amplitude scaled by ``f^(-exponent / 2)`` (so the power spectrum goes as
+    ``f^(-exponent)``; frequencies below ``1 / H`` are treated as ``1 / H``), transformed back
+    with an inverse real FFT and divided by the process's standard deviation, so every value
+    has unit variance. ``exponent = 0`` is white noise. One draw from ``generator`` for all K x
+    A sequences at once.
+    """
+    count, horizon, action_dim = shape
+    frequencies = torch.fft.rfftfreq(horizon, device=device, dtype=torch.float64)
+    frequencies = frequencies.clamp(min=1.0 / horizon)
+    amplitude = frequencies.pow(-exponent / 2.0)
+    # the zero frequency (and the Nyquist one for even H) has a real coefficient only
+    real_only = torch.zeros_like(amplitude, dtype=torch.bool)
+    real_only[0] = True
+    if horizon % 2 == 0:
+        real_only[-1] = True
+    scale = torch.where(real_only, amplitude * math.sqrt(2.0), amplitude)
+    # std of the time-domain process, from Parseval over the (two-sided) spectrum
+    twice = torch.where(real_only, torch.ones_like(amplitude), 2.0 * torch.ones_like(amplitude))
+    sigma = 2.0 * torch.sqrt((twice * amplitude.square()).sum() / 2.0) / horizon
+    bins = amplitude.shape[0]
+    real = torch.randn((count, action_dim, bins), generator=generator, device=device,
+                       dtype=torch.float64)
+    imaginary = torch.randn((count, action_dim, bins), generator=generator, device=device,
+                            dtype=torch.float64)
+    imaginary = torch.where(real_only, torch.zeros_like(imaginary), imaginary)
+    spectrum = torch.complex(real * scale, imaginary * amplitude)
+    noise = torch.fft.irfft(spectrum, n=horizon, dim=-1) / sigma
+    return noise.transpose(1, 2).to(dtype).contiguous()
