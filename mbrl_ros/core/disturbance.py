@@ -82,9 +82,10 @@ class OffsetDynamics:
         # only reached for attributes not set above: delegate to the wrapped model
         return getattr(self.__dict__["model"], name)
 
-    def predict(self, state: torch.Tensor, action: torch.Tensor):
-        """The wrapped model's ``(mean, var)`` with ``mean + offset``."""
-        mean, var = self.model.predict(state, action)
+    def predict(self, state: torch.Tensor, action: torch.Tensor, **kwargs):
+        """The wrapped model's ``(mean, var)`` with ``mean + offset`` (``kwargs``, e.g.
+        ``grad``, go to the wrapped model)."""
+        mean, var = self.model.predict(state, action, **kwargs)
         return mean + self.offset, var
 
     def reset(self) -> None:

@@ -98,11 +98,13 @@ class RewardModel(torch.nn.Module):
     def forward(self, state: torch.Tensor, action: torch.Tensor,
                 next_state: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``state [..., S]``, ``action [..., A]``, ``next_state [..., S]`` -> reward ``[...]``
-        (no gradients; ``next_state`` is ignored unless ``use_next_state``)."""
-        with torch.no_grad():
-            args = [None if x is None
-                    else torch.as_tensor(x, dtype=torch.float32, device=self.device)
-                    for x in (state, action, next_state)]
+        (``next_state`` is ignored unless ``use_next_state``). Gradients flow to the inputs
+        that require them (a planner differentiating its cost), never to the model's weights
+        otherwise."""
+        args = [None if x is None else torch.as_tensor(x, dtype=torch.float32, device=self.device)
+                for x in (state, action, next_state)]
+        wanted = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in args)
+        with torch.set_grad_enabled(wanted):
             normalized = self._normalized(self._inputs(*args))
             if not self.config.normalize_reward:
                 return normalized

@@ -247,7 +247,6 @@ class AnalyticalDynamics:
             joint_accelerations.append(qdd)
         return torch.stack(joint_accelerations, -1)
 
-    @torch.no_grad()
     def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Next state [N, 2 * num_joints] after one control period.
 
@@ -325,7 +324,6 @@ class AnalyticalDynamics:
             world_translations.append(translation)
         return world_rotations, world_translations
 
-    @torch.no_grad()
     def ee_position_batch(self, positions: torch.Tensor) -> torch.Tensor:
         """End-effector positions [N, 3] in the base frame for canonical joint positions
         [N, num_joints]."""

@@ -105,7 +105,6 @@ class JointServoModel:
         self._operating = (transition[0].to(self.device, self.dtype),
                            input_gain[0].to(self.device, self.dtype))
 
-    @torch.no_grad()
     def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Next state [N, 2J] after one period with the position targets ``action`` [N, J]."""
         joints = self.num_joints

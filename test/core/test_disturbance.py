@@ -89,3 +89,17 @@ def test_config_validation_and_sizes():
         OffsetDynamics(Integrator(), DisturbanceConfig(gain=0.1, max_offset=(0.1, 0.2)))
     wrapped = _wrapped()
     assert (wrapped.num_members, wrapped.state_dim, wrapped.action_dim) == (1, 1, 1)
+
+
+def test_wrapper_passes_prediction_options_to_the_model():
+    """Options such as ``grad`` (asked by gradient planners) reach the wrapped model."""
+
+    class Recording(Integrator):
+        def predict(self, state, action, **kwargs):
+            self.kwargs = kwargs
+            return super().predict(state, action)
+
+    model = Recording()
+    wrapped = OffsetDynamics(model, DisturbanceConfig(gain=0.5))
+    wrapped.predict(torch.zeros(1, 1), torch.zeros(1, 1), grad=True)
+    assert model.kwargs == {"grad": True}

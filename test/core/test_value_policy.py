@@ -249,3 +249,16 @@ def test_behaviour_cloning_keeps_the_policy_where_the_model_was_fitted():
     assert largest_action(0.0) > 0.8
     # a soft pull: the model's promise (50x the reward per unit beyond the data) still tempts
     assert largest_action(ValuePolicyConfig().behaviour_cloning_weight) < 0.5
+
+
+def test_reward_model_gives_input_gradients_only_when_asked():
+    """A planner differentiating its cost gets the reward's gradient in the actions; plain calls
+    build no graph."""
+    from mbrl_ros.core.reward_model import RewardModel, RewardModelConfig
+
+    model = RewardModel(2, 1, RewardModelConfig(hidden_sizes=(8,), use_next_state=False),
+                        torch.device("cpu"), seed=0)
+    action = torch.zeros(4, 1, requires_grad=True)
+    (gradient,) = torch.autograd.grad(model(torch.ones(4, 2), action).sum(), action)
+    assert float(gradient.abs().sum()) > 0.0
+    assert not model(torch.ones(4, 2), torch.zeros(4, 1)).requires_grad

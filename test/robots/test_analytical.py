@@ -78,3 +78,16 @@ def test_bad_inputs_are_rejected(arm):
     quadruped = RobotModel.from_urdf(str(URDF_DIR / "quadruped12.urdf"), floating_base=True)
     with pytest.raises(ValueError, match="fixed-base"):
         AnalyticalDynamics(quadruped)
+
+
+def test_step_and_end_effector_are_differentiable(arm):
+    """The end-effector cost and the torque model carry gradients for gradient planners."""
+    dynamics = AnalyticalDynamics(arm, dtype=torch.float64)
+    state, action = _samples(arm, 2, seed=3)
+    q = torch.from_numpy(state[:, :7]).requires_grad_(True)
+    (grad_q,) = torch.autograd.grad(dynamics.ee_position_batch(q).sum(), q)
+    assert float(grad_q.abs().sum()) > 0.0
+    torque = torch.from_numpy(action).requires_grad_(True)
+    (grad_tau,) = torch.autograd.grad(dynamics.step(torch.from_numpy(state), torque)[:, 7:].sum(),
+                                      torque)
+    assert float(grad_tau.abs().sum()) > 0.0
