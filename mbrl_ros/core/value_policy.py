@@ -5,6 +5,11 @@ learning on real transitions mixed with short model rollouts (Dyna / MBPO style)
 :class:`~mbrl_ros.core.dynamics_model.DynamicsModel` and a reward function
 ``reward_fn(state [N, S], action [N, A], next_state [N, S]) -> [N]``.
 
+``policy_kind="sac"`` makes the policy a tanh-squashed Gaussian trained with SAC's
+entropy-regularised targets and automatic temperature (Haarnoja et al. 2018); with the
+rollout-horizon schedule and the model buffer (``rollout_horizon_max``, ``model_buffer_size``)
+that is MBPO (Janner et al. 2019). The Q ensemble, targets, scaling and rollouts are shared.
+
 Goal-conditioned (``goal_dim > 0``, e.g. an end-effector goal): the networks see
 ``[state, goal]``, the reward is ``reward_fn(state, action, next_state, goal)`` and goals are
 relabelled with what the logged episodes actually reached (hindsight relabelling), because a
@@ -44,6 +49,12 @@ GoalFn = Callable[[torch.Tensor], torch.Tensor]
 
 MIN_SCALE = 1e-6
 """Floor of the reward scale and of the target variance (all-zero rewards, constant values)."""
+POLICY_KINDS = ("deterministic", "sac")
+"""``ValuePolicyConfig.policy_kind`` choices."""
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+"""Bounds of the SAC policy's log standard deviation (pre-squash, half-range units)."""
+LOG_TWO = math.log(2.0)
+HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,36 @@ class ValuePolicyConfig:
     anywhere in the data."""
     goal_future_steps: int = 50
     """How far ahead (in transitions) a hindsight goal may lie."""
+    policy_kind: str = "deterministic"
+    """deterministic: a tanh-bounded deterministic policy (TD3, TD3+BC); sac: a tanh-squashed
+    Gaussian policy with SAC's entropy-regularised targets, whose model rollouts sample it
+    (``rollout_action_noise`` unused). :meth:`ValuePolicy.policy` gives the mean action of
+    either, :meth:`ValuePolicy.sample_policy` a sampled one."""
+    init_temperature: float = 0.1
+    """SAC: initial entropy temperature, in units of the data's mean |reward| per step (the
+    value scale times ``1 - discount``), so rewards of any size train alike."""
+    auto_temperature: bool = True
+    """SAC: adapt the temperature so that the policy's entropy tracks the target entropy."""
+    temperature_learning_rate: float = 3e-4
+    """SAC: Adam learning rate of the log temperature."""
+    target_entropy_per_dim: float = -1.0
+    """SAC: target entropy per action dimension (nats, actions in half-range units; SAC's
+    -|A| in total)."""
+    rollout_horizon_max: int = 0
+    """MBPO's horizon schedule: above ``rollout_horizon``, the rollout length grows linearly
+    from ``rollout_horizon`` at ``rollout_schedule_start`` real transitions to this at
+    ``rollout_schedule_end`` (rounded down); 0: a fixed ``rollout_horizon``."""
+    rollout_schedule_start: int = 0
+    """Real transitions at which the rollout horizon starts to grow."""
+    rollout_schedule_end: int = 0
+    """Real transitions at which the rollout horizon reaches ``rollout_horizon_max``."""
+    model_buffer_size: int = 0
+    """MBPO's model buffer: > 0 keeps the newest this many model transitions across fits; each
+    fit first adds rollouts from ``model_rollouts_per_update`` real start states per update,
+    and every batch draws its model rows from the buffer. 0: fresh rollouts for every batch."""
+    model_rollouts_per_update: float = 20.0
+    """Rollouts (start states) added to the model buffer per update (MBPO: 400 per environment
+    step at 20 updates per step)."""
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent settings."""
@@ -126,6 +167,30 @@ class ValuePolicyConfig:
         if not 0.0 <= self.goal_future_fraction <= 1.0 or self.goal_future_steps < 0:
             raise ValueError("goal_future_fraction must be in [0, 1] and goal_future_steps "
                              ">= 0")
+        if self.policy_kind not in POLICY_KINDS:
+            raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, "
+                             f"got {self.policy_kind!r}")
+        for name in ("init_temperature", "temperature_learning_rate",
+                     "model_rollouts_per_update"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.rollout_horizon_max and self.rollout_horizon_max < self.rollout_horizon:
+            raise ValueError(f"rollout_horizon_max must be 0 or >= rollout_horizon, got "
+                             f"{self.rollout_horizon_max} < {self.rollout_horizon}")
+        if not 0 <= self.rollout_schedule_start <= self.rollout_schedule_end:
+            raise ValueError("need 0 <= rollout_schedule_start <= rollout_schedule_end")
+        if self.model_buffer_size < 0:
+            raise ValueError(f"model_buffer_size must be >= 0, got {self.model_buffer_size}")
+
+    def rollout_horizon_at(self, num_real: int) -> int:
+        """Rollout length once ``num_real`` real transitions are available (MBPO's linear
+        schedule from ``rollout_horizon`` to ``rollout_horizon_max``)."""
+        if self.rollout_horizon_max <= self.rollout_horizon:
+            return self.rollout_horizon
+        span = max(self.rollout_schedule_end - self.rollout_schedule_start, 1)
+        progress = min(max((num_real - self.rollout_schedule_start) / span, 0.0), 1.0)
+        return self.rollout_horizon + int(progress * (self.rollout_horizon_max
+                                                      - self.rollout_horizon))
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-friendly dict."""
@@ -153,6 +218,12 @@ class ValueFitReport:
     """Per update: minus the mean Q value of the policy's actions (in value-scale units)."""
     model_transitions: int = 0
     """Model-rollout transitions used in total."""
+    rollout_horizon: int = 0
+    """Model-rollout length used (0: none)."""
+    entropy: List[float] = field(default_factory=list)
+    """SAC, per update: the policy's mean entropy estimate ``-log pi`` (half-range units)."""
+    temperature: List[float] = field(default_factory=list)
+    """SAC, per update: the entropy temperature after the update (mean-|reward| units)."""
 
 
 def episode_ends(episode: Optional[np.ndarray], num_rows: int) -> np.ndarray:
@@ -167,7 +238,7 @@ def episode_ends(episode: Optional[np.ndarray], num_rows: int) -> np.ndarray:
 
 
 class ValuePolicy(torch.nn.Module):
-    """Q ensemble + deterministic policy over the real state space (plus a goal, if any).
+    """Q ensemble + deterministic (or SAC) policy over the real state space (plus a goal).
 
     Actions live in the box ``[action_low, action_high]``; the policy is ``tanh``-bounded to it.
     ``relative_action`` (one state index per action, as the dynamics ensemble's setting of the
@@ -201,7 +272,10 @@ class ValuePolicy(torch.nn.Module):
         generator = torch.Generator().manual_seed(seed)
         self.q = EnsembleMLP(config.num_q, inputs + action_dim, config.hidden_sizes, 1,
                              config.activation, self.device, generator)
-        self.actor = EnsembleMLP(1, inputs, config.hidden_sizes, action_dim,
+        self.stochastic = config.policy_kind == "sac"
+        """SAC: the actor outputs the mean and log std of a tanh-squashed Gaussian."""
+        self.actor = EnsembleMLP(1, inputs, config.hidden_sizes,
+                                 action_dim * (2 if self.stochastic else 1),
                                  config.activation, self.device, generator)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.state_normalizer = Normalizer(inputs, config.normalizer_min_std, self.device)
@@ -220,6 +294,16 @@ class ValuePolicy(torch.nn.Module):
         self.q_optimizer = torch.optim.Adam(self.q.parameters(), lr=config.q_learning_rate)
         self.policy_optimizer = torch.optim.Adam(self.actor.parameters(),
                                                  lr=config.policy_learning_rate)
+        self.last_entropy = math.nan
+        """SAC: mean entropy estimate of the policy in the last update."""
+        self._model_buffer: Optional[Tuple[torch.Tensor, ...]] = None
+        """MBPO: the newest model transitions ``(obs, a, r, next_obs, done)`` (not saved)."""
+        if self.stochastic:
+            self.log_temperature = torch.nn.Parameter(torch.tensor(
+                math.log(config.init_temperature), device=self.device))
+            """SAC: log of the entropy temperature (mean-|reward| units)."""
+            self.temperature_optimizer = torch.optim.Adam(
+                [self.log_temperature], lr=config.temperature_learning_rate)
 
     # ------------------------------------------------------------------------ evaluation
     def observation(self, state: torch.Tensor, goal: Optional[torch.Tensor] = None
@@ -239,10 +323,40 @@ class ValuePolicy(torch.nn.Module):
             raise ValueError(f"goal has {goal.shape[-1]} values, expected {self.goal_dim}")
         return torch.cat([state, goal.expand(*state.shape[:-1], self.goal_dim)], dim=-1)
 
-    def _policy(self, observation: torch.Tensor) -> torch.Tensor:
-        """``[N, S + G] -> [N, A]`` with gradients."""
+    @property
+    def temperature(self) -> torch.Tensor:
+        """SAC: the entropy temperature in units of the mean |reward| per step (0 for the
+        deterministic policy)."""
+        if not self.stochastic:
+            return torch.zeros((), device=self.device)
+        return self.log_temperature.detach().exp()
+
+    def _actor_output(self, observation: torch.Tensor) -> torch.Tensor:
         normalized = self.state_normalizer.normalize(observation).unsqueeze(0)
-        step = self.action_half_range * torch.tanh(self.actor(normalized)[0])
+        return self.actor(normalized)[0]
+
+    def _policy(self, observation: torch.Tensor) -> torch.Tensor:
+        """``[N, S + G] -> [N, A]`` with gradients: the (SAC: mean) action."""
+        return self._squash(observation, self._actor_output(observation)[:, :self.action_dim])
+
+    def _sample(self, observation: torch.Tensor, generator: Optional[torch.Generator]
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """SAC: a reparameterised action sample ``[N, A]`` (with gradients) and its log
+        density ``[N]`` for actions in half-range units (the tanh squashing accounted for)."""
+        output = self._actor_output(observation)
+        mean = output[:, :self.action_dim]
+        log_std = output[:, self.action_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX)
+        eps = torch.randn(mean.shape, generator=generator).to(self.device)
+        pre_tanh = mean + log_std.exp() * eps
+        # log N(pre_tanh) - log |d tanh / d pre_tanh|, the latter in a stable form
+        log_prob = (-0.5 * eps.square() - log_std - HALF_LOG_TWO_PI).sum(-1) \
+            - (2.0 * (LOG_TWO - pre_tanh - torch.nn.functional.softplus(-2.0 * pre_tanh))
+               ).sum(-1)
+        return self._squash(observation, pre_tanh), log_prob
+
+    def _squash(self, observation: torch.Tensor, pre_tanh: torch.Tensor) -> torch.Tensor:
+        """Actor output ``[N, A]`` -> action in the bounds (relative actions clamped)."""
+        step = self.action_half_range * torch.tanh(pre_tanh)
         if not self.relative_action:
             return self.action_center + step
         high = self.action_center + self.action_half_range
@@ -272,11 +386,34 @@ class ValuePolicy(torch.nn.Module):
 
     def policy(self, state: torch.Tensor, goal: Optional[torch.Tensor] = None,
                grad: bool = False) -> torch.Tensor:
-        """Policy prior ``state [..., S] -> action [..., A]`` within the action bounds."""
+        """Policy prior ``state [..., S] -> action [..., A]`` within the action bounds (SAC:
+        the squashed mean, for planning and deterministic acting)."""
         observation = self.observation(state, goal)
         with torch.set_grad_enabled(grad):
             flat = self._policy(observation.reshape(-1, observation.shape[-1]))
         return flat.reshape(*observation.shape[:-1], self.action_dim)
+
+    def sample_policy(self, state: torch.Tensor, goal: Optional[torch.Tensor] = None,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Exploratory action ``state [..., S] -> [..., A]``, as model rollouts take them: SAC
+        samples its Gaussian, the deterministic policy adds ``rollout_action_noise``."""
+        observation = self.observation(state, goal)
+        with torch.no_grad():
+            flat = self._behaviour_action(observation.reshape(-1, observation.shape[-1]),
+                                          generator)
+        return flat.reshape(*observation.shape[:-1], self.action_dim)
+
+    def _behaviour_action(self, observation: torch.Tensor,
+                          generator: Optional[torch.Generator]) -> torch.Tensor:
+        """``[N, S + G] -> [N, A]``: the policy's action with exploration, in the bounds."""
+        if self.stochastic:
+            return self._sample(observation, generator)[0]
+        noise = torch.randn(observation.shape[0], self.action_dim, generator=generator)
+        action = self._policy(observation) + self.config.rollout_action_noise \
+            * self.action_half_range * noise.to(self.device)
+        high = self.action_center + self.action_half_range
+        low = self.action_center - self.action_half_range
+        return torch.maximum(torch.minimum(action, high), low)
 
     def _member_values(self, state: torch.Tensor, goal: Optional[torch.Tensor],
                        grad: bool) -> Tuple[torch.Tensor, Tuple[int, ...]]:
@@ -303,22 +440,18 @@ class ValuePolicy(torch.nn.Module):
     # ------------------------------------------------------------------------- training
     def _rollouts(self, start: torch.Tensor, goal: Optional[torch.Tensor], model: Any,
                   reward_fn: RewardFn, generator: torch.Generator,
-                  state_box: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
-        """Model rollouts from ``start [M, S]`` (with goals ``[M, G]``), their states kept in
-        ``state_box`` (low, high ``[S]``); returns ``(obs, a, r, next_obs, done)``, ``H * M``
-        rows."""
+                  state_box: Tuple[torch.Tensor, torch.Tensor],
+                  horizon: int) -> Tuple[torch.Tensor, ...]:
+        """``horizon``-step model rollouts from ``start [M, S]`` (with goals ``[M, G]``), their
+        states kept in ``state_box`` (low, high ``[S]``); returns ``(obs, a, r, next_obs,
+        done)``, ``horizon * M`` rows."""
         columns: Tuple[List[torch.Tensor], ...] = ([], [], [], [])
         state = start
         rows = torch.arange(len(start), device=self.device)
-        high = self.action_center + self.action_half_range
-        low = self.action_center - self.action_half_range
         with torch.no_grad():
-            for _ in range(self.config.rollout_horizon):
+            for _ in range(horizon):
                 observation = self.observation(state, goal)
-                noise = torch.randn(state.shape[0], self.action_dim, generator=generator)
-                action = self._policy(observation) + self.config.rollout_action_noise \
-                    * self.action_half_range * noise.to(self.device)
-                action = torch.maximum(torch.minimum(action, high), low)
+                action = self._behaviour_action(observation, generator)
                 mean, var = model.predict(state, action)
                 member = torch.randint(mean.shape[0], (len(state),), generator=generator)
                 next_state = mean[member.to(self.device), rows]
@@ -331,7 +464,7 @@ class ValuePolicy(torch.nn.Module):
                                                    self.observation(next_state, goal))):
                     column.append(value)
                 state = next_state
-        done = torch.zeros(len(start) * self.config.rollout_horizon, device=self.device)
+        done = torch.zeros(len(start) * horizon, device=self.device)
         return tuple(torch.cat(column) for column in columns) + (done,)
 
     def _reward(self, reward_fn: RewardFn, state, action, next_state, goal) -> torch.Tensor:
@@ -342,7 +475,8 @@ class ValuePolicy(torch.nn.Module):
     def update(self, observation: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                next_observation: torch.Tensor, done: torch.Tensor,
                generator: torch.Generator, num_real: Optional[int] = None) -> Tuple[float, float]:
-        """One TD update of the Q ensemble, one policy step and the target EMA.
+        """One TD update of the Q ensemble, one policy step and the target EMA (SAC: soft
+        targets, and a temperature step when ``auto_temperature``).
 
         Args: ``observation [N, S + G]``, ``action [N, A]``, ``reward [N]``,
         ``next_observation [N, S + G]``, ``done [N]`` (1 where no bootstrapping);
@@ -352,7 +486,13 @@ class ValuePolicy(torch.nn.Module):
         config = self.config
         with torch.no_grad():
             subset = torch.randperm(config.num_q, generator=generator)[:config.q_target_members]
-            next_q = self.q_target_values(next_observation)[subset.to(self.device)].min(0).values
+            if self.stochastic:
+                next_action, next_log_prob = self._sample(next_observation, generator)
+                next_q = self.q_values(next_observation, next_action, target=True)[
+                    subset.to(self.device)].min(0).values - self.entropy_weight() * next_log_prob
+            else:
+                next_q = self.q_target_values(next_observation)[
+                    subset.to(self.device)].min(0).values
             target = reward + config.discount * (1.0 - done) * next_q
             batch_variance = target.var(unbiased=False).clamp_min(MIN_SCALE)
             self.target_variance.lerp_(batch_variance, config.target_tau)
@@ -362,24 +502,52 @@ class ValuePolicy(torch.nn.Module):
         torch.nn.utils.clip_grad_norm_(self.q.parameters(), config.max_grad_norm)
         self.q_optimizer.step()
 
-        policy_action = self._policy(observation)
-        q_policy = self._scaled_q(observation, policy_action)
+        if self.stochastic:
+            policy_action, log_prob = self._sample(observation, generator)
+            q_policy = self._scaled_q(observation, policy_action)
+            # entropy bonus in value-scale units: temperature * mean |reward| / value_scale
+            objective = q_policy.mean(0) - self.temperature \
+                * (1.0 - config.discount) * log_prob
+        else:
+            policy_action = self._policy(observation)
+            q_policy = objective = self._scaled_q(observation, policy_action)
         if config.behaviour_cloning_weight > 0.0:
             real = len(observation) if num_real is None else num_real
+            if self.stochastic:
+                policy_action = self._policy(observation[:real])
             distance = (policy_action[:real] - action[:real]) \
                 / (self.action_half_range * self.action_spread)
-            policy_loss = -q_policy.mean() / q_policy.abs().mean().detach().clamp_min(MIN_SCALE) \
+            policy_loss = -objective.mean() / q_policy.abs().mean().detach().clamp_min(MIN_SCALE) \
                 + config.behaviour_cloning_weight * distance.square().sum(-1).mean()
         else:
-            policy_loss = -q_policy.mean()
+            policy_loss = -objective.mean()
         self.policy_optimizer.zero_grad(set_to_none=True)
         policy_loss.backward()
         torch.nn.utils.clip_grad_norm_(self.actor.parameters(), config.max_grad_norm)
         self.policy_optimizer.step()
+        if self.stochastic:
+            self._temperature_step(log_prob.detach())
         with torch.no_grad():
             torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()),
                                  config.target_tau)
         return float(q_loss.detach()), float(policy_loss.detach())
+
+    def entropy_weight(self) -> torch.Tensor:
+        """SAC: the temperature in reward units (times ``-log pi`` it is the entropy bonus per
+        step): temperature * mean |reward| = temperature * value_scale * (1 - discount)."""
+        return self.temperature * self.value_scale * (1.0 - self.config.discount)
+
+    def _temperature_step(self, log_prob: torch.Tensor) -> None:
+        """SAC: record the entropy estimate; with ``auto_temperature`` one Adam step on the log
+        temperature toward the target entropy (up when the entropy is below it)."""
+        self.last_entropy = float(-log_prob.mean())
+        if not self.config.auto_temperature:
+            return
+        target_entropy = self.config.target_entropy_per_dim * self.action_dim
+        loss = -(self.log_temperature * (log_prob + target_entropy)).mean()
+        self.temperature_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.temperature_optimizer.step()
 
     def q_target_values(self, next_observation: torch.Tensor) -> torch.Tensor:
         """Target-network ``Q'(s', policy(s'))``: ``[N, S + G] -> [num_q, N]``."""
@@ -390,7 +558,9 @@ class ValuePolicy(torch.nn.Module):
             progress: Optional[Callable[[int, Dict[str, float]], None]] = None,
             achieved_goal: Optional[GoalFn] = None,
             should_stop: Optional[Callable[[], bool]] = None) -> ValueFitReport:
-        """Run ``num_steps`` TD updates on ``data`` plus rollouts through ``model``.
+        """Run ``num_steps`` TD updates on ``data`` plus rollouts through ``model``
+        (``config.rollout_horizon_at(len(data))`` steps long; with a model buffer, MBPO style,
+        rollouts for all updates are made first and join the buffer's older ones).
 
         Args:
             data: real transitions, in time order within each ``episode``; ``reward`` is used
@@ -400,7 +570,8 @@ class ValuePolicy(torch.nn.Module):
             model: a DynamicsModel for rollouts (None: real data only).
             reward_fn: reward of model transitions (and of real ones without reward).
             seed: seeds sampling and rollout noise.
-            progress: ``progress(step, {"q_loss", "policy_loss"})`` after every update.
+            progress: ``progress(step, {"q_loss", "policy_loss"})`` after every update (SAC:
+                also ``"entropy"`` and ``"temperature"``).
             achieved_goal: goal-conditioned agents: the goal a state reaches, for hindsight
                 relabelling (required when ``goal_dim > 0``).
             should_stop: polled before every update; True ends the fit early (the report
@@ -446,16 +617,25 @@ class ValuePolicy(torch.nn.Module):
                                     device=self.device)
         if not bool(self.normalizer_fitted):
             self._fit_scales(tensor, real_reward, sampler, reward_fn)
-        use_model = model is not None and reward_fn is not None and config.rollout_horizon > 0
+        horizon = config.rollout_horizon_at(len(data))
+        use_model = model is not None and reward_fn is not None and horizon > 0
         num_real = round(config.batch_size * config.real_ratio) if use_model \
             else config.batch_size
         num_model = config.batch_size - num_real
-        num_starts = math.ceil(num_model / config.rollout_horizon) if use_model else 0
+        num_starts = math.ceil(num_model / horizon) if use_model else 0
         state_box = (torch.minimum(tensor["state"].min(0).values,
                                    tensor["next_state"].min(0).values),
                      torch.maximum(tensor["state"].max(0).values,
                                    tensor["next_state"].max(0).values))
-        report = ValueFitReport()
+        report = ValueFitReport(rollout_horizon=horizon if use_model else 0)
+        buffered = num_model > 0 and config.model_buffer_size > 0 and num_steps > 0
+        if buffered:
+            starts = torch.randint(len(data), (math.ceil(config.model_rollouts_per_update
+                                                         * num_steps),), generator=generator)
+            starts = starts.to(self.device)
+            self._add_model_transitions(self._rollouts(
+                tensor["state"][starts], None if sampler is None else sampler(starts), model,
+                reward_fn, generator, state_box, horizon))
         for step in range(1, num_steps + 1):
             if should_stop is not None and should_stop():
                 break
@@ -470,12 +650,17 @@ class ValuePolicy(torch.nn.Module):
                 reward = real_reward[rows]
             parts = [(self.observation(state, goal), action, reward,
                       self.observation(next_state, goal), real_done[rows])]
-            if num_model > 0:
+            if buffered:
+                picked = torch.randint(len(self._model_buffer[0]), (num_model,),
+                                       generator=generator).to(self.device)
+                parts.append(tuple(column[picked] for column in self._model_buffer))
+                report.model_transitions += num_model
+            elif num_model > 0:
                 starts = torch.randint(len(data), (num_starts,), generator=generator)
                 starts = starts.to(self.device)
                 rollout = self._rollouts(tensor["state"][starts], None if sampler is None
                                          else sampler(starts), model, reward_fn, generator,
-                                         state_box)
+                                         state_box, horizon)
                 parts.append(tuple(x[:num_model] for x in rollout))
                 report.model_transitions += num_model
             batch = [torch.cat(columns) for columns in zip(*parts)]
@@ -483,9 +668,25 @@ class ValuePolicy(torch.nn.Module):
             report.q_loss.append(q_loss)
             report.policy_loss.append(policy_loss)
             report.steps = step
+            losses = {"q_loss": q_loss, "policy_loss": policy_loss}
+            if self.stochastic:
+                losses.update(entropy=self.last_entropy,
+                              temperature=float(self.temperature))
+                report.entropy.append(losses["entropy"])
+                report.temperature.append(losses["temperature"])
             if progress is not None:
-                progress(step, {"q_loss": q_loss, "policy_loss": policy_loss})
+                progress(step, losses)
         return report
+
+    def _add_model_transitions(self, rollout: Tuple[torch.Tensor, ...]) -> None:
+        """MBPO: append rollout rows to the model buffer, keeping the newest
+        ``model_buffer_size`` (first in, first out)."""
+        size = self.config.model_buffer_size
+        if self._model_buffer is None:
+            self._model_buffer = tuple(column[-size:] for column in rollout)
+            return
+        self._model_buffer = tuple(torch.cat([old, new])[-size:]
+                                   for old, new in zip(self._model_buffer, rollout))
 
     def _fit_scales(self, tensor: Dict[str, torch.Tensor], real_reward: Optional[torch.Tensor],
                     sampler: Optional["_HindsightGoals"], reward_fn: Optional[RewardFn]) -> None:

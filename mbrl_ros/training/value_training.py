@@ -53,7 +53,7 @@ COST_CONFIGS = {"reach": ReachCostConfig, "stand": StandCostConfig}
 """Task -> the cost config class the planner reads under ``cost.``."""
 GOAL_TERMS = {"reach": "end_effector", "stand": None}
 """Task -> the cost term whose target is the value's goal (None: no goal)."""
-ARCHITECTURE_FIELDS = ("num_q", "hidden_sizes", "activation")
+ARCHITECTURE_FIELDS = ("num_q", "hidden_sizes", "activation", "policy_kind")
 """ValuePolicyConfig fields a warm-started checkpoint must share with the settings."""
 FINAL_LOSS_FRACTION = 0.1
 """A round's reported q_loss: the mean over this last fraction of its updates."""
