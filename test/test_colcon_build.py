@@ -15,8 +15,10 @@ SKIP_DIRS = {".git", ".venv", ".build", "build", "install", "log", "results", "_
 
 
 def _copy_sources(destination: pathlib.Path) -> None:
+    # .venv-<distro>/ and .build-<distro>/ hold the set-ups for other ROS distributions.
     shutil.copytree(REPO, destination, symlinks=True,
-                    ignore=lambda _dir, names: [n for n in names if n in SKIP_DIRS])
+                    ignore=lambda _dir, names: [n for n in names if n in SKIP_DIRS
+                                                or n.startswith((".venv-", ".build-"))])
 
 
 @pytest.mark.slow
