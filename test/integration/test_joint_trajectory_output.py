@@ -79,8 +79,8 @@ def test_gate_drives_a_joint_trajectory_controller(ros_context, tmp_path):
             goal_pub.publish(goal)
             spin_until(executor, lambda: False, 0.5)
         assert GateStatus.STATE_PASS in seen["gate"], "the gate never passed a planned command"
-        moved = moved()
-        assert moved >= MOVED_RAD, f"the arm moved {moved:.3f} rad: trajectories not followed"
+        travel = moved()
+        assert travel >= MOVED_RAD, f"the arm moved {travel:.3f} rad: trajectories not followed"
         assert seen["forward"] == 0, "the gate also published on the forward topic"
         period = 1.0 / GATE["control_rate_hz"]
         for message in seen["trajectories"][-50:]:
