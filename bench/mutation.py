@@ -1,19 +1,27 @@
-"""Mutation testing of the safety-critical modules: how many small faults their own fast unit
-tests catch (docs/safety_gate.md, "Mutation testing"). Not part of ``make test``.
+"""Mutation testing of the safety-critical code: how many small faults its own fast unit tests
+catch (docs/safety_gate.md, "Mutation testing"). Not part of ``make test``.
 
-    python -m bench.mutation [--modules safety_gate command_limits checkpoint]
-                             [--max-mutants 0] [--jobs 2] [--out results/bench/mutation.json]
+    python -m bench.mutation [--modules safety_gate command_limits checkpoint joint_names
+                              rollout alignment] [--max-mutants 40] [--seed 0] [--jobs 1]
+                             [--deselect TEST_ID ...] [--workdir DIR]
+                             [--out results/bench/mutation.json]
 
-A small ``ast``-based driver (no third-party tool): each mutant is one change to the module's
-source -- an arithmetic operator swap (``+``/``-``, ``*``/``/``, ...), a comparison flip
-(``<``/``<=``, ``==``/``!=``, ``is``/``is not``, ...), ``and``/``or``, a dropped ``not``, a
-numeric or boolean constant changed, an ``if`` condition forced to ``False`` (the check is
-skipped), or ``return <value>`` turned into ``return None``. Each mutant is written into a copy
-of the repository under ``--workdir`` (default /tmp/mutation; the work tree is never touched)
-and only that module's unit tests run against it (``pytest -x``, with a per-mutant timeout).
-A mutant is *killed* when the tests fail, *survived* when they pass, *timeout* when they run
-past the timeout. ``--max-mutants N`` samples N mutants per module (fixed seed) and says so.
-The surviving mutants (file, line, diff) go to the JSON file.
+The mutating is done by cosmic-ray (pinned in requirements/dev-mutation.txt, installed by
+bench/mutation_venv.sh into its own venv, .build/mutation-venv; this module calls that script
+itself). For each module this driver copies the repository's sources into a scratch folder
+(``tempfile``; the work tree is never touched), runs the module's unit tests there once
+unmutated (they must pass; the per-mutant timeout is 3x that run + 10 s), writes a cosmic-ray
+configuration whose test command is the project's own Python (this venv: rclpy, torch, ...)
+running only those tests (``pytest -x``), and lets ``cosmic-ray init`` list the mutants
+(every operator of the tool: arithmetic, comparison, unary and boolean operator replacements,
+``True``/``False``, numbers +-1, ``and``/``or``, ``break``/``continue``, exception types,
+decorators removed, ``for`` loops run zero times). Mutants inside type annotations (not
+evaluated: ``from __future__ import annotations``) and, where a target names a scope, outside
+it are marked skipped; ``--max-mutants N`` then samples N of the rest with a fixed seed
+(``--seed``) and skips the others, and ``cosmic-ray exec`` runs what is left (``--jobs J``:
+J copies, each with its share). A mutant is *killed* when the tests fail, *survived* when they
+pass, *timeout* when they run past the timeout, *incompetent* when cosmic-ray could not run
+them. The counts and the surviving mutants (file, line, operator, diff) go to the JSON file.
 """
 
 from __future__ import annotations
@@ -21,127 +29,73 @@ from __future__ import annotations
 import argparse
 import ast
 import concurrent.futures as cf
-import copy
-import difflib
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TOOL_VENV = Path(os.environ.get("MUTATION_VENV", REPO / ".build/mutation-venv"))
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str
+    """The module cosmic-ray mutates (relative to the repository)."""
+    tests: tuple
+    """pytest arguments: the module's fast unit tests."""
+    scope: tuple = ()
+    """Top-level classes/functions to mutate; empty: the whole module."""
+
 
 TARGETS = {
-    "safety_gate": ("mbrl_ros/core/safety_gate.py", ["test/core/test_safety_gate.py"]),
-    "command_limits": ("mbrl_ros/core/command_limits.py",
-                       ["test/core/test_safety_gate.py", "test/core/test_exploration.py"]),
-    "checkpoint": ("mbrl_ros/core/checkpoint.py", ["test/core/test_checkpoint.py"]),
+    # test_workspace: the gate's workspace refusal (a gate with a WorkspaceGuard) is tested there
+    "safety_gate": Target("mbrl_ros/core/safety_gate.py",
+                          ("test/core/test_safety_gate.py", "test/core/test_workspace.py")),
+    "command_limits": Target("mbrl_ros/core/command_limits.py",
+                             ("test/core/test_safety_gate.py", "test/core/test_exploration.py")),
+    "checkpoint": Target("mbrl_ros/core/checkpoint.py", ("test/core/test_checkpoint.py",)),
+    "joint_names": Target("mbrl_ros/nodes/conversions.py", ("test/nodes/test_conversions.py",),
+                          scope=("JointNameMap", "_optional_field")),
+    # test_planner's 60 s LQR long-horizon case is left out: the other cases run the same
+    # rollouts in all three propagation modes.
+    "rollout": Target("mbrl_ros/core/planning/rollout.py",
+                      ("test/core/test_ensemble_kernel.py", "test/core/test_planner.py",
+                       "--deselect",
+                       "test/core/test_planner.py::test_lqr_without_terminal_value_long_horizon")),
+    "alignment": Target("mbrl_ros/data/alignment.py", ("test/data/test_alignment.py",)),
 }
 
-_BINOP_SWAP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
-               ast.FloorDiv: ast.Mult, ast.Mod: ast.Mult, ast.Pow: ast.Mult,
-               ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd}
-_CMP_SWAP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
-             ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
-             ast.In: ast.NotIn, ast.NotIn: ast.In}
+# Marks the chosen work items of a session as skipped (cosmic-ray's own "skipped" outcome, as its
+# cr-filter-* tools do); runs with the tool venv's Python, job ids on stdin.
+_SKIP = """
+import json, sys
+from cosmic_ray.work_db import WorkDB, use_db
+from cosmic_ray.work_item import WorkerOutcome, WorkResult
+ids = json.load(sys.stdin)
+with use_db(sys.argv[1], WorkDB.Mode.open) as db:
+    db.set_multiple_results(ids, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+"""
 
 
-def _docstring_ids(tree: ast.AST) -> set[int]:
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-                out.add(id(body[0].value))
-    return out
+def tool_venv() -> Path:
+    """Create/refresh the cosmic-ray venv (idempotent, seconds when nothing changed)."""
+    subprocess.run(["bash", str(REPO / "bench/mutation_venv.sh")], check=True,
+                   env={**os.environ, "MUTATION_VENV": str(TOOL_VENV)})
+    return TOOL_VENV
 
 
-def _skip_ids(tree: ast.AST) -> set[int]:
-    """Nodes not to mutate: docstrings, annotations, f-string internals."""
-    skip = _docstring_ids(tree)
-    for node in ast.walk(tree):
-        subtrees = []
-        if isinstance(node, ast.JoinedStr):
-            subtrees.append(node)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
-            subtrees.append(node.returns)
-        if isinstance(node, ast.arg) and node.annotation:
-            subtrees.append(node.annotation)
-        if isinstance(node, ast.AnnAssign):
-            subtrees.append(node.annotation)
-        for sub in subtrees:
-            skip.update(id(n) for n in ast.walk(sub))
-    return skip
-
-
-def _mutations(node: ast.AST):
-    """(kind, replacement source) for each mutation of ``node``; the replacement replaces the
-    node's source segment (expressions are parenthesised so precedence is kept)."""
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAP:
-        new = copy.deepcopy(node)
-        new.op = _BINOP_SWAP[type(node.op)]()
-        yield "binop", f"({ast.unparse(new)})"
-    elif isinstance(node, ast.AugAssign) and type(node.op) in _BINOP_SWAP:
-        new = copy.deepcopy(node)
-        new.op = _BINOP_SWAP[type(node.op)]()
-        yield "augassign", ast.unparse(new)
-    elif isinstance(node, ast.Compare):
-        for i, op in enumerate(node.ops):
-            if type(op) in _CMP_SWAP:
-                new = copy.deepcopy(node)
-                new.ops[i] = _CMP_SWAP[type(op)]()
-                yield "compare", f"({ast.unparse(new)})"
-    elif isinstance(node, ast.BoolOp):
-        new = copy.deepcopy(node)
-        new.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
-        yield "boolop", f"({ast.unparse(new)})"
-    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-        yield "not", f"({ast.unparse(node.operand)})"
-    elif isinstance(node, ast.Constant):
-        v = node.value
-        if isinstance(v, bool):
-            yield "constant", f"({not v})"
-        elif isinstance(v, int):
-            yield "constant", f"({v + 1})"
-        elif isinstance(v, float):
-            yield "constant", f"({v * 2.0 if v != 0.0 else 1.0!r})"
-    elif isinstance(node, ast.If):
-        yield "if-skip", "(False)"
-    elif isinstance(node, ast.Return) and node.value is not None and not (
-            isinstance(node.value, ast.Constant) and node.value.value is None):
-        yield "return", "return None"
-
-
-def generate(source: str) -> list[dict]:
-    """All mutants of ``source``: dicts with kind, line, and the mutated source."""
-    tree = ast.parse(source)
-    skip = _skip_ids(tree)
-    lines = source.splitlines(keepends=True)
-    offsets = [0]
-    for ln in lines:
-        offsets.append(offsets[-1] + len(ln.encode()))
-    raw = source.encode()
-    mutants = []
-    for node in ast.walk(tree):
-        if id(node) in skip or not hasattr(node, "end_lineno"):
-            continue
-        target = node.test if isinstance(node, ast.If) else node
-        start = offsets[target.lineno - 1] + target.col_offset
-        end = offsets[target.end_lineno - 1] + target.end_col_offset
-        for kind, repl in _mutations(node):
-            mutated = (raw[:start] + repl.encode() + raw[end:]).decode()
-            if mutated == source:
-                continue
-            try:
-                ast.parse(mutated)
-            except SyntaxError:
-                continue
-            mutants.append({"kind": kind, "line": target.lineno, "source": mutated})
-    mutants.sort(key=lambda m: (m["line"], m["kind"]))
-    return mutants
+def tool_version(venv: Path) -> str:
+    out = subprocess.run([str(venv / "bin/cosmic-ray"), "--version"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    return out.replace(", version ", " ")
 
 
 def _copy_repo(dest: Path) -> None:
@@ -158,6 +112,7 @@ def _copy_repo(dest: Path) -> None:
 
 
 def _env(copy_root: Path) -> dict:
+    """The environment of the tests: the copy first on PYTHONPATH, the work tree not at all."""
     env = dict(os.environ)
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
              if p and Path(p).resolve() != REPO]
@@ -166,92 +121,180 @@ def _env(copy_root: Path) -> dict:
     return env
 
 
-def _pytest(copy_root: Path, tests: list[str], timeout: float) -> tuple[str, float]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-           "-o", "addopts=", *tests]
+def _test_command(tests: tuple) -> list:
+    return [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+            "-o", "addopts=", *tests]
+
+
+def _baseline(copy_root: Path, tests: tuple) -> float:
     t0 = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, cwd=copy_root, env=_env(copy_root), timeout=timeout,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return "timeout", time.monotonic() - t0
-    return ("survived" if proc.returncode == 0 else "killed"), time.monotonic() - t0
+    proc = subprocess.run(_test_command(tests), cwd=copy_root, env=_env(copy_root),
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"the unit tests fail on the unmutated copy ({' '.join(tests)}):\n"
+                         + proc.stdout[-3000:])
+    return time.monotonic() - t0
 
 
-def _diff(path: str, before: str, after: str) -> str:
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True),
-                                        after.splitlines(keepends=True),
-                                        f"a/{path}", f"b/{path}", n=0))
+def _spans(source: str, scope: tuple) -> tuple[list, list]:
+    """(positions to keep: the scope's definitions, positions to skip: annotations), each a
+    list of ((line, col), (end_line, end_col))."""
+    tree = ast.parse(source)
+
+    def span(n):
+        return (n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)
+
+    keep = [span(n) for n in tree.body
+            if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name in scope]
+    if scope and len(keep) != len(scope):
+        raise SystemExit(f"scope {scope}: not all found")
+    skip = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
+            skip.append(span(node.returns))
+        elif isinstance(node, ast.arg) and node.annotation:
+            skip.append(span(node.annotation))
+        elif isinstance(node, ast.AnnAssign):
+            skip.append(span(node.annotation))
+    return keep, skip
 
 
-def run_module(name: str, workdir: Path, jobs: int, max_mutants: int, seed: int) -> dict:
-    path, tests = TARGETS[name]
-    original = (REPO / path).read_text()
-    mutants = generate(original)
-    total = len(mutants)
-    if max_mutants and total > max_mutants:
-        mutants = sorted(random.Random(seed).sample(mutants, max_mutants),
-                         key=lambda m: (m["line"], m["kind"]))
+def _inside(mutation: dict, spans: list) -> bool:
+    start, end = tuple(mutation["start_pos"]), tuple(mutation["end_pos"])
+    return any(a <= start and end <= b for a, b in spans)
+
+
+def _dump(venv: Path, session: Path) -> list:
+    out = subprocess.run([str(venv / "bin/cosmic-ray"), "dump", str(session)],
+                         capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _skip(venv: Path, session: Path, job_ids: list) -> None:
+    subprocess.run([str(venv / "bin/python"), "-c", _SKIP, str(session)],
+                   input=json.dumps(job_ids), text=True, check=True)
+
+
+def _key(item: dict) -> tuple:
+    m = item["mutations"][0]
+    return tuple(m["start_pos"]), m["operator_name"], m["occurrence"]
+
+
+def _status(result: dict) -> str:
+    if result["worker_outcome"] != "normal" or result["test_outcome"] == "incompetent":
+        return "incompetent"
+    if result["test_outcome"] == "killed":
+        return "timeout" if result.get("output") == "timeout" else "killed"
+    return "survived"
+
+
+def run_module(name: str, venv: Path, workdir: Path, jobs: int, max_mutants: int,
+               seed: int, deselect: tuple = ()) -> dict:
+    target = TARGETS[name]
+    target = Target(target.path, target.tests + tuple(
+        arg for test in deselect if test.split("::")[0] in target.tests
+        for arg in ("--deselect", test)), target.scope)
     roots = [workdir / f"{name}-{i}" for i in range(jobs)]
     for root in roots:
         _copy_repo(root)
-    baseline, base_s = _pytest(roots[0], tests, timeout=600)
-    if baseline != "survived":
-        raise SystemExit(f"{name}: the unit tests fail on the unmutated copy ({tests})")
+    base_s = _baseline(roots[0], target.tests)
     timeout = 3.0 * base_s + 10.0
-    free = list(roots)
+    config = workdir / f"{name}.toml"
+    config.write_text(
+        "[cosmic-ray]\n"
+        f"module-path = {json.dumps(target.path)}\n"
+        "excluded-modules = []\n"
+        f"timeout = {timeout:.1f}\n"
+        f"test-command = {json.dumps(shlex.join(_test_command(target.tests)))}\n"
+        "\n[cosmic-ray.distributor]\nname = \"local\"\n")
+    session = workdir / f"{name}.sqlite"
+    subprocess.run([str(venv / "bin/cosmic-ray"), "init", str(config), str(session)],
+                   cwd=roots[0], check=True)
+    items = sorted((item for item, _ in _dump(venv, session)), key=_key)
+    keep, skip = _spans((REPO / target.path).read_text(), target.scope)
+    eligible = [it for it in items if (not keep or _inside(it["mutations"][0], keep))
+                and not _inside(it["mutations"][0], skip)]
+    chosen = eligible
+    if max_mutants and len(eligible) > max_mutants:
+        chosen = sorted(random.Random(seed).sample(eligible, max_mutants), key=_key)
+    sessions = []
+    for j, root in enumerate(roots):
+        share = {it["job_id"] for it in chosen[j::jobs]}
+        path = root / "session.sqlite"
+        shutil.copy2(session, path)
+        _skip(venv, path, [it["job_id"] for it in items if it["job_id"] not in share])
+        sessions.append(path)
 
-    def one(m):
-        root = free.pop()
-        try:
-            (root / path).write_text(m["source"])
-            status, _ = _pytest(root, tests, timeout)
-        finally:
-            (root / path).write_text(original)
-            free.append(root)
-        return status
+    def execute(j):
+        subprocess.run([str(venv / "bin/cosmic-ray"), "exec", str(config), str(sessions[j])],
+                       cwd=roots[j], env=_env(roots[j]), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return _dump(venv, sessions[j])
 
     with cf.ThreadPoolExecutor(jobs) as pool:
-        statuses = list(pool.map(one, mutants))
-    for root in roots:
-        shutil.rmtree(root, ignore_errors=True)
-    counts = {s: statuses.count(s) for s in ("killed", "survived", "timeout")}
-    survivors = [{"file": path, "line": m["line"], "kind": m["kind"],
-                  "diff": _diff(path, original, m["source"])}
-                 for m, s in zip(mutants, statuses) if s == "survived"]
-    return {"module": path, "tests": tests, "generated": total, "mutants": len(mutants),
-            "sampled": len(mutants) < total, **counts, "per_mutant_timeout_s": round(timeout, 1),
-            "survivors": survivors}
+        done = [pair for rows in pool.map(execute, range(jobs)) for pair in rows]
+    results = sorted(((it, res) for it, res in done if res and res["worker_outcome"] != "skipped"),
+                     key=lambda pair: _key(pair[0]))
+    statuses = [_status(res) for _, res in results]
+    counts = {s: statuses.count(s) for s in ("killed", "survived", "timeout", "incompetent")}
+    survivors = []
+    for (item, res), status in zip(results, statuses):
+        if status != "survived":
+            continue
+        m = item["mutations"][0]
+        survivors.append({"file": target.path, "line": m["start_pos"][0],
+                          "col": m["start_pos"][1], "operator": m["operator_name"],
+                          "occurrence": m["occurrence"], "definition": m["definition_name"],
+                          "diff": res["diff"].removeprefix("--- mutation diff ---\n")})
+    return {"module": target.path, "tests": list(target.tests),
+            "scope": list(target.scope), "generated": len(items), "eligible": len(eligible),
+            "mutants": len(results), "sampled": len(chosen) < len(eligible), "seed": seed,
+            **counts, "per_mutant_timeout_s": round(timeout, 1), "survivors": survivors}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--modules", nargs="+", default=["safety_gate", "command_limits"],
-                    choices=sorted(TARGETS))
-    ap.add_argument("--max-mutants", type=int, default=0,
-                    help="sample at most this many mutants per module (0: all)")
+    ap.add_argument("--modules", nargs="+", default=sorted(TARGETS), choices=sorted(TARGETS))
+    ap.add_argument("--max-mutants", type=int, default=40,
+                    help="sample at most this many mutants per module (0: all, thousands)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)))
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/mutation"))
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="copies run side by side (each runs its share of the mutants)")
+    ap.add_argument("--deselect", nargs="+", default=[], metavar="TEST_ID",
+                    help="pytest node ids left out of the targets that run their file")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="scratch folder (default: a new temporary one, removed at the end)")
     ap.add_argument("--out", type=Path, default=REPO / "results/bench/mutation.json")
     args = ap.parse_args(argv)
-    if args.workdir.resolve().is_relative_to(REPO):
+    if args.workdir is not None and args.workdir.resolve().is_relative_to(REPO):
         ap.error("--workdir must be outside the repository")
+    venv = tool_venv()
+    tool = tool_version(venv)
+    own = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="mbrl-mutation-")) if own else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
     results = []
-    for name in args.modules:
-        t0 = time.monotonic()
-        res = run_module(name, args.workdir, args.jobs, args.max_mutants, args.seed)
-        res["wall_s"] = round(time.monotonic() - t0, 1)
-        results.append(res)
-        print(f"{name}: {res['mutants']} mutants in {res['wall_s']} s", file=sys.stderr)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")  # after each module
-    print("| module | mutants | killed | survived | timeout |")
-    print("|---|---:|---:|---:|---:|")
+    try:
+        for name in args.modules:
+            t0 = time.monotonic()
+            res = run_module(name, venv, workdir, max(1, args.jobs), args.max_mutants,
+                             args.seed, tuple(args.deselect))
+            res["tool"] = tool
+            res["wall_s"] = round(time.monotonic() - t0, 1)
+            results.append(res)
+            print(f"{name}: {res['mutants']} mutants in {res['wall_s']} s", file=sys.stderr)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1) + "\n")  # after each module
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"{tool}, seed {args.seed}")
+    print("| module | mutants | killed | survived | timeout | incompetent |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in results:
-        sampled = f" (sampled of {r['generated']})" if r["sampled"] else ""
+        sampled = f" (sampled of {r['eligible']})" if r["sampled"] else ""
         print(f"| {r['module']} | {r['mutants']}{sampled} | {r['killed']} | {r['survived']} "
-              f"| {r['timeout']} |")
+              f"| {r['timeout']} | {r['incompetent']} |")
     print(f"survivors: {args.out}", file=sys.stderr)
     return 0
 

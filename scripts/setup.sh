@@ -37,7 +37,9 @@ fi
 # and ros-jazzy.txt's changes, pinned by constraints-jazzy.txt (the ros-* wheels) and by
 # constraints.txt (everything else).
 if [ "$DISTRO" = kilted ]; then
-  req_hash=$(cat $(ls requirements/*.txt | grep -v -- '-jazzy\.txt$') | sha256sum | cut -c1-16)
+  # (dev-*.txt are tools with venvs of their own, e.g. bench/mutation_venv.sh)
+  req_hash=$(cat $(ls requirements/*.txt | grep -v -e '-jazzy\.txt$' -e '/dev-') \
+    | sha256sum | cut -c1-16)
   ros_req=requirements/ros.txt
   constraints=requirements/constraints.txt
 else

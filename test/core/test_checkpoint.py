@@ -253,3 +253,32 @@ def test_checkpoints_are_readable_by_others_and_partial_writes_are_cleaned(tmp_p
     (tmp_path / f"{TEMP_PREFIX}abc").write_bytes(b"half a checkpoint")
     assert remove_partial_writes(str(tmp_path)) == [f"{TEMP_PREFIX}abc"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_000001.mbrl"]
+
+
+# ------------------------------------------------------------------ mutation-testing edges
+# (bench/mutation.py; docs/safety_gate.md, "Mutation testing")
+
+def test_tensor_names_sorting_before_the_metadata_key_still_count(tmp_path):
+    """The data section's end comes from every tensor but ``__metadata__``: names that sort
+    before it (capitals, digits) must count too, or a valid file reads as having trailing
+    bytes."""
+    tensors = {"W": torch.arange(4.0), "0.bias": torch.ones(2, dtype=torch.float64)}
+    path = str(tmp_path / "upper.mbrl")
+    save_checkpoint(path, "Test", tensors, {})
+    loaded = load_checkpoint(path).tensors
+    for name, tensor in tensors.items():
+        assert torch.equal(loaded[name], tensor), name
+
+
+def test_legacy_checkpoints_with_trailing_or_missing_bytes_are_refused(tmp_path):
+    raw = _legacy_bytes("Test", {"w": torch.arange(100.0)}, {})
+    path = tmp_path / "legacy.mbrl"
+    path.write_bytes(raw)
+    assert load_checkpoint(str(path)).legacy
+    path.write_bytes(raw + b"extra")
+    with pytest.raises(CheckpointError, match="trailing bytes: data section 405 bytes, "
+                                              "header says 400"):
+        load_checkpoint(str(path))
+    path.write_bytes(raw[:-8])
+    with pytest.raises(CheckpointError, match="data section 392 bytes, header says 400"):
+        load_checkpoint(str(path))

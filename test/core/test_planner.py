@@ -300,3 +300,32 @@ def test_seed_replaces_the_warm_start_once():
         planner.seed(np.zeros((3, 1)))
     with pytest.raises(ValueError, match="NaN"):
         planner.seed(np.full((4, 1), np.nan))
+
+
+# ------------------------------------------------------------------ mutation-testing edges
+# (bench/mutation.py; docs/safety_gate.md, "Mutation testing")
+
+@pytest.mark.parametrize("propagation", ["mean", "ensemble", "partition"])
+def test_each_rollout_step_starts_from_the_previous_prediction(propagation):
+    from mbrl_ros.core.planning.rollout import propagate, track_states
+
+    dynamics = LinearEnsemble(np.eye(1), np.eye(1), num_members=2)  # x' = x + u
+    actions = torch.tensor([[[1.0], [2.0], [3.0]], [[-1.0], [0.0], [0.5]]])
+    rollout = propagate(dynamics, torch.tensor([0.5]), actions, propagation)
+    states = track_states(rollout)
+    expected = torch.tensor([[0.5, 1.5, 3.5, 6.5], [0.5, -0.5, -0.5, 0.0]])
+    for track in states:
+        torch.testing.assert_close(track[..., 0], expected)
+
+
+def test_a_zero_disagreement_weight_ignores_even_a_non_finite_disagreement():
+    from mbrl_ros.core.planning.rollout import Rollout, score
+
+    rollout = Rollout(states=torch.zeros(1, 2, 3, 1), num_samples=2,
+                      disagreement=torch.tensor([[0.0, math.inf], [math.nan, 0.0]]))
+    actions = torch.zeros(2, 2, 1)
+    total = score(rollout, actions, lambda s, a: s[:, -1, 0] + 1.0, None, 0.0, torch.ones(3))
+    torch.testing.assert_close(total, torch.ones(2))
+    rollout.disagreement = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    total = score(rollout, actions, None, None, 0.5, torch.tensor([1.0, 0.5, 0.25]))
+    torch.testing.assert_close(total, torch.tensor([0.5 * (1.0 + 2.0 * 0.5), 0.5 * 3.0]))

@@ -617,3 +617,40 @@ def test_a_joint_the_gate_does_not_know_never_overwrites_the_others():
     gate.set_joint_state(("shoulder", "gripper", "elbow", "wrist"), (0.02, 9.0, 0.03, -9.0),
                          (0.0, 0.0, 0.0, 0.0), 0.0)
     np.testing.assert_allclose(gate.final_command(0.0), [0.02, 0.03])
+
+
+def test_a_non_finite_command_names_the_joints_not_the_points():
+    from mbrl_ros.core.safety_gate import _malformed
+
+    command = plan([[1.0, 2.0], [np.nan, 2.0], [1.0, 2.0]], [0.0, 0.01, 0.02], [0.1] * 3, 0.0)
+    assert _malformed(command, 2) == "non-finite command for joints [0]"
+
+
+def test_position_step_bound_uses_only_a_positive_gain_and_a_finite_effort_limit():
+    from mbrl_ros.core.command_limits import position_step_bound
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = position_step_bound(effort_limit=(5.0, math.inf, 3.0, 2.0, 0.0),
+                                    servo_kp=(50.0, 10.0, 0.0, 0.5, 0.0), explicit=0.2)
+    np.testing.assert_array_equal(bound, [0.1, 0.2, 0.2, 0.2, 0.2])
+    bound = position_step_bound(effort_limit=(5.0, math.inf, 3.0, 2.0),
+                                servo_kp=(50.0, 10.0, 0.0, 0.5))
+    np.testing.assert_array_equal(bound, [0.1, math.inf, math.inf, 4.0])
+
+
+def test_rate_limit_is_symmetric_and_a_negative_period_moves_nothing():
+    from mbrl_ros.core.command_limits import rate_limited
+
+    previous = np.array([0.5, 0.5, 0.5])
+    np.testing.assert_allclose(rate_limited(np.array([-1.0, 0.52, 2.0]), previous,
+                                            np.array([1.0, 1.0, 1.0]), 0.1), [0.4, 0.52, 0.6])
+    np.testing.assert_array_equal(rate_limited(np.array([-1.0, 0.52, 2.0]), previous,
+                                               np.array([1.0, 1.0, 1.0]), -0.1), previous)
+
+
+def test_exploration_lead_is_headroom_times_fraction_times_the_step_bound():
+    from mbrl_ros.core.command_limits import exploration_lead
+
+    np.testing.assert_allclose(exploration_lead(5.0, 50.0), 0.9 * 0.5 * 0.1)
+    np.testing.assert_allclose(exploration_lead((5.0, 3.0), (50.0, 10.0), fraction=0.25),
+                               [0.9 * 0.25 * 0.1, 0.9 * 0.25 * 0.3])

@@ -96,3 +96,79 @@ def test_odom_quaternion_takes_short_arc():
     np.testing.assert_allclose(np.linalg.norm(quaternion), 1.0, atol=1e-6)
     assert abs(quaternion[3]) > 0.9  # stays near identity's neighbourhood: 45 deg, w ~ 0.92
     assert data.state_names[2:4] == ("odom/px", "odom/py")
+
+
+# ------------------------------------------------------------------ mutation-testing edges
+# (bench/mutation.py; docs/safety_gate.md, "Mutation testing")
+
+def _recording(name, state_t, q, command_t, resets=()):
+    state = TimeSeries(np.asarray(state_t, np.int64),
+                       np.stack([q, np.zeros_like(q)], axis=1).astype(float))
+    cmd = TimeSeries(np.asarray(command_t, np.int64), np.ones((len(command_t), 1)))
+    return Recording(name, state, cmd, None, None, None, np.asarray(resets, np.int64),
+                     ReadReport(name))
+
+
+def _robot(*recordings):
+    return RobotStreams(RobotStreamsConfig(joints=("j",)), list(recordings), ("q/j", "qd/j"),
+                        ("j",))
+
+
+def test_ticks_restart_at_each_segment_after_a_state_gap():
+    """Segment 1: 0..190 ms (20 ticks); a 310 ms gap; segment 2: 500..590 ms (10 ticks)."""
+    t = np.concatenate([np.arange(0, 200 * MS, 10 * MS), np.arange(500 * MS, 600 * MS, 10 * MS)])
+    data = align_streams(_robot(_recording("r", t, t / 1e9, t)), AlignmentConfig())
+    report = data.report
+    assert report.breaks["gap"] == 1 and report.num_ticks == 30
+    assert sum(report.dropped_ticks.values()) == 0
+    np.testing.assert_array_equal(data.tick_ns, np.concatenate([t[:19], t[20:29]]))
+    np.testing.assert_array_equal(data.batch.episode, [0] * 19 + [1] * 9)
+
+
+def test_a_tick_without_state_is_not_also_counted_as_a_stale_command():
+    t = np.arange(0, 100 * MS, 10 * MS)
+    state_t = np.delete(t, 3)            # no state sample at 30 ms: tick 3 has no state
+    command_t = np.delete(t, 3)          # and its command (from 20 ms) is stale
+    data = align_streams(_robot(_recording("r", state_t, state_t / 1e9, command_t)),
+                         AlignmentConfig(state_tolerance_s=0.005, command_max_age_s=0.005))
+    report = data.report
+    assert report.dropped_ticks["no_state"] == 1
+    assert report.dropped_ticks["stale_command"] == 0
+
+
+def test_episode_ids_run_on_across_recordings_and_skip_empty_ones():
+    t = np.arange(0, 100 * MS, 10 * MS)
+    one = _recording("one", t, t / 1e9, t)                      # one episode (9 transitions)
+    two = _recording("two", t, t / 1e9, t, resets=[45 * MS])    # two episodes (4 + 4)
+    short = _recording("short", t[:2], t[:2] / 1e9, t[:2])      # one transition: too short
+    nothing = _recording("nothing", t, np.full(len(t), np.nan), t)  # no usable state at all
+    config = AlignmentConfig(min_episode_transitions=2)
+    data = align_streams(_robot(one, short, nothing, two), config)
+    np.testing.assert_array_equal(data.batch.episode, [0] * 9 + [1] * 4 + [2] * 4)
+    np.testing.assert_array_equal(data.recording, [0] * 9 + [3] * 8)
+    assert data.report.num_episodes == 3
+    assert data.report.dropped_transitions["short_episode"] == 1
+    assert data.report.dropped_samples["state/nonfinite"] == len(t)
+
+
+def test_odom_quaternion_flip_uses_the_dot_product_of_all_four_components():
+    """Identity to (0.8, 0, 0, -0.6) (x, y, z, w): the dot product is -0.6, so the short arc
+    goes to the negated (-0.8, 0, 0, 0.6); halfway is (-0.4, 0, 0, 0.8) normalised."""
+    t = np.array([0, 20 * MS])
+    odom_values = np.zeros((2, 13))
+    odom_values[0, 6] = 1.0
+    odom_values[1, 3:7] = [0.8, 0.0, 0.0, -0.6]
+    data = align_streams(
+        _streams(t, np.zeros(2), t, np.zeros(2), odom=TimeSeries(t, odom_values)),
+        AlignmentConfig(command_max_age_s=0.02))
+    quaternion = data.batch.next_state[0, 2 + 3:2 + 7]
+    np.testing.assert_allclose(quaternion, np.array([-0.4, 0.0, 0.0, 0.8]) / np.sqrt(0.8),
+                               atol=1e-6)
+
+
+def test_ticks_before_the_first_command_are_counted_as_without_command():
+    t = np.arange(0, 100 * MS, 10 * MS)
+    data = align_streams(_robot(_recording("r", t, t / 1e9, t[3:])), AlignmentConfig())
+    assert data.report.dropped_ticks["no_command"] == 3
+    assert data.report.dropped_ticks["stale_command"] == 0
+    np.testing.assert_array_equal(data.tick_ns, t[3:-1])
