@@ -35,6 +35,9 @@ from tqdm import tqdm
 
 from bench.dmc_agent import Agent, LoopConfig, benchmark_reward_config
 from bench.dmc_env import DMCEnv, DMCEnvConfig, default_action_repeat
+from bench.dmc_gp import GPPlannerAgent
+from bench.dmc_latent import LatentAgent
+from bench.dmc_mbpo import MBPOAgent
 from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.core.planning import PlannerConfig
 from mbrl_ros.core.planning.config import METHODS
@@ -47,7 +50,10 @@ logger = logging.getLogger("bench.dmc")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CSV_COLUMNS = ("step", "return")
 
-AGENT_KINDS: Dict[str, Callable[..., Agent]] = {"planner": Agent}
+AGENT_KINDS: Dict[str, Callable[..., Agent]] = {"planner": Agent,
+                                                "gp-planner": GPPlannerAgent,
+                                                "mbpo": MBPOAgent,
+                                                "tdmpc2": LatentAgent}
 """``--agent`` choices: the class that builds each kind (see bench/dmc_agent.py)."""
 
 __all__ = ["AGENT_KINDS", "Agent", "CSV_COLUMNS", "LoopConfig", "benchmark_reward_config",
