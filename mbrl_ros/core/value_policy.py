@@ -418,6 +418,9 @@ class ValuePolicy(torch.nn.Module):
     def _member_values(self, state: torch.Tensor, goal: Optional[torch.Tensor],
                        grad: bool) -> Tuple[torch.Tensor, Tuple[int, ...]]:
         observation = self.observation(state, goal)
+        # a planner differentiating its plan's cost (iLQR, the gradient refinement) passes
+        # states that require gradients: the value then carries them
+        grad = grad or (torch.is_grad_enabled() and observation.requires_grad)
         with torch.set_grad_enabled(grad):
             flat = observation.reshape(-1, observation.shape[-1])
             return self.q_values(flat, self._policy(flat)), tuple(observation.shape[:-1])

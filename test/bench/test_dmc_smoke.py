@@ -145,3 +145,26 @@ def test_run_wraps_the_detected_angles_with_no_flag(tmp_path, monkeypatch):
             seed=0, device=torch.device("cpu"), csv_path=tmp_path / "c.csv", progress=False,
             episode_length=8)
     assert seen == [((0,), (0,))]
+
+
+@pytest.mark.parametrize("agent", ["gp-planner", "mbpo", "tdmpc2"])
+def test_every_agent_kind_runs_the_loop(tmp_path, agent):
+    """Each agent kind of ``--agent`` collects, trains, plans and writes its curve."""
+    out_dir = tmp_path / "dmc"
+    code = dmc.main(["--task", "cartpole-swingup", "--agent", agent, "--seed", "0",
+                     "--out-dir", str(out_dir), "--reference-dir", str(tmp_path / "none"),
+                     "--no-plot", *TINY])
+    assert code == 0
+    with open(out_dir / "cartpole-swingup" / agent / "seed0.csv", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    assert [int(r[0]) for r in rows] == [0, 48, 96]
+
+
+@pytest.mark.parametrize("method", ["icem", "ilqr"])
+def test_planner_methods_run_the_loop(tmp_path, method):
+    out_dir = tmp_path / "dmc"
+    code = dmc.main(["--task", "cartpole-swingup", "--method", method, "--seed", "0",
+                     "--out-dir", str(out_dir), "--reference-dir", str(tmp_path / "none"),
+                     "--no-plot", *TINY])
+    assert code == 0
+    assert (out_dir / "cartpole-swingup" / f"planner-{method}" / "seed0.json").exists()

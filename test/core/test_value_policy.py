@@ -262,3 +262,13 @@ def test_reward_model_gives_input_gradients_only_when_asked():
     (gradient,) = torch.autograd.grad(model(torch.ones(4, 2), action).sum(), action)
     assert float(gradient.abs().sum()) > 0.0
     assert not model(torch.ones(4, 2), torch.zeros(4, 1)).requires_grad
+
+
+def test_value_carries_gradients_to_states_that_require_them():
+    """Gradient planners differentiate the terminal value in the state; plain calls build no
+    graph."""
+    agent = ValuePolicy(2, 1, [-1.0], [1.0], ValuePolicyConfig(hidden_sizes=(8,)), seed=0)
+    state = torch.ones(3, 2, requires_grad=True)
+    (gradient,) = torch.autograd.grad(agent.value(state).sum(), state)
+    assert float(gradient.abs().sum()) > 0.0
+    assert not agent.value(torch.ones(3, 2)).requires_grad
