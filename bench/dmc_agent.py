@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -90,11 +90,9 @@ class Agent:
         state_dim, action_dim = env.state_dim, env.action_dim
         self.loop, self.seed, self.device = loop, seed, device
         self.ensemble_config = ensemble_config
-        self.dynamics = ProbabilisticEnsemble(state_dim, action_dim, ensemble_config, device,
-                                              seed=seed)
+        self.dynamics = self.make_dynamics(state_dim, action_dim, ensemble_config, device, seed)
         self.reward = RewardModel(state_dim, action_dim, reward_config, device, seed=seed + 1)
-        self.value_policy = ValuePolicy(state_dim, action_dim, env.action_low, env.action_high,
-                                        value_config, device, seed=seed + 2)
+        self.value_policy = self.make_value_policy(env, value_config, device, seed + 2)
         self.replay = ReplayBuffer(state_dim, action_dim,
                                    ReplayBufferConfig(capacity=max(loop.total_steps, 1)))
         self.discount = value_config.discount
@@ -102,6 +100,17 @@ class Agent:
                                value=None, policy=None, device=device)
         self.trained = False
         self.fit_count = 0
+
+    def make_dynamics(self, state_dim: int, action_dim: int, ensemble_config: EnsembleConfig,
+                      device: torch.device, seed: int):
+        """The dynamics model the planner plans with (kinds override it)."""
+        return ProbabilisticEnsemble(state_dim, action_dim, ensemble_config, device, seed=seed)
+
+    def make_value_policy(self, env: DMCEnv, value_config: ValuePolicyConfig,
+                          device: torch.device, seed: int) -> Optional[ValuePolicy]:
+        """The Q ensemble / policy prior (None: the kind has none)."""
+        return ValuePolicy(env.state_dim, env.action_dim, env.action_low, env.action_high,
+                           value_config, device, seed=seed)
 
     # ----------------------------------------------------------------------- planning terms
     def plan_cost(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -14,13 +14,10 @@ from typing import Tuple
 
 import torch
 
-from bench.dmc_agent import Agent, LoopConfig
+from bench.dmc_agent import Agent
 from bench.dmc_env import DMCEnv
 from mbrl_ros.core.ensemble import EnsembleConfig
 from mbrl_ros.core.gp_dynamics import GPDynamics, GPDynamicsConfig, fit_gp_dynamics
-from mbrl_ros.core.planning import Planner, PlannerConfig
-from mbrl_ros.core.replay_buffer import ReplayBuffer, ReplayBufferConfig
-from mbrl_ros.core.reward_model import RewardModel, RewardModelConfig
 from mbrl_ros.core.value_policy import ValuePolicyConfig
 
 logger = logging.getLogger("bench.dmc")
@@ -55,23 +52,16 @@ class GPPlannerAgent(Agent):
     buffer; built like :class:`bench.dmc_agent.Agent` (``value_config`` only gives the
     planner's reward discount)."""
 
-    def __init__(self, env: DMCEnv, loop: LoopConfig, ensemble_config: EnsembleConfig,
-                 planner_config: PlannerConfig, value_config: ValuePolicyConfig,
-                 reward_config: RewardModelConfig, device: torch.device, seed: int) -> None:
-        state_dim, action_dim = env.state_dim, env.action_dim
-        self.loop, self.seed, self.device = loop, seed, device
-        self.ensemble_config = ensemble_config
+    def make_dynamics(self, state_dim: int, action_dim: int, ensemble_config: EnsembleConfig,
+                      device: torch.device, seed: int) -> GPDynamics:
+        """GP dynamics with :func:`gp_config_for` the ensemble's settings."""
         self.gp_config = gp_config_for(ensemble_config)
-        self.dynamics = GPDynamics(state_dim, action_dim, self.gp_config, device)
-        self.reward = RewardModel(state_dim, action_dim, reward_config, device, seed=seed + 1)
-        self.value_policy = None
-        self.replay = ReplayBuffer(state_dim, action_dim,
-                                   ReplayBufferConfig(capacity=max(loop.total_steps, 1)))
-        self.discount = value_config.discount
-        self.planner = Planner(self.dynamics, planner_config, cost_fn=self.plan_cost,
-                               value=None, policy=None, device=device)
-        self.trained = False
-        self.fit_count = 0
+        return GPDynamics(state_dim, action_dim, self.gp_config, device)
+
+    def make_value_policy(self, env: DMCEnv, value_config: ValuePolicyConfig,
+                          device: torch.device, seed: int) -> None:
+        """No value / policy prior: the planner's horizon and the learned reward only."""
+        return None
 
     def fit_models(self) -> None:
         """Refit the GP on the whole replay buffer (hyperparameters warm-started)."""

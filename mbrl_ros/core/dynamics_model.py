@@ -126,3 +126,34 @@ def broadcast_inputs(state: torch.Tensor, action: torch.Tensor, num_members: int
 def wrap_angle(x: torch.Tensor) -> torch.Tensor:
     """Wrap angles (any shape) to ``[-pi, pi)``."""
     return torch.remainder(x + torch.pi, 2.0 * torch.pi) - torch.pi
+
+
+def encode_angles(state: torch.Tensor, action: torch.Tensor, angle_index: torch.Tensor,
+                  plain_index: torch.Tensor) -> torch.Tensor:
+    """Model inputs ``[..., S + len(angles) + A]``: the plain state dims, sin and cos of the
+    angle dims (``angle_index``), then the action; ``[state, action]`` without angles."""
+    if len(angle_index) == 0:
+        return torch.cat([state, action], dim=-1)
+    angles = state.index_select(-1, angle_index)
+    return torch.cat([state.index_select(-1, plain_index), torch.sin(angles), torch.cos(angles),
+                      action], dim=-1)
+
+
+def wrapped_difference(target: torch.Tensor, base: torch.Tensor, angle_index: torch.Tensor,
+                       angle_mask: torch.Tensor) -> torch.Tensor:
+    """``target - base`` with the angle dims (``angle_index``, as ``angle_mask [S]``) wrapped
+    to [-pi, pi); no extra work without angles."""
+    delta = target - base
+    if len(angle_index) == 0:
+        return delta
+    return torch.where(angle_mask, wrap_angle(delta), delta)
+
+
+def wrapped_compose(base: torch.Tensor, delta: torch.Tensor, angle_index: torch.Tensor,
+                    angle_mask: torch.Tensor) -> torch.Tensor:
+    """``base + delta`` with the angle dims (``angle_index``, as ``angle_mask [S]``) wrapped
+    to [-pi, pi); no extra work without angles."""
+    out = base + delta
+    if len(angle_index) == 0:
+        return out
+    return torch.where(angle_mask, wrap_angle(out), out)

@@ -9,7 +9,8 @@ import torch
 
 from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, as_model_input,
-                                          broadcast_inputs, wrap_angle)
+                                          broadcast_inputs, encode_angles, wrapped_compose,
+                                          wrapped_difference)
 from mbrl_ros.core.ensemble_config import ARCHITECTURE_FIELDS, EnsembleConfig
 from mbrl_ros.core.ensemble_kernel import BaseFn, EnsembleTensors, MeanStepKernel
 from mbrl_ros.core.ensemble_layers import EnsembleMLP
@@ -110,25 +111,15 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
         """Raw network inputs ``[..., input_dim]`` from ``state [..., S]``, ``action [..., A]``."""
         if len(self.relative_index):
             action = action - state.index_select(-1, self.relative_index)
-        if len(self.angle_index) == 0:
-            return torch.cat([state, action], dim=-1)
-        angles = state.index_select(-1, self.angle_index)
-        return torch.cat([state.index_select(-1, self.plain_index), torch.sin(angles),
-                          torch.cos(angles), action], dim=-1)
+        return encode_angles(state, action, self.angle_index, self.plain_index)
 
     def difference(self, target: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """``target - base`` with angle dims wrapped to [-pi, pi); ``[..., S]``."""
-        delta = target - base
-        if not len(self.angle_index):
-            return delta
-        return torch.where(self.angle_mask, wrap_angle(delta), delta)
+        return wrapped_difference(target, base, self.angle_index, self.angle_mask)
 
     def compose(self, base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """``base + delta`` with angle dims wrapped to [-pi, pi); ``[..., S]``."""
-        out = base + delta
-        if not len(self.angle_index):
-            return out
-        return torch.where(self.angle_mask, wrap_angle(out), out)
+        return wrapped_compose(base, delta, self.angle_index, self.angle_mask)
 
     def _active_members(self, use_elites: Optional[bool]) -> Optional[torch.Tensor]:
         elites = self.use_elites if use_elites is None else use_elites

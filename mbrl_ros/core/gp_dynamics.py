@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from mbrl_ros.core.dynamics_model import (ProgressCallback, as_model_input, broadcast_inputs,
-                                          wrap_angle)
+                                          encode_angles, wrapped_compose, wrapped_difference)
 from mbrl_ros.core.gp_dynamics_config import GPDynamicsConfig
 from mbrl_ros.core.normalizer import Normalizer
 from mbrl_ros.core.types import TransitionBatch
@@ -253,25 +253,15 @@ class GPDynamics:
     def encode_inputs(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Raw GP inputs ``[..., input_dim]``: plain state dims, sin / cos of angle dims,
         action (the ensemble's encoding)."""
-        if len(self.angle_index) == 0:
-            return torch.cat([state, action], dim=-1)
-        angles = state.index_select(-1, self.angle_index)
-        return torch.cat([state.index_select(-1, self.plain_index), torch.sin(angles),
-                          torch.cos(angles), action], dim=-1)
+        return encode_angles(state, action, self.angle_index, self.plain_index)
 
     def difference(self, target: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """``target - base`` with angle dims wrapped to [-pi, pi)."""
-        delta = target - base
-        if not len(self.angle_index):
-            return delta
-        return torch.where(self.angle_mask, wrap_angle(delta), delta)
+        return wrapped_difference(target, base, self.angle_index, self.angle_mask)
 
     def compose(self, base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """``base + delta`` with angle dims wrapped to [-pi, pi)."""
-        out = base + delta
-        if not len(self.angle_index):
-            return out
-        return torch.where(self.angle_mask, wrap_angle(out), out)
+        return wrapped_compose(base, delta, self.angle_index, self.angle_mask)
 
     def training_targets(self, batch: TransitionBatch) -> np.ndarray:
         """``[N, S]`` raw targets: the wrapped delta ``next_state - state``."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from linear_model import LinearModel
 from mbrl_ros.core.costs import EffortCost, JointPositionCost, TaskCost
 from mbrl_ros.core.planning import Planner, PlannerConfig
 from mbrl_ros.core.planning.constraints import ActionScale
@@ -20,23 +21,6 @@ R_DI = np.array([0.1])
 TERMINAL = np.diag([2.0, 0.5])
 """Extra terminal weight: the terminal value is -x' TERMINAL x."""
 HORIZON = 8
-
-
-class LinearModel:
-    """``E`` identical members ``x' = A x + B u`` (the planner's dynamics interface)."""
-
-    def __init__(self, A, B, num_members=2):
-        self.A = torch.as_tensor(A, dtype=torch.float32)
-        self.B = torch.as_tensor(B, dtype=torch.float32)
-        self.num_members = num_members
-        self.state_dim, self.action_dim = self.A.shape[0], self.B.shape[1]
-        self.device = torch.device("cpu")
-
-    def predict(self, state, action):
-        mean = state @ self.A.T + action @ self.B.T
-        if mean.dim() == 2:
-            mean = mean.expand(self.num_members, *mean.shape)
-        return mean, torch.zeros_like(mean)
 
 
 class Pendulum:

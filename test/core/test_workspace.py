@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from linear_model import LinearModel
 from mbrl_ros.core.controller import ModelPredictiveController
 from mbrl_ros.core.costs import JointPositionCost, TaskCost
 from mbrl_ros.core.exploration import ExplorationConfig, SmoothExplorer
@@ -16,24 +17,9 @@ from mbrl_ros.core.workspace import (WorkspaceConfig, WorkspaceConstraint, Works
                                      box_excess, floor_depth)
 
 DT = 0.1
+STAND_IN_VARIANCE = 1e-4
+"""Predicted variance of the linear stand-in's members."""
 FLOOR = WorkspaceConfig(floor_height=0.0)
-
-
-class LinearModel:
-    """Deterministic stand-in ensemble: ``x+ = A x + B u`` for every member."""
-
-    def __init__(self, A, B, num_members=2):
-        self.A = torch.as_tensor(A, dtype=torch.float32)
-        self.B = torch.as_tensor(B, dtype=torch.float32)
-        self.num_members = num_members
-        self.state_dim, self.action_dim = self.A.shape[0], self.B.shape[1]
-        self.device = torch.device("cpu")
-
-    def predict(self, state, action):
-        mean = state @ self.A.T + action @ self.B.T
-        if mean.dim() == 2:
-            mean = mean.expand(self.num_members, *mean.shape)
-        return mean, torch.full_like(mean, 1e-4)
 
 
 def height_points(positions: torch.Tensor) -> torch.Tensor:
@@ -44,7 +30,7 @@ def height_points(positions: torch.Tensor) -> torch.Tensor:
 
 def double_integrator():
     """State [z, vz], action: vertical acceleration."""
-    return LinearModel([[1.0, DT], [0.0, 1.0]], [[0.0], [DT]])
+    return LinearModel([[1.0, DT], [0.0, 1.0]], [[0.0], [DT]], variance=STAND_IN_VARIANCE)
 
 
 def plan_config(**overrides):
@@ -136,7 +122,8 @@ def test_without_a_feasible_plan_the_least_violating_one_leads_back_up():
 
 
 def test_position_targets_are_kept_above_the_floor_too():
-    servo = LinearModel([[0.5]], [[0.5]])        # the height moves halfway to its target
+    # the height moves halfway to its target
+    servo = LinearModel([[0.5]], [[0.5]], variance=STAND_IN_VARIANCE)
     config = plan_config(action_low=(-2.0,), action_high=(2.0,), horizon=4)
     loose = Planner(servo, config, dive_cost(), constraint=WorkspaceConstraint(
         FLOOR, height_points, 1, check_actions=False)).plan([0.4])
