@@ -209,8 +209,8 @@ def suite_table(out_dir: Path, tdmpc_dir: Path, report_steps: Sequence[int],
         cells = [row["task"], row["agent"]]
         for step in report_steps:
             at = row["at"][step]
-            ours = "–" if at["mean"] is None else (
-                f"{at['mean']:.0f} ± {at['std']:.0f} ({at['n']})")
+            spread = f" ± {at['std']:.0f}" if at["n"] > 1 else ""
+            ours = "–" if at["mean"] is None else f"{at['mean']:.0f}{spread} ({at['n']})"
             theirs = "–" if at["tdmpc"] is None else (
                 f"{'~' if at['tdmpc_interpolated'] else ''}{at['tdmpc']:.0f}")
             cells += [ours, theirs]

@@ -67,3 +67,4 @@ def test_table_means_seeds_and_compares_with_tdmpc(tmp_path):
     mbpo = next(r for r in rows if r["agent"] == "mbpo")
     assert mbpo["at"][10000]["mean"] == 100.0 and mbpo["at"][20000]["mean"] is None
     assert "850 ± 71 (2) | 500" in markdown and "~250" in markdown
+    assert "| reacher-easy | mbpo | 100 (1) |" in markdown  # one seed: no spread
