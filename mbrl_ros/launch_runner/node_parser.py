@@ -72,10 +72,18 @@ def _parameter_tree(entity: Any, items: List[Any]) -> model.ParameterTree:
 
 
 def _parse_raw_value(item: Any, value: Any) -> model.RawValue:
+    """As launch's ``parse_if_substitutions``: a string with substitutions becomes its parts
+    (evaluated, then typed by YAML rules), a plain string stays a string (``value: 'false'`` is
+    the string "false", not a bool), other scalars stay as they are; lists item by item."""
+    def parse(text: str):
+        parts = item.subst(text)
+        if all(isinstance(part, Text) for part in parts):
+            return ''.join(part.text for part in parts)
+        return parts
     if isinstance(value, str):
-        return item.subst(value)
+        return parse(value)
     if isinstance(value, list):
-        return [item.subst(x) if isinstance(x, str) else x for x in value]
+        return [parse(x) if isinstance(x, str) else x for x in value]
     return value
 
 

@@ -119,13 +119,24 @@ def evaluate_parameter(value: model.ParameterValue, context: EvaluationContext,
     if isinstance(raw, tuple):
         return coerce_text(perform(raw, context), value.value_type, what)
     if isinstance(raw, list):
-        items = [coerce_text(perform(x, context), _item_type(value.value_type), what)
-                 if isinstance(x, tuple) else x for x in raw]
+        item_type = _item_type(value.value_type)
+        items = [coerce_text(perform(x, context), item_type, what) if isinstance(x, tuple)
+                 else _literal(x, item_type, what) for x in raw]
         return _check_uniform(items, what)
+    if isinstance(raw, str):
+        return _literal(raw, value.value_type, what)
     if value.value_type is not None and value.value_type != 'yaml' and not _is_type(
             raw, TYPE_BY_IDENTIFIER.get(value.value_type, object)):
         raise LaunchError(f'{what}: value {raw!r} is not of type {value.value_type}')
     return float(raw) if value.value_type == 'float' else raw
+
+
+def _literal(value: Any, value_type: Optional[str], what: str) -> EvaluatedValue:
+    """A value written without substitutions: a plain string stays a string unless a ``type``
+    asks for another (as launch_ros reads it); other scalars as they are."""
+    if isinstance(value, str) and value_type not in (None, 'str'):
+        return coerce_text(value, value_type, what)
+    return value
 
 
 def _item_type(value_type: Optional[str]) -> Optional[str]:

@@ -33,7 +33,7 @@ def test_a_lifecycle_node_is_a_node_with_every_node_attribute(resolve):
         respawn: 'true'
         respawn_delay: 1.0
         param:
-        - {{name: autostart, value: 'false'}}
+        - {{name: autostart, value: false}}
         remap:
         - {{from: /clock, to: clock}}
     """

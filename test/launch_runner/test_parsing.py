@@ -97,7 +97,7 @@ def test_node_namespace_from_an_argument(write, resolve, namespace, pushed, expe
                 {NODE}
                 name: gate
                 namespace: $(var namespace)
-                param: [{{name: rate, value: '50.0'}}]
+                param: [{{name: rate, value: 50.0}}]
                 remap: [{{from: effort_controller/commands, to: arm/commands}},
                         {{from: /clock, to: clock}}]
         """)
@@ -141,14 +141,17 @@ def test_inline_parameters_are_typed_like_launch_ros(write, resolve, tmp_path):
             - name: limits
               param:
               - {{name: low, value: -1.5}}
-        - node: {{{NODE}, name: other, param: [{{name: enabled, value: 'true'}}]}}
+        - node: {{{NODE}, name: other, param: [{{name: enabled, value: true}},
+                                                {{name: quoted, value: 'true'}}]}}
         """)
     planner, other = resolve(path)
     loaded = params_in(planner)
     assert loaded[0] == {'/**': {'ros__parameters': {'gain': 1.0}}}
     assert [d['/mbrl/planner']['ros__parameters'] for d in loaded[1:]] == [
         {'horizon': 12}, {'label': '12'}, {'gains': [1.0, 2.5]}, {'limits.low': -1.5}]
-    assert params_in(other) == [{'/**': {'ros__parameters': {'enabled': True}}}]
+    # a plain quoted string stays a string, as launch_ros's parse_if_substitutions keeps it
+    assert params_in(other) == [{'/**': {'ros__parameters': {'enabled': True}}},
+                                {'/**': {'ros__parameters': {'quoted': 'true'}}}]
 
 
 @pytest.mark.parametrize('body, message', [
