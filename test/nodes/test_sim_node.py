@@ -92,11 +92,18 @@ def test_effort_commands_bad_commands_reset_pause(ros_context):
         for bad in ([math.nan] * 7, [1.0] * 6, [math.inf] + [0.0] * 6):
             probe.command_pub.publish(Float64MultiArray(data=bad))
         spin_until(executor, lambda: False, 0.3)
-        first = len(probe.states)
+        applied_at = sim.sim.time  # states stamped after this were simulated with the command
+
+        def stamped(state):
+            return state.header.stamp.sec + 1e-9 * state.header.stamp.nanosec
+
         for _ in range(20):
             assert probe.call(executor, "step", Trigger.Request()).success
-        assert spin_until(executor, lambda: len(probe.states) >= first + 20, TIMEOUT_S)
-        recent = probe.states[first:]
+        # by stamp, not by arrival: a state from before the command may arrive late under load
+        assert spin_until(executor, lambda: sum(
+            stamped(s) > applied_at + 1e-9 for s in probe.states) >= 20, TIMEOUT_S)
+        recent = sorted((s for s in probe.states if stamped(s) > applied_at + 1e-9),
+                        key=stamped)[:20]
         assert all(state.effort[0] == 8.0 for state in recent)
         # consistent motion: positive torque -> positive velocity, positions integrate velocity
         stamps = np.array([s.header.stamp.sec + 1e-9 * s.header.stamp.nanosec for s in recent])
