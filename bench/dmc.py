@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from bench.dmc_agent import Agent, LoopConfig, benchmark_reward_config
 from bench.dmc_env import DMCEnv, DMCEnvConfig, default_action_repeat
+from bench.recorded import recorded_args
 from bench.dmc_gp import GPPlannerAgent
 from bench.dmc_latent import LatentAgent
 from bench.dmc_mbpo import MBPOAgent
@@ -265,14 +266,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = {"task": args.task, "seed": args.seed, "steps": args.steps,
                "action_repeat": action_repeat, "wall_time_s": round(wall, 1),
                "final_return": curve[-1][1], "best_return": max(r for _, r in curve),
-               "csv": str(csv_path), "args": vars(args)}
+               **recorded_args({"csv": str(csv_path)}), "args": recorded_args(vars(args))}
     with open(csv_path.with_suffix(".json"), "w") as f:
         json.dump(summary, f, indent=2)
     if not args.no_plot:
         from bench.plot_curves import plot_task
 
         image = plot_task(args.task, Path(args.out_dir), Path(args.reference_dir))
-        summary["plot"] = str(image)
+        summary.update(recorded_args({"plot": str(image)}))
     print(json.dumps({k: v for k, v in summary.items() if k != "args"}))
     return 0
 

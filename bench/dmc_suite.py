@@ -41,6 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.dmc import run_label
+from bench.recorded import recorded_args
 
 logger = logging.getLogger("bench.dmc_suite")
 
@@ -225,8 +226,9 @@ def write_table(out_dir: Path, tdmpc_dir: Path, report_steps: Sequence[int],
     (out_dir / "suite.md").write_text(markdown)
     with open(out_dir / "suite.json", "w") as f:
         json.dump({"report_steps": list(report_steps), "eval_every": eval_every,
-                   "eval_episodes": TDMPC_EVAL_EPISODES, "tdmpc_results": str(tdmpc_dir),
-                   "rows": rows}, f, indent=2)
+                   "eval_episodes": TDMPC_EVAL_EPISODES,
+                   **recorded_args({"tdmpc_results": str(tdmpc_dir)}), "rows": rows},
+                  f, indent=2)
     return markdown
 
 
