@@ -409,8 +409,11 @@ class SafetyGate:
                 f"{mode} limit"
         scale = self.config.exploration_limit_fraction if exploring else 1.0
         position, step = self._positions, self._max_step * scale
-        range_excess = np.maximum(command - self._upper, self._lower - command) \
-            / (self._upper - self._lower)
+        # relative to the range; a joint without position limits is never beyond them
+        width = self._upper - self._lower
+        beyond = np.maximum(command - self._upper, self._lower - command)
+        range_excess = np.where(np.isfinite(width), beyond / np.where(np.isfinite(width),
+                                                                      width, 1.0), 0.0)
         stages = [("position range", np.clip(command, self._lower, self._upper))]
         if self._last_output is not None:
             dt = min(now - self._last_output_time, RATE_LIMIT_MAX_PERIODS * self._period)

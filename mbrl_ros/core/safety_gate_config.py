@@ -109,9 +109,11 @@ class GateConfig:
     hold_kd: Tuple[float, ...] = (1.0,)
     """Hold / damping gain per joint [effort / (rad/s)]."""
     position_lower: Tuple[float, ...] = (-math.inf,)
-    """Lower position limit per joint [rad or m]; finite values required in position mode."""
+    """Lower position limit per joint [rad or m]; finite values required in position mode,
+    except for a joint without position limits (both infinite: a continuous joint)."""
     position_upper: Tuple[float, ...] = (math.inf,)
-    """Upper position limit per joint [rad or m]; finite values required in position mode."""
+    """Upper position limit per joint [rad or m]; finite values required in position mode,
+    except for a joint without position limits (both infinite: a continuous joint)."""
     velocity_limit: Tuple[float, ...] = (math.inf,)
     """Absolute velocity limit per joint; finite values required in velocity mode."""
     effort_limit: Tuple[float, ...] = (math.inf,)
@@ -246,8 +248,12 @@ class GateConfig:
                              f"{list(upper)}")
         required = {"effort": ("effort_limit",), "velocity": ("velocity_limit",),
                     "position": ("position_lower", "position_upper")}
+        # position mode: a joint without position limits (a continuous joint: both infinite)
+        # is bounded by the step bound alone; one infinite bound of two is a missing setting
+        unlimited = np.isinf(lower) & np.isinf(upper) if self.control_mode == "position" \
+            else np.zeros(n, dtype=bool)
         for name in required[self.control_mode]:
-            if not np.isfinite(self.per_joint(name)).all():
+            if not (np.isfinite(self.per_joint(name)) | unlimited).all():
                 raise ValueError(f"{name} must be finite in {self.control_mode} mode (set it from "
                                  f"the robot config), got {list(self.per_joint(name))}")
         if self.control_mode == "position" and not np.isfinite(self.position_step()).all():

@@ -7,6 +7,8 @@ contacts dominate and the simulator itself is the reference.
 
 Spatial vectors follow pinocchio's convention: ``[linear; angular]``.
 
+Continuous joints are revolute joints here: their position is one angle (not wrapped).
+
 Joint order: inputs and outputs are in the canonical joint order
 (:attr:`RobotModel.joint_names`, URDF file order); the recursion runs in pinocchio's joint
 order inside, one ``index_select`` away.
@@ -108,10 +110,11 @@ class AnalyticalDynamics:
         self.to_internal = torch.as_tensor(to_internal, device=device)
         self.parents: List[int] = [int(model.parents[i]) for i in range(1, model.njoints)]
         axes, revolute, rotations, translations, inertias = [], [], [], [], []
+        neutral = pin.neutral(model)  # (cos, sin) = (1, 0) for continuous joints, not (0, 0)
         for index in range(1, model.njoints):
             joint = model.joints[index]
             joint_data = joint.createData()
-            joint.calc(joint_data, np.zeros(joint.nq))
+            joint.calc(joint_data, neutral[joint.idx_q:joint.idx_q + joint.nq])
             subspace = np.array(joint_data.S).reshape(6)
             is_revolute = bool(np.linalg.norm(subspace[3:]) > 0)
             axes.append(subspace)
@@ -387,7 +390,9 @@ def pinocchio_reference_step(robot: RobotModel, state: np.ndarray, action: np.nd
     q, v = robot.integrate(robot.full_configuration(state[:robot.num_joints]),
                            robot.full_velocity(state[robot.num_joints:]), torque,
                            config.dt, config.substeps, config.friction_velocity)
-    return np.concatenate([robot.joint_positions(q), robot.joint_velocities(v)])
+    # continuous joints: the angle nearest the start, as the batched model does not wrap
+    return np.concatenate([robot.joint_positions(q, near=state[:robot.num_joints]),
+                           robot.joint_velocities(v)])
 
 
 __all__ = ["AnalyticalConfig", "AnalyticalDynamics", "pinocchio_reference_step", "pin"]

@@ -11,13 +11,21 @@ returned accelerations) and :meth:`~RobotModel.integrate` (q, v) take them. Conv
 :meth:`~RobotModel.joint_positions` / :meth:`~RobotModel.joint_velocities`, or index with
 ``q_indices`` / ``v_indices``. For floating-base robots pinocchio's configuration starts
 with ``[base xyz, base quat xyzw]`` and its velocity with the base twist (6).
+
+Continuous (unbounded revolute) joints: pinocchio stores their angle as ``(cos, sin)`` (two
+entries of ``q``, one of ``v``). The canonical arrays keep one angle per joint:
+:meth:`~RobotModel.full_configuration` writes ``(cos, sin)`` at ``q_indices`` and the entry
+after it, :meth:`~RobotModel.joint_positions` reads the angle back with ``atan2`` (in
+``[-pi, pi]``, or the equal angle nearest to ``near``). ``continuous`` marks these joints;
+their position limits are infinite.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import pinocchio as pin
@@ -35,6 +43,8 @@ FREE_FLYER_NV = 6
 """Velocity size of a free-flyer base (linear, angular)."""
 IDENTITY_BASE_POSE = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
 """Base pose xyz + quat wxyz at the origin."""
+
+ConfigT = TypeVar("ConfigT")
 
 
 @dataclass(frozen=True)
@@ -115,11 +125,15 @@ class RobotModel:
         ids = [self.model.getJointId(name) for name in self.joint_names]
         for name, index in zip(self.joint_names, ids):
             joint = self.model.joints[index]
-            if joint.nq != 1 or joint.nv != 1:
-                raise ValueError(f"joint '{name}' has nq={joint.nq}: only 1-DoF revolute/"
-                                 "prismatic joints are supported (no continuous joints)")
+            if joint.nv != 1 or joint.nq not in (1, 2):
+                raise ValueError(f"joint '{name}' has nq={joint.nq}, nv={joint.nv}: only 1-DoF "
+                                 "revolute, continuous and prismatic joints are supported")
+        self.continuous = np.array([self.model.joints[i].nq == 2 for i in ids], dtype=bool)
+        """[num_joints] continuous joints: an unbounded angle, ``(cos, sin)`` in pinocchio's
+        ``q`` (the only 1-DoF joints with nq=2)."""
         self.q_indices = np.array([self.model.idx_qs[i] for i in ids], dtype=int)
-        """Index in pinocchio's full ``q`` of each canonical joint."""
+        """Index in pinocchio's full ``q`` of each canonical joint (of its cos for a continuous
+        joint; its sin follows)."""
         self.v_indices = np.array([self.model.idx_vs[i] for i in ids], dtype=int)
         """Index in pinocchio's full ``v`` of each canonical joint."""
         self.base_nq = FREE_FLYER_NQ if self.floating_base else 0
@@ -167,7 +181,8 @@ class RobotModel:
         if self.floating_base:
             pose = np.asarray(IDENTITY_BASE_POSE if base_pose is None else base_pose, float)
             q[:self.base_nq] = np.concatenate([pose[:3], pose[4:7], pose[3:4]])  # wxyz -> xyzw
-        q[self.q_indices] = joint_positions
+        q[self.q_indices] = np.where(self.continuous, np.cos(joint_positions), joint_positions)
+        q[self.q_indices[self.continuous] + 1] = np.sin(joint_positions[self.continuous])
         return q
 
     def full_velocity(self, joint_velocities: np.ndarray,
@@ -183,9 +198,22 @@ class RobotModel:
         v[self.v_indices] = self._joint_array(joint_velocities, "joint velocities")
         return v
 
-    def joint_positions(self, q: np.ndarray) -> np.ndarray:
-        """[num_joints] canonical joint positions of a [nq] pinocchio configuration."""
-        return np.asarray(q, dtype=float)[self.q_indices].copy()
+    def joint_positions(self, q: np.ndarray, near: Optional[np.ndarray] = None) -> np.ndarray:
+        """[num_joints] canonical joint positions of a [nq] pinocchio configuration.
+
+        Continuous joints: ``atan2(sin, cos)`` in ``[-pi, pi]``; with ``near`` ([num_joints]
+        canonical positions), the angle equal to it modulo a turn that is nearest to ``near``
+        (e.g. the start of an integration step, so an angle is not wrapped on the way).
+        """
+        q = np.asarray(q, dtype=float)
+        positions = q[self.q_indices].copy()
+        cos_index = self.q_indices[self.continuous]
+        angles = np.arctan2(q[cos_index + 1], q[cos_index])
+        if near is not None:
+            start = self._joint_array(near, "reference positions")[self.continuous]
+            angles = start + np.remainder(angles - start + np.pi, 2.0 * np.pi) - np.pi
+        positions[self.continuous] = angles
+        return positions
 
     def joint_velocities(self, v: np.ndarray) -> np.ndarray:
         """[num_joints] canonical joint part of a [nv] pinocchio velocity (or acceleration,
@@ -333,3 +361,36 @@ class RobotModel:
             v = v + h * self.forward_dynamics(q, v, tau, friction_velocity)
             q = pin.integrate(self.model, q, h * v)
         return q, v
+
+
+# --------------------------------------------------------------------- learned-model layout
+def continuous_angle_dims(robot: RobotModel, joints: Sequence[str]) -> Tuple[int, ...]:
+    """State dims that are positions of ``robot``'s continuous joints, ascending.
+
+    Every state layout of the learned models starts with the joint positions in ``joints``
+    order (``[q, qd]`` of fixed-base robots, ``[q, qd, odometry]`` of the stand task, ``[q,
+    qd, odometry, imu]`` of recorded data), so joint ``joints[i]`` has its position at dim
+    ``i``. Raises ValueError on a name that is not a joint of ``robot``.
+    """
+    unknown = [name for name in joints if name not in robot.joint_names]
+    if unknown:
+        raise ValueError(f"joints {unknown} are not joints of the robot "
+                         f"{list(robot.joint_names)}")
+    continuous = {name for name, flag in zip(robot.joint_names, robot.continuous) if flag}
+    return tuple(i for i, name in enumerate(joints) if name in continuous)
+
+
+def with_continuous_angles(config: ConfigT, robot: RobotModel,
+                           joints: Sequence[str]) -> ConfigT:
+    """``config`` (a learned-model config with an ``angle_wrap`` field, e.g. ``EnsembleConfig``)
+    with the positions of the continuous joints (:func:`continuous_angle_dims`) added to its
+    wrapping angles: the one rule, for every robot, by which a learned model treats an
+    unbounded joint's position as an angle (sin/cos inputs, wrapped deltas). Dims the user set
+    are kept (in their order); ``config`` itself is returned when nothing is added."""
+    given = tuple(int(i) for i in getattr(config, "angle_wrap"))
+    added = tuple(i for i in continuous_angle_dims(robot, joints) if i not in given)
+    if not added:
+        return config
+    logger.info("continuous joints %s: state dims %s are wrapping angles",
+                [joints[i] for i in added], list(added))
+    return dataclasses.replace(config, angle_wrap=given + added)

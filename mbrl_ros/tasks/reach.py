@@ -137,9 +137,12 @@ def reach_explorer(config: ExplorationConfig, robot: RobotModel, command_mode: s
         gravity, inertia = robot.gravity_and_inertia(positions)
         return (0.0 * gravity if gravity_compensated else gravity), inertia
 
-    return SmoothExplorer(config, "effort", robot.position_lower, robot.position_upper,
-                          robot.effort_limits, period_s, gravity_and_inertia,
-                          robot.velocity_limits)
+    # joints without position limits (continuous joints) explore within one turn
+    plan_low, plan_high = planning_range(robot)
+    low = np.where(np.isfinite(robot.position_lower), robot.position_lower, plan_low)
+    high = np.where(np.isfinite(robot.position_upper), robot.position_upper, plan_high)
+    return SmoothExplorer(config, "effort", low, high, robot.effort_limits, period_s,
+                          gravity_and_inertia, robot.velocity_limits)
 
 
 def reach_warm_start(robot: RobotModel, command_mode: str, period_s: float,
@@ -202,13 +205,19 @@ def build_reach_cost(robot: RobotModel, fk, config: ReachCostConfig,
         terms.append(VelocityCost(velocities, config.velocity_weight, state_dim, device))
     if config.effort_weight > 0:
         terms.append(EffortCost(config.effort_weight, joints, device))
-    if config.joint_limit_weight > 0:
-        terms.append(JointLimitCost(positions, robot.position_lower.tolist(),
-                                    robot.position_upper.tolist(), config.joint_limit_margin,
-                                    config.joint_limit_weight, state_dim, device))
+    # joints without position limits (continuous joints) have no barrier
+    finite = np.isfinite(robot.position_lower) & np.isfinite(robot.position_upper)
+    bounded = np.flatnonzero(finite)
+    if config.joint_limit_weight > 0 and bounded.size:
+        terms.append(JointLimitCost(bounded.tolist(), robot.position_lower[bounded].tolist(),
+                                    robot.position_upper[bounded].tolist(),
+                                    config.joint_limit_margin, config.joint_limit_weight,
+                                    state_dim, device))
     if config.posture_weight > 0:
+        middle = 0.5 * (np.where(finite, robot.position_lower, 0.0)
+                        + np.where(finite, robot.position_upper, 0.0))
         posture = (np.asarray(config.posture, dtype=float) if config.posture else
-                   0.5 * (robot.position_lower + robot.position_upper))
+                   np.where(finite, middle, range_centre(robot)))
         if posture.shape != (joints,):
             raise ValueError(f"posture needs {joints} values, got {len(config.posture)}")
         terms.append(JointPositionCost(positions, posture.tolist(), config.posture_weight,

@@ -158,8 +158,8 @@ def test_limits_come_from_pinocchio_and_missing_bounds_are_infinite():
     spin = limits["spin"]
     assert (spin.lower, spin.upper, spin.velocity, spin.effort) == (-math.inf, math.inf, 9, 3)
     build_mujoco_model(urdf)  # MuJoCo takes continuous joints (a hinge without limits)
-    with pytest.raises(ValueError, match="'spin' has nq=2.*no continuous joints"):
-        RobotModel(resolve_urdf(urdf))
+    robot = RobotModel(resolve_urdf(urdf))  # pinocchio: (cos, sin), nq=2 (test_continuous_joints)
+    assert robot.continuous.tolist() == [False, False, True] and robot.model.nq == 4
 
 
 @pytest.mark.parametrize("kind", ["floating", "planar"])
