@@ -29,7 +29,11 @@ analytic posterior mean and variance for tools and tests.
 The model has no fused ``mean_kernel``: the planner's rollouts call :meth:`GPDynamics.predict`
 (see ``mbrl_ros.core.planning.rollout.mean_kernel``). Cost per step is ``O(R * M)`` kernel
 evaluations per output dimension for ``R`` rows and ``M`` training (or inducing) points.
-Checkpoints (``save`` / ``load``) are not implemented: the model is refitted from data.
+Checkpoints (:meth:`GPDynamics.save` / :meth:`GPDynamics.load`, class ``"GPDynamics"`` in
+:mod:`mbrl_ros.core.checkpoint`'s format) hold the prediction tensors themselves (support
+points, conditioning weights, random features and prior weights of every member, Cholesky
+factors, normalisers) and the float64 hyperparameters a warm-started fit continues from, so a
+loaded model predicts exactly what the saved one did, with the same member draws.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import gpytorch
 import numpy as np
 import torch
 
+from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from mbrl_ros.core.dynamics_model import (ProgressCallback, as_model_input, broadcast_inputs,
                                           encode_angles, wrapped_compose, wrapped_difference)
 from mbrl_ros.core.gp_dynamics_config import GPDynamicsConfig
@@ -64,6 +69,11 @@ MIN_FIT_POINTS = 2
 """A fit needs at least this many finite transitions."""
 ARCHITECTURE_FIELDS = ("num_members", "kernel", "angle_wrap", "num_random_features")
 """Config fields a fit config must share with the model's."""
+SAMPLE_TENSORS = ("support", "coeff", "mean_coeff", "factor", "root", "omega", "phase",
+                  "prior_weights")
+"""Fields of :class:`PosteriorSamples` stored in a checkpoint (``root``: sparse GP only)."""
+HYPER_FIELDS = ("lengthscale", "outputscale", "noise")
+"""Fields of :class:`Hyperparameters` stored in a checkpoint."""
 
 
 # --------------------------------------------------------------------------- kernel algebra
@@ -226,6 +236,9 @@ class GPDynamics:
         self.hyper: Optional[Hyperparameters] = None
         """The latest fit's hyperparameters (float64, CPU; warm start of the next fit)."""
         self.num_transitions = 0
+        self.metrics: Dict[str, float] = {}
+        """Summary of the latest fit (``train_rmse``, ``final_loss``, ``iterations_run``,
+        ``sparse``), stored in checkpoints."""
 
     # ----------------------------------------------------------------- interface attributes
     @property
@@ -343,6 +356,135 @@ class GPDynamics:
             config: Optional[GPDynamicsConfig] = None) -> GPFitReport:
         """Fit on ``batch``; see :func:`fit_gp_dynamics`."""
         return fit_gp_dynamics(self, batch, config=config, seed=seed, progress=progress)
+
+    # ----------------------------------------------------------------------- checkpoints
+    def expected_shapes(self, support_points: int, sparse: bool) -> Dict[str, Tuple[int, ...]]:
+        """Shapes of the stored prediction tensors for ``support_points`` (``M``) points."""
+        s, e, d = self._state_dim, self.num_members, self.input_dim
+        m, f = support_points, self.config.num_random_features
+        shapes = {"hyper.lengthscale": (s, d), "hyper.outputscale": (s,), "hyper.noise": (s,),
+                  "samples.support": (s, m, d), "samples.coeff": (s, e, m, 1),
+                  "samples.mean_coeff": (s, m, 1), "samples.factor": (s, m, m),
+                  "samples.omega": (s, d, f), "samples.phase": (s, 1, 1, f),
+                  "samples.prior_weights": (s, e, f, 1)}
+        if sparse:
+            shapes["samples.root"] = (s, m, m)
+        return shapes
+
+    def checkpoint_payload(self) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+        """``(tensors, header)`` describing this model: everything :meth:`predict` uses, as
+        it uses it, and the float64 hyperparameters of the next warm-started fit."""
+        tensors: Dict[str, torch.Tensor] = {
+            "input_normalizer.mean": self.input_normalizer.mean,
+            "input_normalizer.std": self.input_normalizer.std,
+            "target_normalizer.mean": self.target_normalizer.mean,
+            "target_normalizer.std": self.target_normalizer.std}
+        layout: Dict[str, Any] = {"fitted": self.samples is not None}
+        if self.samples is not None:
+            post = self.samples
+            layout.update(sparse=bool(post.sparse), kernel=post.kind,
+                          support_points=int(post.support.shape[1]))
+            for name in HYPER_FIELDS:
+                tensors[f"hyper.{name}"] = getattr(post.hyper, name)
+            for name in SAMPLE_TENSORS:
+                value = getattr(post, name)
+                if value is not None:
+                    tensors[f"samples.{name}"] = value
+        if self.hyper is not None:
+            for name in HYPER_FIELDS:
+                tensors[f"fit_hyper.{name}"] = getattr(self.hyper, name)
+        header = {"config": self.config.to_dict(), "state_dim": self._state_dim,
+                  "action_dim": self._action_dim, "num_transitions": int(self.num_transitions),
+                  "metrics": dict(self.metrics), "layout": layout,
+                  "input_normalizer": self.input_normalizer.stats(),
+                  "target_normalizer": self.target_normalizer.stats()}
+        return tensors, header
+
+    def save(self, path: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
+        """Write a checkpoint atomically; returns its sha256 hex digest."""
+        tensors, header = self.checkpoint_payload()
+        header["metadata"] = dict(metadata or {})
+        return save_checkpoint(path, type(self).__name__, tensors, header)
+
+    @classmethod
+    def from_payload(cls, tensors: Mapping[str, torch.Tensor], header: Mapping[str, Any],
+                     device: Optional[torch.device | str] = None) -> "GPDynamics":
+        """Rebuild from :meth:`checkpoint_payload` output. Raises CheckpointError when the
+        header does not describe a GP or the tensors do not fit it."""
+        try:
+            config = GPDynamicsConfig.from_dict(header["config"])
+            model = cls(int(header["state_dim"]), int(header["action_dim"]), config,
+                        device=device or "cpu")
+            layout = header["layout"]
+            fitted = bool(layout["fitted"])
+            sparse = bool(layout.get("sparse", False))
+            expected = {f"{part}.{stat}": (size,) for part, size in (
+                ("input_normalizer", model.input_dim), ("target_normalizer", model.state_dim))
+                for stat in ("mean", "std")}
+            if fitted:
+                if layout["kernel"] != config.kernel:
+                    raise ValueError(f"the samples' kernel {layout['kernel']!r} is not the "
+                                     f"config's {config.kernel!r}")
+                expected.update(model.expected_shapes(int(layout["support_points"]), sparse))
+            if any(name.startswith("fit_hyper.") for name in tensors):
+                hyper = model.expected_shapes(0, False)
+                expected.update({f"fit_hyper.{name}": hyper[f"hyper.{name}"]
+                                 for name in HYPER_FIELDS})
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint does not describe a valid GP: {exc}") from exc
+        if set(tensors) != set(expected):
+            raise CheckpointError(f"GP checkpoint layout mismatch: tensors {sorted(tensors)}, "
+                                  f"its header needs {sorted(expected)}")
+        for name, shape in expected.items():
+            if tuple(tensors[name].shape) != tuple(shape):
+                raise CheckpointError(f"GP checkpoint layout mismatch: {name!r} has shape "
+                                      f"{tuple(tensors[name].shape)}, its header needs {shape}")
+        model._restore(tensors, fitted, sparse, config.kernel)
+        model.num_transitions = int(header.get("num_transitions", 0))
+        model.metrics = dict(header.get("metrics", {}))
+        return model
+
+    def _restore(self, tensors: Mapping[str, torch.Tensor], fitted: bool, sparse: bool,
+                 kind: str) -> None:
+        """Set the normalisers, samples and fit hyperparameters from checked tensors."""
+        def cast(name: str) -> torch.Tensor:
+            return tensors[name].to(device=self._device, dtype=torch.float32).contiguous()
+
+        for part in ("input_normalizer", "target_normalizer"):
+            normalizer = getattr(self, part)
+            normalizer.mean.copy_(cast(f"{part}.mean"))
+            normalizer.std.copy_(cast(f"{part}.std"))
+        if "fit_hyper.noise" in tensors:
+            self.hyper = Hyperparameters(*(tensors[f"fit_hyper.{name}"].to(FIT_DTYPE).clone()
+                                           for name in HYPER_FIELDS))
+        if fitted:
+            samples = {name: cast(f"samples.{name}") for name in SAMPLE_TENSORS
+                       if f"samples.{name}" in tensors}
+            samples.setdefault("root", None)
+            # the solvers of the fit return it column-major; the same layout keeps the same
+            # matmul path, hence bitwise the same posterior mean
+            coeff = samples["mean_coeff"]  # [S, M, 1]
+            samples["mean_coeff"] = torch.empty_strided(
+                coeff.shape, (coeff.shape[1], 1, coeff.shape[1]), dtype=coeff.dtype,
+                device=coeff.device).copy_(coeff)
+            self.samples = PosteriorSamples(
+                kind=kind, hyper=Hyperparameters(*(cast(f"hyper.{name}")
+                                                   for name in HYPER_FIELDS)),
+                sparse=sparse, **samples)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint,
+                        device: Optional[torch.device | str] = None) -> "GPDynamics":
+        """Rebuild from a loaded :class:`Checkpoint` of class ``GPDynamics`` (CheckpointError
+        for any other class)."""
+        checkpoint.require_class(cls.__name__)
+        return cls.from_payload(checkpoint.tensors, checkpoint.header, device)
+
+    @classmethod
+    def load(cls, path: str, expected_sha256: Optional[str] = None,
+             device: Optional[torch.device | str] = None, **kwargs: Any) -> "GPDynamics":
+        """Read a checkpoint written by :meth:`save` (hash checked when given)."""
+        return cls.from_checkpoint(load_checkpoint(path, expected_sha256), device)
 
 
 # -------------------------------------------------------------------------------- fitting
@@ -628,6 +770,9 @@ def fit_gp_dynamics(model: GPDynamics, batch: TransitionBatch,
     report.lengthscale = hyper.lengthscale.tolist()
     report.noise = hyper.noise.tolist()
     report.seconds = time.perf_counter() - started
+    model.metrics = {"train_rmse": report.train_rmse, "final_loss": report.loss[-1],
+                     "iterations_run": report.iterations_run, "sparse": report.sparse,
+                     "seed": int(seed)}
     logger.info("gp dynamics fit (%s) on %d transitions: %d steps%s, loss %.4f, train rmse "
                 "%.4g (standardised), %.1f s", "sparse" if report.sparse else "exact",
                 report.num_train, report.iterations_run,

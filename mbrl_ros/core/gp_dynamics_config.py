@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 KERNELS = ("rbf", "matern52")
 """Supported stationary ARD kernels (gpytorch ``RBFKernel`` / ``MaternKernel(nu=2.5)``)."""
@@ -79,3 +80,17 @@ class GPDynamicsConfig:
                 self.angle_wrap):
             raise ValueError(f"angle_wrap must be distinct indices >= 0, got {self.angle_wrap}")
         return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-friendly dict (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "GPDynamicsConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown GPDynamicsConfig keys: {sorted(unknown)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})

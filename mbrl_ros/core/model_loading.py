@@ -13,13 +13,18 @@ import torch
 from mbrl_ros.core.checkpoint import CheckpointError, load_checkpoint
 from mbrl_ros.core.dynamics_model import DynamicsModel
 from mbrl_ros.core.ensemble import ProbabilisticEnsemble
+from mbrl_ros.core.gp_dynamics import GPDynamics
 from mbrl_ros.core.residual import ResidualDynamics
 
 
 def load_model(path: str, expected_sha256: Optional[str] = None,
                device: Optional[torch.device | str] = None, nominal: Any = None,
                nominal_factory: Optional[Callable[[Any], Any]] = None) -> DynamicsModel:
-    """Rebuild the :class:`~mbrl_ros.core.dynamics_model.DynamicsModel` stored in ``path``.
+    """Rebuild the dynamics model stored in ``path``: a
+    :class:`~mbrl_ros.core.ensemble.ProbabilisticEnsemble`, a
+    :class:`~mbrl_ros.core.residual.ResidualDynamics` or a
+    :class:`~mbrl_ros.core.gp_dynamics.GPDynamics` (each duck-types
+    :class:`~mbrl_ros.core.dynamics_model.DynamicsModel` for the planner).
 
     Args:
         path: checkpoint file.
@@ -36,6 +41,8 @@ def load_model(path: str, expected_sha256: Optional[str] = None,
     model_class = checkpoint.header.get("model_class")
     if model_class == "ProbabilisticEnsemble":
         return ProbabilisticEnsemble.from_checkpoint(checkpoint, device=device)
+    if model_class == "GPDynamics":
+        return GPDynamics.from_checkpoint(checkpoint, device=device)
     if model_class == "ResidualDynamics":
         return ResidualDynamics.from_checkpoint(checkpoint, device=device, nominal=nominal,
                                                 nominal_factory=nominal_factory)

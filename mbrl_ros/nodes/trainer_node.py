@@ -38,11 +38,13 @@ from std_srvs.srv import Trigger
 
 from mbrl_ros.core.checkpoint import file_sha256
 from mbrl_ros.core.ensemble import EnsembleConfig
+from mbrl_ros.core.gp_dynamics_config import GPDynamicsConfig
 from mbrl_ros.core.model_training import TrainingCancelled
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
 from mbrl_ros.msg import ModelUpdate
 from mbrl_ros.nodes.parameters import declare_config
 from mbrl_ros.nodes.spin import run_node
+from mbrl_ros.robots.robot_model import with_continuous_angles
 from mbrl_ros.tasks.reach import load_robot
 from mbrl_ros.training.config_file import DEFAULT_COMMAND_TOPIC, TrainerNodeConfig, node_nominal
 from mbrl_ros.training.online_trainer import Deployment, OnlineTrainer, TrainerConfig
@@ -155,11 +157,15 @@ class TrainerNode(Node):
         if abs(alignment.control_rate_hz * node_config.model_period_s - 1.0) > 1e-6:
             raise ValueError("alignment.control_rate_hz must be 1 / model_period_s")
         self.trainer = OnlineTrainer(
-            declare_config(self, TrainerConfig), declare_config(self, EnsembleConfig, "ensemble."),
+            declare_config(self, TrainerConfig),
+            with_continuous_angles(declare_config(self, EnsembleConfig, "ensemble."), robot,
+                                   streams.joints),
             streams, alignment,
             node_nominal(robot, node_config, device),
             device, metadata=dict(joints=list(joints), model_period_s=node_config.model_period_s,
-                                  urdf=node_config.urdf))
+                                  urdf=node_config.urdf),
+            gp_config=with_continuous_angles(declare_config(self, GPDynamicsConfig, "gp."),
+                                             robot, streams.joints))
         package_logger = logging.getLogger(LOGGED_PACKAGE)
         self._log_level = package_logger.level
         self._log_bridge = _RosLogBridge(self)

@@ -7,6 +7,7 @@ the models ``trainer_node`` trains, so they read the same parameters file (e.g.
 * top-level keys: :class:`TrainerNodeConfig` and
   :class:`~mbrl_ros.training.online_trainer.TrainerConfig` fields;
 * ``ensemble.*``: :class:`~mbrl_ros.core.ensemble.EnsembleConfig`;
+* ``gp.*``: :class:`~mbrl_ros.core.gp_dynamics_config.GPDynamicsConfig` (``model_kind: gp``);
 * ``data.*``: :class:`~mbrl_ros.data.dataset_config.RobotStreamsConfig` (joints default to
   the URDF's joints, the command topic to ``/effort_controller/commands``);
 * ``alignment.*``: :class:`~mbrl_ros.data.dataset_config.AlignmentConfig`
@@ -40,9 +41,11 @@ import yaml
 
 from mbrl_ros.core.config_values import coerce_value
 from mbrl_ros.core.ensemble import EnsembleConfig
+from mbrl_ros.core.gp_dynamics_config import GPDynamicsConfig
 from mbrl_ros.data.dataset_config import AlignmentConfig, RobotStreamsConfig
-from mbrl_ros.tasks.reach import load_robot, nominal_dynamics
+from mbrl_ros.robots.robot_model import with_continuous_angles
 from mbrl_ros.robots.servo_model import robot_servo_config
+from mbrl_ros.tasks.reach import load_robot, nominal_dynamics
 from mbrl_ros.training.online_trainer import TrainerConfig
 from mbrl_ros.training.value_training import COST_CONFIGS, TASKS, ValueTrainingConfig
 
@@ -52,7 +55,7 @@ NODE_NAME = "trainer"
 """Name of the trainer node whose section is read."""
 DEFAULT_COMMAND_TOPIC = "effort_controller/commands"
 """Command topic the trainer node defaults to (the effort controller's input)."""
-SECTIONS = {"ensemble.": EnsembleConfig, "data.": RobotStreamsConfig,
+SECTIONS = {"ensemble.": EnsembleConfig, "gp.": GPDynamicsConfig, "data.": RobotStreamsConfig,
             "alignment.": AlignmentConfig, "value.": ValueTrainingConfig}
 """Parameter prefix -> config class of the nested sections (``cost.`` depends on the task:
 :data:`~mbrl_ros.training.value_training.COST_CONFIGS`)."""
@@ -141,6 +144,9 @@ class TrainingSetup:
     ``StandCostConfig`` of ``node.task``."""
     value: ValueTrainingConfig = ValueTrainingConfig()
     """Settings of the value/policy rounds (``value.*``)."""
+    gp: GPDynamicsConfig = GPDynamicsConfig()
+    """Settings of ``model_kind: gp`` (``gp.*``; the continuous joints' angles added to
+    ``angle_wrap``, as for the ensemble)."""
 
     def metadata(self) -> Dict[str, Any]:
         """Checkpoint metadata the trainer node writes (robot joints, period, URDF)."""
@@ -316,10 +322,14 @@ def load_training_setup(config_path: str | Path, urdf: Optional[str] = None,
         raise ValueError(f"data.joints must list the URDF's joints in URDF order (the "
                          f"analytical model's state order): {list(joints)}")
     return TrainingSetup(node, build_config(TrainerConfig, parameters),
-                         build_config(EnsembleConfig, parameters, "ensemble."), streams,
+                         with_continuous_angles(build_config(EnsembleConfig, parameters,
+                                                             "ensemble."), robot, joints),
+                         streams,
                          alignment, str(config_path), robot,
                          build_config(COST_CONFIGS[node.task], parameters, COST_PREFIX),
-                         build_config(ValueTrainingConfig, parameters, "value."))
+                         build_config(ValueTrainingConfig, parameters, "value."),
+                         with_continuous_angles(build_config(GPDynamicsConfig, parameters, "gp."),
+                                                robot, joints))
 
 
 def build_nominal(setup: TrainingSetup, device: torch.device):

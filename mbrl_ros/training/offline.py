@@ -1,6 +1,6 @@
 """``mbrl-ros train``: fit the trainer node's dynamics model offline from rosbag2 bags.
 
-Reads the trainer section of a ROS parameters file (topics, joints, alignment, ensemble),
+Reads the trainer section of a ROS parameters file (topics, joints, alignment, ensemble or GP),
 aligns the bags into transitions, trains with :class:`OnlineTrainer` (the trainer node's own
 engine, so the model and the checkpoint format are exactly the node's) and writes the next
 ``model_<version>.mbrl`` into ``--out``, a :class:`ModelRegistry` folder the trainer node and
@@ -35,7 +35,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, CheckpointErro
 """Exceptions that are the user's input at fault: printed as one line, exit status 2."""
 ERROR_STATUS = 2
 """Exit status of a run stopped by bad input."""
-MODEL_CLASSES = {"residual": "ResidualDynamics", "ensemble": "ProbabilisticEnsemble"}
+MODEL_CLASSES = {"residual": "ResidualDynamics", "ensemble": "ProbabilisticEnsemble",
+                 "gp": "GPDynamics"}
 """Model kind -> class stored in its checkpoints."""
 
 
@@ -54,7 +55,8 @@ class TrainResult:
     previous_holdout_mse: float
     """Held-out error of the warm-start model (NaN without one)."""
     epochs_run: int
-    """Training epochs run (early stopping may end before max_epochs)."""
+    """Training epochs run (early stopping may end before max_epochs); for a GP, optimiser
+    steps of its fit."""
     dataset: AlignedDataset
 
 
@@ -79,8 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model folder (model_<version>.mbrl); default: the trainer "
                              "parameter model_dir")
     parser.add_argument("--model-kind", choices=MODEL_KINDS,
-                        help="residual (URDF model + learned correction) or ensemble "
-                             "(network only); default: the trainer parameter model_kind")
+                        help="residual (URDF model + learned correction), ensemble "
+                             "(network only) or gp (Gaussian process, settings gp.*); "
+                             "default: the trainer parameter model_kind")
     parser.add_argument("--seed", type=int, help="seed (default: the trainer parameter seed)")
     parser.add_argument("--resume", action="store_true",
                         help="warm-start from the newest valid checkpoint in --out")
@@ -151,15 +154,17 @@ def read_dataset(paths: Sequence[str], setup: TrainingSetup,
     return dataset
 
 
-def epoch_progress(total: int, enabled: bool) -> tuple:
-    """``(callback, close)``: a tqdm bar over epochs fed by the fit progress callback."""
+def epoch_progress(total: int, enabled: bool, unit: str = "epoch") -> tuple:
+    """``(callback, close)``: a tqdm bar over epochs (a GP: optimiser steps) fed by the fit
+    progress callback, showing the metrics it reports (``val_mse``, ``val_nll``; ``loss``)."""
     from tqdm import tqdm
-    bar = tqdm(total=total, unit="epoch", desc="training", disable=not enabled,
+    bar = tqdm(total=total, unit=unit, desc="training", disable=not enabled,
                file=sys.stderr, dynamic_ncols=True)
 
     def callback(epoch: int, metrics: dict) -> None:
         bar.update(epoch - bar.n)
-        bar.set_postfix(val_mse=f"{metrics['val_mse']:.4g}", val_nll=f"{metrics['val_nll']:.3g}")
+        bar.set_postfix({name: f"{value:.4g}" for name, value in metrics.items()
+                         if name in ("val_mse", "val_nll", "loss")})
     return callback, bar.close
 
 
@@ -213,7 +218,8 @@ def train_offline(bags: Sequence[str], setup: TrainingSetup, resume: bool = Fals
                     training_bags=bag_fingerprints(bags), trained_offline=True,
                     alignment=dataset.report.summary())
     trainer = OnlineTrainer(setup.trainer, setup.ensemble, setup.streams, setup.alignment,
-                            build_nominal(setup, device), device, metadata)
+                            build_nominal(setup, device), device, metadata,
+                            gp_config=setup.gp)
     resumed_from, previous = 0, float("nan")
     if resume:
         resumed_from = trainer.warm_start()
@@ -235,7 +241,9 @@ def train_offline(bags: Sequence[str], setup: TrainingSetup, resume: bool = Fals
     if trainer.deployed is not None:
         previous = normalised_one_step_mse(trainer.deployed, trainer.holdout)
     epochs = {"run": 0}
-    callback, close = epoch_progress(setup.ensemble.max_epochs, progress)
+    gp = setup.trainer.model_kind == "gp"
+    callback, close = epoch_progress(setup.gp.iterations if gp else setup.ensemble.max_epochs,
+                                     progress, "step" if gp else "epoch")
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         epochs["run"] = epoch
@@ -255,10 +263,12 @@ def print_result(result: TrainResult, setup: TrainingSetup,
     """The summary lines of ``mbrl-ros train``."""
     out = out or sys.stdout
     d = result.deployment
+    gp = setup.trainer.model_kind == "gp"  # a GP fit has no validation split
+    validation = ("" if gp else f"validation NLL {d.validation_nll:.4g}, MSE "
+                  f"{d.validation_mse:.4g} (normalised); ")
     print(f"trained {setup.trainer.model_kind} model on {d.num_transitions} transitions "
-          f"({result.epochs_run} epochs, {d.train_seconds:.1f} s): validation NLL "
-          f"{d.validation_nll:.4g}, MSE {d.validation_mse:.4g} (normalised); held-out "
-          f"one-step error {d.holdout_mse:.4g}", file=out)
+          f"({result.epochs_run} {'fit steps' if gp else 'epochs'}, {d.train_seconds:.1f} s): "
+          f"{validation}held-out one-step error {d.holdout_mse:.4g}", file=out)
     if result.resumed_from:
         verdict = "better" if d.holdout_mse < result.previous_holdout_mse else "NOT better"
         print(f"held-out error of the warm-start model v{result.resumed_from}: "

@@ -30,7 +30,13 @@ trained, judged and saved in their heading frame (:class:`~mbrl_ros.tasks.stand.
 see :func:`in_training_frame`), as the planner's stand task plans with them; the checkpoint is the
 wrapped model's, with ``frame: heading`` in its metadata.
 
-A round can be cancelled (``run_round(should_stop=...)``, checked before every minibatch):
+``model_kind`` "gp" trains :class:`~mbrl_ros.core.gp_dynamics.GPDynamics` (settings
+``gp_config``) instead of a network: each round refits the GP on all training data
+(hyperparameters warm-started from the deployed checkpoint), and it is judged, deployed and
+announced like any other model; the planner sees its posterior function samples as members.
+
+A round can be cancelled (``run_round(should_stop=...)``, checked before every minibatch, or
+every optimiser step of a GP fit):
 the partly trained candidate is then discarded, nothing is written, and the deployed version
 stays deployed; the next round starts again from the deployed checkpoint.
 """
@@ -52,6 +58,8 @@ import torch
 from mbrl_ros.core.checkpoint import CheckpointError, remove_partial_writes
 from mbrl_ros.core.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl_ros.core.ensemble_config import ARCHITECTURE_FIELDS
+from mbrl_ros.core.gp_dynamics import ARCHITECTURE_FIELDS as GP_ARCHITECTURE_FIELDS
+from mbrl_ros.core.gp_dynamics import GPDynamics, GPDynamicsConfig, fit_gp_dynamics
 from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.model_registry import ModelRegistry
 from mbrl_ros.core.model_training import TrainingCancelled, fit_dynamics
@@ -67,7 +75,7 @@ from mbrl_ros.training.model_errors import (Calibration, calibration, consecutiv
 
 logger = logging.getLogger(__name__)
 
-MODEL_KINDS = ("residual", "ensemble")
+MODEL_KINDS = ("residual", "ensemble", "gp")
 
 StopCheck = Callable[[], bool]
 """``should_stop()``: True when the running round must be abandoned (node shutdown, reset)."""
@@ -75,6 +83,9 @@ INGEST_CHUNK = 4
 """Bags read between two checks of a stop request."""
 HOLDOUT_HASH_BYTES = 8
 """Bytes of a split's name hash read as its hold-out draw (a uniform number in [0, 1))."""
+GP_JUDGE_ELEMENTS = 1 << 25
+"""Most kernel entries (members x rows x support points x outputs) of one GP prediction while
+judging and calibrating: the held-out batches (thousands of rows) are split to stay below."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,8 @@ class TrainerConfig:
     model_dir: str = "~/.ros/mbrl/models"
     """Folder of versioned checkpoints (model_<version>.mbrl)."""
     model_kind: str = "residual"
-    """"residual": analytical URDF model + learned correction; "ensemble": network only."""
+    """"residual": analytical URDF model + learned correction; "ensemble": network only;
+    "gp": Gaussian-process dynamics (settings ``gp.*``, for a few thousand transitions)."""
     initial_bags: Tuple[str, ...] = ()
     """Bags to learn from before any online data (offline start), read once at start."""
     min_transitions: int = 300
@@ -265,19 +277,54 @@ def _never() -> bool:
     return False
 
 
+class _RowChunks:
+    """``model`` predicting at most ``rows`` rows per call (the same predictions, bounded
+    memory); every other attribute is the model's."""
+
+    def __init__(self, model: Any, rows: int) -> None:
+        self.model, self.rows = model, rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def predict(self, state: torch.Tensor, action: torch.Tensor, grad: bool = False):
+        count = state.shape[-2]
+        if count <= self.rows:
+            return self.model.predict(state, action, grad)
+        parts = [self.model.predict(state[..., start:start + self.rows, :],
+                                    action[..., start:start + self.rows, :], grad)
+                 for start in range(0, count, self.rows)]
+        return (torch.cat([mean for mean, _ in parts], dim=1),
+                torch.cat([var for _, var in parts], dim=1))
+
+
+def judged_model(model: Any) -> Any:
+    """``model`` as the trainer judges it: a fitted GP (possibly in its heading frame) predicts
+    in row chunks of at most :data:`GP_JUDGE_ELEMENTS` kernel entries; any other model as it
+    is."""
+    inner = unwrapped(model)
+    if not isinstance(inner, GPDynamics) or inner.samples is None:
+        return model
+    work = inner.num_members * int(inner.samples.support.shape[1]) * inner.state_dim
+    return _RowChunks(model, max(1, GP_JUDGE_ELEMENTS // work))
+
+
 class OnlineTrainer:
     """Ingest -> fit -> deploy-if-better, one round per :meth:`run_round`."""
 
     def __init__(self, config: TrainerConfig, ensemble_config: EnsembleConfig,
                  streams: RobotStreamsConfig, alignment: AlignmentConfig, nominal: Any,
-                 device: torch.device, metadata: Optional[Dict[str, Any]] = None):
+                 device: torch.device, metadata: Optional[Dict[str, Any]] = None,
+                 gp_config: Optional[GPDynamicsConfig] = None):
         """
         Args:
             nominal: the analytical model (``step(state, action)``) for residual models.
             metadata: stored in every checkpoint header (robot, joints, rates).
+            gp_config: settings of ``model_kind`` "gp" (default: ``GPDynamicsConfig()``).
         """
         self.config = config.validate()
         self.ensemble_config = ensemble_config
+        self.gp_config = (gp_config or GPDynamicsConfig()).validate()
         self.streams, self.alignment = streams, alignment
         self.nominal, self.device = nominal, device
         self.metadata = dict(metadata or {})
@@ -425,6 +472,8 @@ class OnlineTrainer:
                                  "has none (floating base): use model_kind 'ensemble'")
             model = ResidualDynamics.create(self.nominal, state_dim, action_dim,
                                             self.ensemble_config, self.device, seed)
+        elif self.config.model_kind == "gp":
+            model = GPDynamics(state_dim, action_dim, self.gp_config, self.device)
         else:
             model = ProbabilisticEnsemble(state_dim, action_dim, self.ensemble_config,
                                           self.device, seed)
@@ -448,6 +497,38 @@ class OnlineTrainer:
         return dataclasses.replace(self.ensemble_config, **{
             name: getattr(own, name) for name in ARCHITECTURE_FIELDS})
 
+    def _gp_fit_config(self, model: GPDynamics) -> GPDynamicsConfig:
+        """This trainer's GP fit settings on the GP's own architecture (members, kernel,
+        angles, random features: a warm-started checkpoint brings them)."""
+        return dataclasses.replace(self.gp_config, **{
+            name: getattr(model.config, name) for name in GP_ARCHITECTURE_FIELDS})
+
+    def _fit_candidate(self, seed: int, on_epoch: Callable, stop: StopCheck
+                       ) -> Tuple[float, float]:
+        """Fit :attr:`model` on the training data; returns its ``(validation_nll,
+        validation_mse)`` (NaN for a GP: its fit has no validation split, it is judged on the
+        held-out data only). Raises TrainingCancelled when ``stop()`` turns True."""
+        model, batch = fitted_part(self.model, self.train_data)
+        if isinstance(model, GPDynamics):
+            def step(iteration: int, metrics: Dict[str, float]) -> None:
+                on_epoch(iteration + 1, metrics)
+                if stop():
+                    raise TrainingCancelled("stop requested while fitting the GP")
+
+            if stop():
+                raise TrainingCancelled("stop requested before fitting the GP")
+            # the sparse GP's variational start is drawn from torch's global generator: seed
+            # it too (restored after), so the same data and seed give the same checkpoint
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                fit_gp_dynamics(model, batch, self._gp_fit_config(model), seed=seed,
+                                progress=step)
+            return math.nan, math.nan
+        # fit_dynamics is what every model's fit() calls; called here for should_stop
+        report = fit_dynamics(model, batch, self._fit_config(), seed=seed, progress=on_epoch,
+                              should_stop=stop)
+        return float(report.best_val_nll), float(report.best_val_mse)
+
     def judged_horizons(self) -> Tuple[int, ...]:
         """The ``judge_horizons`` with a window of as many consecutive held-out transitions
         (the others are skipped, with a log line)."""
@@ -465,6 +546,7 @@ class OnlineTrainer:
     def holdout_errors(self, model, horizons: Tuple[int, ...]) -> Dict[int, float]:
         """Horizon -> ``model``'s normalised open-loop error on the held-out data (inf
         without a model)."""
+        model = judged_model(model)
         return {h: open_loop_mse(model, self.holdout, h, self.config.judge_max_windows)
                 for h in horizons}
 
@@ -520,10 +602,8 @@ class OnlineTrainer:
             if self.model is None:
                 self.model = self._starting_model(self.train_data.state_dim,
                                                   self.train_data.action_dim)
-            # fit_dynamics is what every model's fit() calls; called here for should_stop
-            report = fit_dynamics(*fitted_part(self.model, self.train_data), self._fit_config(),
-                                  seed=self.config.seed + self.rounds, progress=on_epoch,
-                                  should_stop=stop)
+            validation_nll, validation_mse = self._fit_candidate(
+                self.config.seed + self.rounds, on_epoch, stop)
             train_seconds = time.monotonic() - start
             candidate_error = self._one_step_error(self.model)
             judgement = self.judge(self.model)
@@ -537,7 +617,7 @@ class OnlineTrainer:
         self.untrained_rows = 0
         self.stats.last_round_s = time.monotonic() - start
         self.stats.last_holdout_error = candidate_error
-        self.stats.last_validation_mse = float(report.best_val_mse)
+        self.stats.last_validation_mse = validation_mse
         self.stats.last_decision = judgement.reason
         logger.info("round %d: %d transitions (%d held out), %.1f s: %s", self.rounds,
                     self.num_transitions, len(self.holdout) if self.has_holdout else 0,
@@ -546,12 +626,13 @@ class OnlineTrainer:
             self.stats.rounds_rejected += 1
             return None
         reason = judgement.reason if judgement.deploy else f"forced ({judgement.reason})"
-        return self._deploy(float(report.best_val_nll), float(report.best_val_mse),
-                            train_seconds, judgement.candidate_errors, reason)
+        return self._deploy(validation_nll, validation_mse, train_seconds,
+                            judgement.candidate_errors, reason)
 
     def _one_step_error(self, model) -> float:
         """Normalised one-step error on every held-out transition (NaN: none held out)."""
-        return normalised_one_step_mse(model, self.holdout) if self.has_holdout else math.nan
+        return (normalised_one_step_mse(judged_model(model), self.holdout) if self.has_holdout
+                else math.nan)
 
     def _discard_candidate(self) -> None:
         """Forget a partly trained candidate (a cancelled round does not count)."""
@@ -566,7 +647,8 @@ class OnlineTrainer:
         version = max(self.registry.next_version(), self.deployed_version + 1)
         path = self.registry.path_for(version)
         holdout_error = self._one_step_error(self.model)
-        calibrated = calibration(self.model, self.holdout) if self.has_holdout else Calibration()
+        calibrated = (calibration(judged_model(self.model), self.holdout) if self.has_holdout
+                      else Calibration())
         metadata = dict(self.metadata, version=version, num_transitions=self.num_transitions,
                         holdout_mse=holdout_error, model_kind=self.config.model_kind,
                         holdout_errors={str(h): e for h, e in sorted(holdout_errors.items())},
