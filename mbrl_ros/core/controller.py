@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
+from mbrl_ros.core.continuous_joints import continuous_mask, nearest_turns, wrap, wrap_positions
 from mbrl_ros.core.costs import TaskCost
 from mbrl_ros.core.disturbance import DisturbanceConfig, OffsetDynamics
 from mbrl_ros.core.dynamics_model import set_operating_point
@@ -59,6 +60,22 @@ class ControlStep:
     stage: str = ""
     """How the command was made: "mpc", "mpc+policy", "mpc+value", "mpc+policy+value" or
     "policy" (:mod:`mbrl_ros.core.value_prior`); empty while exploring or failed."""
+    turn_origin: Optional[np.ndarray] = None
+    """Position commands of a robot with continuous joints: the joint positions [J] as the
+    robot reported them this tick (the plan's are wrapped to ``[-pi, pi)``); None otherwise.
+    See :meth:`to_robot`."""
+    continuous: Optional[np.ndarray] = None
+    """[J] the continuous joints (with ``turn_origin``)."""
+
+    def to_robot(self, actions: np.ndarray) -> np.ndarray:
+        """Actions ``[T, A]`` of this step (``command`` first, then the plan's) as sent to the
+        robot: with ``turn_origin``, each continuous joint's target the equal angle nearest the
+        one before it, the first nearest where the joint is
+        (:func:`~mbrl_ros.core.continuous_joints.nearest_turns`); else as they are."""
+        actions = np.asarray(actions, dtype=np.float64)
+        if self.turn_origin is None or self.continuous is None:
+            return actions
+        return nearest_turns(actions, self.turn_origin, self.continuous)
 
     @property
     def from_policy(self) -> bool:
@@ -95,7 +112,11 @@ class ModelPredictiveController:
     to planning back toward trusted poses while the task's plans are untrusted (see
     :mod:`mbrl_ros.core.recovery`), with :attr:`recovery_stats` counting it; a learned
     value/policy (:meth:`set_prior`) is used as ``prior_options`` say (policy-prior samples,
-    terminal value, or the policy alone), the recovery planner never uses it."""
+    terminal value, or the policy alone), the recovery planner never uses it;
+    ``continuous_joints`` ([J] flags, the URDF's continuous joints): their angles are planned
+    wrapped to ``[-pi, pi)`` (the learned models' frame) and, with ``position_commands``,
+    each step carries what :meth:`ControlStep.to_robot` needs to send their targets as the
+    equal angle nearest where the joint is (:mod:`mbrl_ros.core.continuous_joints`)."""
 
     def __init__(self, planner_config: PlannerConfig, cost: TaskCost, explorer: SmoothExplorer,
                  device: torch.device, prior_options: ValuePriorConfig = ValuePriorConfig(),
@@ -104,8 +125,14 @@ class ModelPredictiveController:
                  disturbance: DisturbanceConfig = DisturbanceConfig(),
                  model_period_s: float = 0.0, jump_threshold: float = math.inf,
                  constraint: Optional[ConstraintFn] = None,
-                 recovery: Optional[RecoveryConfig] = None):
+                 recovery: Optional[RecoveryConfig] = None,
+                 continuous_joints: Optional[Sequence[bool]] = None,
+                 position_commands: bool = False):
         self.planner_config = planner_config.validate()
+        self.continuous = None if continuous_joints is None else \
+            continuous_mask(continuous_joints, len(continuous_joints))
+        """[J] continuous joints (None: none)."""
+        self.position_commands = bool(position_commands)
         self.recovery = None if recovery is None or not recovery.enabled \
             else recovery.validate()
         """Recovery settings (None: recovery off)."""
@@ -187,8 +214,9 @@ class ModelPredictiveController:
     def set_model(self, model, version: int) -> None:
         """Swap in a new dynamics model (between ticks); the warm start is kept, the
         disturbance estimate (which belongs to the old model) starts again from zero."""
-        if self.disturbance.enabled:
-            model = OffsetDynamics(model, self.disturbance)
+        if self.disturbance.enabled:  # continuous joints' positions (first in the state)
+            model = OffsetDynamics(model, self.disturbance, () if self.continuous is None
+                                   else np.flatnonzero(self.continuous).tolist())
         if self.planner is None:
             self.planner = Planner(model, self.planner_config, self.cost, None, None,
                                    self.device, self.constraint)
@@ -255,10 +283,16 @@ class ModelPredictiveController:
         the base odometry [13] of a legged robot). ``stamp``: time of the state [s], for the
         disturbance estimate (None: no update this tick). The command decided (not a failed
         plan's hold) is what the costs' smoothness terms compare the next plan's first action
-        with (:meth:`_set_previous_action`)."""
+        with (:meth:`_set_previous_action`). Continuous joints' positions are planned wrapped
+        (see the class)."""
+        measured = np.asarray(position, dtype=np.float64)
+        if self.continuous is not None:
+            position = wrap_positions(measured, self.continuous)
         step = self._decide(position, velocity, extra_state, stamp)
         if not step.failed:
             self._set_previous_action(step.command)
+        if self.continuous is not None and self.position_commands:
+            step = replace(step, turn_origin=measured, continuous=self.continuous)
         return step
 
     def _set_previous_action(self, command: Optional[np.ndarray]) -> None:
@@ -277,9 +311,12 @@ class ModelPredictiveController:
                 extra_state: Optional[np.ndarray], stamp: Optional[float]) -> ControlStep:
         """This tick's command (see :meth:`step`)."""
         last, self._last_position = self._last_position, np.array(position, dtype=np.float64)
-        jumped = (last is not None and last.shape == self._last_position.shape
-                  and float(np.max(np.abs(self._last_position - last), initial=0.0))
-                  > self.jump_threshold)
+        moved = None if last is None or last.shape != self._last_position.shape \
+            else self._last_position - last
+        if moved is not None and self.continuous is not None:  # across +-pi is no jump
+            moved = np.where(self.continuous, wrap(moved), moved)
+        jumped = moved is not None and float(np.max(np.abs(moved), initial=0.0)) \
+            > self.jump_threshold
         if jumped:
             logger.info("the robot jumped (reset or moved by hand): planning afresh")
             self.reset()

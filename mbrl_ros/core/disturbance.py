@@ -16,9 +16,11 @@ not valid (a missed tick, a new model, an episode reset).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
+
+from mbrl_ros.core.dynamics_model import wrap_angle
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,11 @@ class OffsetDynamics:
 
     Same interface as the wrapped model (``predict``, sizes, device); anything else is
     delegated to it. The estimate starts at zero and is updated with :meth:`update`.
+    ``angle_dims``: state dims that are wrapping angles (continuous joints), whose prediction
+    errors are wrapped to ``[-pi, pi)``, so crossing ``+-pi`` is no error of a turn.
     """
 
-    def __init__(self, model, config: DisturbanceConfig) -> None:
+    def __init__(self, model, config: DisturbanceConfig, angle_dims: Sequence[int] = ()) -> None:
         self.model = model
         self.config = config.validate()
         self.state_dim, self.action_dim = int(model.state_dim), int(model.action_dim)
@@ -77,6 +81,9 @@ class OffsetDynamics:
         """[S] current disturbance estimate, added to every mean prediction."""
         self._expected: Optional[torch.Tensor] = None
         self._expected_at: Optional[float] = None
+        angle_mask = torch.zeros(self.state_dim, dtype=torch.bool, device=self.device)
+        angle_mask[list(angle_dims)] = True
+        self._angle_mask = angle_mask if bool(angle_mask.any()) else None
 
     def __getattr__(self, name):
         # only reached for attributes not set above: delegate to the wrapped model
@@ -112,6 +119,8 @@ class OffsetDynamics:
         if abs(elapsed - period_s) > self.config.period_tolerance * period_s:
             return False
         error = measured.to(self.device, torch.float32).reshape(-1) - expected
+        if self._angle_mask is not None:
+            error = torch.where(self._angle_mask, wrap_angle(error), error)
         if not bool(torch.isfinite(error).all()) or \
                 float(error.abs().max()) > self.config.jump_threshold:
             self.reset()

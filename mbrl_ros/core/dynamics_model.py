@@ -128,6 +128,27 @@ def wrap_angle(x: torch.Tensor) -> torch.Tensor:
     return torch.remainder(x + torch.pi, 2.0 * torch.pi) - torch.pi
 
 
+def relative_actions(action: torch.Tensor, state: torch.Tensor, relative_index: torch.Tensor,
+                     relative_angles: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``action - state[..., relative_index]``: actions as offsets from the state dims they
+    command (e.g. position targets from the joint positions), with the offsets from wrapping
+    angles (``relative_angles [A]`` bool; None: none) wrapped to ``[-pi, pi)``, so a target
+    across ``+-pi`` from a continuous joint's angle is the short way round."""
+    action = action - state.index_select(-1, relative_index)
+    if relative_angles is None:
+        return action
+    return torch.where(relative_angles, wrap_angle(action), action)
+
+
+def relative_angle_mask(relative_index: torch.Tensor, angle_mask: torch.Tensor
+                        ) -> Optional[torch.Tensor]:
+    """``[A]`` which relative actions are offsets from wrapping angles (None: none)."""
+    if len(relative_index) == 0:
+        return None
+    mask = angle_mask.index_select(0, relative_index)
+    return mask if bool(mask.any()) else None
+
+
 def encode_angles(state: torch.Tensor, action: torch.Tensor, angle_index: torch.Tensor,
                   plain_index: torch.Tensor) -> torch.Tensor:
     """Model inputs ``[..., S + len(angles) + A]``: the plain state dims, sin and cos of the

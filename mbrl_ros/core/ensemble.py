@@ -9,8 +9,9 @@ import torch
 
 from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, as_model_input,
-                                          broadcast_inputs, encode_angles, wrapped_compose,
-                                          wrapped_difference)
+                                          broadcast_inputs, encode_angles,
+                                          relative_actions, relative_angle_mask,
+                                          wrapped_compose, wrapped_difference)
 from mbrl_ros.core.ensemble_config import ARCHITECTURE_FIELDS, EnsembleConfig
 from mbrl_ros.core.ensemble_kernel import BaseFn, EnsembleTensors, MeanStepKernel
 from mbrl_ros.core.ensemble_layers import EnsembleMLP
@@ -110,7 +111,8 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
     def encode_inputs(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Raw network inputs ``[..., input_dim]`` from ``state [..., S]``, ``action [..., A]``."""
         if len(self.relative_index):
-            action = action - state.index_select(-1, self.relative_index)
+            action = relative_actions(action, state, self.relative_index, relative_angle_mask(
+                self.relative_index, self.angle_mask))
         return encode_angles(state, action, self.angle_index, self.plain_index)
 
     def difference(self, target: torch.Tensor, base: torch.Tensor) -> torch.Tensor:

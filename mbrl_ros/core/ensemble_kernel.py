@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from mbrl_ros.core.dynamics_model import wrap_angle
+from mbrl_ros.core.dynamics_model import relative_actions, relative_angle_mask, wrap_angle
 
 BaseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``base(state [..., S], action [..., A]) -> [..., S]``: what the learned delta is added to
@@ -78,6 +78,11 @@ class MeanStepKernel:
         self.activation = IN_PLACE_ACTIVATIONS[tensors.activation]
         self.angle_index, self.plain_index = tensors.angle_index, tensors.plain_index
         self.relative_index = tensors.relative_index
+        angle_mask = torch.zeros(int(tensors.target_mean.shape[-1]), dtype=torch.bool,
+                                 device=tensors.relative_index.device)
+        angle_mask[tensors.angle_index.to(angle_mask.device)] = True
+        self.relative_angles = relative_angle_mask(self.relative_index, angle_mask)
+        """[A] relative actions that are offsets from wrapping angles (None: none)."""
         self.state_dim = int(tensors.target_mean.shape[-1])
         self.num_members = int(tensors.weights[0].shape[0])
         self.weights, self.biases = self._fold(tensors)
@@ -110,7 +115,7 @@ class MeanStepKernel:
         """Raw network inputs ``[M, R, in]`` in the kernel's dtype (the z-scoring is folded
         into the weights)."""
         if len(self.relative_index):
-            action = action - state.index_select(-1, self.relative_index)
+            action = relative_actions(action, state, self.relative_index, self.relative_angles)
         members, rows = max(state.shape[0], action.shape[0]), state.shape[1]
         width = self.weights[0].shape[1]
         inputs = self._buffer("inputs", (members, rows, width))

@@ -148,7 +148,8 @@ def command_points(step: ControlStep, order: np.ndarray, model_period_s: float,
     A failed step is a hold request (no points). An exploration or policy command (no plan) is
     one point. A plan is one point (its first action) or, with ``stream``, all its actions:
     point k is action k at ``k * model_period_s``, converted as the first action is
-    (``step.command``); a plan is cut before its first non-finite action (the first one is
+    (``step.command``; continuous joints' position targets as :meth:`ControlStep.to_robot`
+    sends them); a plan is cut before its first non-finite action (the first one is
     finite, or the step would have failed), so a bad tail never makes the gate refuse, let
     alone latch on, the whole command.
 
@@ -166,15 +167,16 @@ def command_points(step: ControlStep, order: np.ndarray, model_period_s: float,
         else CommandStatus.POLICY if step.from_policy else CommandStatus.PLANNED
     judged = float(step.disagreement)
     judged = judged if math.isfinite(judged) and judged >= 0.0 else math.inf
-    first = np.asarray(step.command, dtype=np.float64)[order][None, :]
+    first = np.asarray(step.command, dtype=np.float64)[None, :]
     if not stream or step.plan is None:
-        return CommandPoints(status, first, np.zeros(1), np.array([judged]))
-    actions = step.plan.actions.detach().cpu().numpy().astype(np.float64)[:, order]
+        return CommandPoints(status, step.to_robot(first)[:, order], np.zeros(1),
+                             np.array([judged]))
+    actions = step.plan.actions.detach().cpu().numpy().astype(np.float64)
     actions[0] = first[0]
     finite = np.all(np.isfinite(actions), axis=1)
     count = len(actions) if finite.all() else max(int(np.argmin(finite)), 1)
-    return CommandPoints(status, actions[:count], np.arange(count) * float(model_period_s),
-                         np.full(count, judged))
+    return CommandPoints(status, step.to_robot(actions[:count])[:, order],
+                         np.arange(count) * float(model_period_s), np.full(count, judged))
 
 
 def planning_model(model, task: str, num_joints: int):
@@ -306,7 +308,9 @@ class PlannerNode(LifecycleNode):
             model_period_s=self.config.model_period_s,
             jump_threshold=self.config.state_jump_threshold,
             constraint=None if self.stand else self._workspace_constraint(),
-            recovery=declare_config(self, RecoveryConfig, RECOVERY_PREFIX))
+            recovery=declare_config(self, RecoveryConfig, RECOVERY_PREFIX),
+            continuous_joints=self.robot.continuous,
+            position_commands=self.stand or self.config.command_mode == "position")
         self.mode = self.controller.mode
         """The controller's mode on the last tick (logged when it changes)."""
         self._last_recovered = 0

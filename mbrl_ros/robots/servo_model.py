@@ -27,6 +27,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from mbrl_ros.core.dynamics_model import wrap_angle
 from mbrl_ros.robots.analytical import AnalyticalConfig, AnalyticalDynamics
 from mbrl_ros.robots.defaults import robot_defaults
 from mbrl_ros.robots.robot_model import RobotModel
@@ -82,6 +83,11 @@ class JointServoModel:
         self.damping = torch.as_tensor(kd + robot.damping, dtype=torch.float64)
         self.lower = torch.as_tensor(robot.position_lower, dtype=dtype, device=device)
         self.upper = torch.as_tensor(robot.position_upper, dtype=dtype, device=device)
+        continuous = torch.as_tensor(robot.continuous, device=device)
+        self.continuous = continuous if bool(continuous.any()) else None
+        """[J] continuous joints (None: none): their targets are taken modulo a turn, the
+        equal angle nearest the joint, as the robot is sent them
+        (:mod:`mbrl_ros.core.continuous_joints`)."""
         self.kinematics = AnalyticalDynamics(robot, AnalyticalConfig(dt=period_s, substeps=1),
                                              device, dtype)
         self._operating: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
@@ -116,6 +122,10 @@ class JointServoModel:
         state = state.to(self.device, self.dtype)
         target = torch.maximum(torch.minimum(action.to(self.device, self.dtype), self.upper),
                                self.lower)
+        if self.continuous is not None:  # the servo turns a continuous joint the short way
+            positions = state[:, :joints]
+            target = torch.where(self.continuous, positions + wrap_angle(target - positions),
+                                 target)
         if self._operating is not None:
             transition, input_gain = self._operating
             return state @ transition.T + target @ input_gain.T

@@ -20,6 +20,7 @@ from mbrl_ros.robots.analytical import (AnalyticalConfig, AnalyticalDynamics,
 from mbrl_ros.robots.mujoco_builder import BuildOptions, build_mujoco_model
 from mbrl_ros.robots.robot_model import (RobotModel, continuous_angle_dims,
                                          with_continuous_angles)
+from mbrl_ros.robots.servo_model import JointServoModel, robot_servo_config
 from mbrl_ros.robots.simulator import Simulator
 from mbrl_ros.robots.urdf_resolver import resolve_urdf
 from mbrl_ros.tasks.reach import (ReachCostConfig, ReachWarmStart, build_reach_cost,
@@ -259,3 +260,16 @@ def test_reach_task_pieces_take_unlimited_joints(arm):
     path = warm(np.array([0.0, 3.0, 0.1, -3.0]), arm.ee_pose(np.array([0.3, -3.0, 0.1, 3.0]))[0],
                 10)
     assert np.isfinite(path).all() and path.shape == (10, 4)
+
+
+def test_servo_turns_a_continuous_joint_the_short_way(arm):
+    """A target across +-pi from a continuous joint (as the controller sends it: the equal
+    angle nearest the joint) moves the joint the short way in the servo model too."""
+    servo = JointServoModel(arm, robot_servo_config(arm, [50.0] * 4, [5.0] * 4), 0.02)
+    elbow = arm.joint_names.index("elbow")
+    state = torch.zeros(1, 2 * arm.num_joints)
+    state[0, elbow] = math.pi - 0.1
+    target = state[:, :arm.num_joints].clone()
+    target[0, elbow] = -math.pi + 0.1  # 0.2 rad ahead across pi, not 6.1 rad back
+    moved = float(servo.step(state, target)[0, arm.num_joints + elbow])
+    assert moved > 0.0, moved
