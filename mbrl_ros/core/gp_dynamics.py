@@ -736,8 +736,12 @@ def fit_gp_dynamics(model: GPDynamics, batch: TransitionBatch,
             gpytorch.settings.variational_cholesky_jitter(double_value=config.jitter):
         sparse_gp = None
         if report.sparse:
-            sparse_gp = _fit_sparse(x, y, kernel, likelihood, config, report, progress,
-                                    generator)
+            # gpytorch draws the variational start from torch's global generator: seed it
+            # here (restored after), so a sparse fit is deterministic for ``seed`` too
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                sparse_gp = _fit_sparse(x, y, kernel, likelihood, config, report, progress,
+                                        generator)
         else:
             rows = torch.randperm(len(x), generator=generator)[:config.max_hyper_points]
             rows = rows.sort().values

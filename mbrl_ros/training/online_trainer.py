@@ -517,12 +517,7 @@ class OnlineTrainer:
 
             if stop():
                 raise TrainingCancelled("stop requested before fitting the GP")
-            # the sparse GP's variational start is drawn from torch's global generator: seed
-            # it too (restored after), so the same data and seed give the same checkpoint
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                fit_gp_dynamics(model, batch, self._gp_fit_config(model), seed=seed,
-                                progress=step)
+            fit_gp_dynamics(model, batch, self._gp_fit_config(model), seed=seed, progress=step)
             return math.nan, math.nan
         # fit_dynamics is what every model's fit() calls; called here for should_stop
         report = fit_dynamics(model, batch, self._fit_config(), seed=seed, progress=on_epoch,
