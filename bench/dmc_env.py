@@ -17,7 +17,8 @@ import numpy as np
 # headless MuJoCo: no display is needed (dm_control would otherwise try GLFW)
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-TDMPC_ACTION_REPEAT: Dict[str, int] = {"cartpole": 8}
+TDMPC_ACTION_REPEAT: Dict[str, int] = {"cartpole": 8, "dog": 2, "finger": 2, "humanoid": 2,
+                                       "walker": 2}
 """TD-MPC's action repeat per domain (nicklashansen/tdmpc cfgs/tasks/*.yaml)."""
 TDMPC_DEFAULT_ACTION_REPEAT = 4
 """TD-MPC's action repeat for every other DMControl domain (cfgs/tasks/default.yaml)."""

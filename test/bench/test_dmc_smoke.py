@@ -88,6 +88,9 @@ def test_env_flattens_and_repeats():
         env.step([float("nan"), 0.0])
     assert default_action_repeat("cartpole-swingup") == 8
     assert default_action_repeat("reacher-easy") == 4
+    # TD-MPC's cfgs/tasks: 2 for walker, finger, humanoid and dog, 4 for every other domain
+    assert [default_action_repeat(t) for t in ("walker-walk", "finger-spin", "humanoid-stand",
+                                               "cup-catch")] == [2, 2, 2, 4]
     with pytest.raises(ValueError):
         split_task("cartpole")
 
