@@ -36,7 +36,7 @@ from mbrl_ros.core.model_loading import load_model
 from mbrl_ros.core.types import TransitionBatch
 from mbrl_ros.data.alignment import AlignedDataset
 from mbrl_ros.training.config_file import TrainingSetup, build_nominal, load_training_setup
-from mbrl_ros.training.model_errors import delta_scale, predict_mean
+from mbrl_ros.training.model_errors import angle_dims, delta_scale, predict_mean, state_error
 from mbrl_ros.training.evaluation_result import EvaluationResult, ModelErrors
 from mbrl_ros.training.online_trainer import in_training_frame
 from mbrl_ros.training.offline import (CliError, add_common_arguments, bag_fingerprints,
@@ -92,22 +92,25 @@ def rollout_windows(dataset: AlignedDataset, period_ns: int) -> np.ndarray:
 
 
 def change_power(batch: TransitionBatch, starts: np.ndarray, remaining: np.ndarray,
-                 steps: int) -> np.ndarray:
+                 steps: int, angles: Sequence[int] = ()) -> np.ndarray:
     """[S] mean square of the recorded ``steps``-step state change over the rollouts long
-    enough (1 where an entry never changes): the MSE of predicting "no motion"."""
+    enough (1 where an entry never changes): the MSE of predicting "no motion" (``angles``:
+    wrapping-angle dims, changes taken modulo a turn)."""
     valid = starts[remaining[starts] >= steps]
-    change = batch.next_state[valid + steps - 1] - batch.state[valid]
+    change = state_error(batch.next_state[valid + steps - 1], batch.state[valid], angles)
     power = np.mean(np.square(change), axis=0) if len(valid) else np.ones(batch.state_dim)
     return np.where(power > MIN_CHANGE_POWER, power, 1.0)
 
 
 def open_loop(step: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: TransitionBatch,
-              starts: np.ndarray, remaining: np.ndarray, max_horizon: int) -> ModelErrors:
+              starts: np.ndarray, remaining: np.ndarray, max_horizon: int,
+              angles: Sequence[int] = ()) -> ModelErrors:
     """Roll ``step`` from ``batch.state[starts]`` with the recorded actions.
 
     Args:
         step: ``(state [W, S], action [W, A]) -> next_state [W, S]``.
         starts: [W] start rows; ``remaining`` [N] as from :func:`rollout_windows`.
+        angles: wrapping-angle dims (continuous joints), compared modulo a turn.
     """
     state = batch.state[starts].astype(np.float64)
     last = len(batch) - 1
@@ -116,7 +119,7 @@ def open_loop(step: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: Trans
         rows = np.minimum(starts + k, last)
         state = np.asarray(step(state, batch.action[rows]), dtype=np.float64)
         valid = remaining[starts] > k
-        error = state[valid] - batch.next_state[rows[valid]]
+        error = state_error(state[valid], batch.next_state[rows[valid]], angles)
         finite = np.isfinite(error).all(axis=1)
         diverged.append(int((~finite).sum()))
         if not valid.any():
@@ -125,7 +128,7 @@ def open_loop(step: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: Trans
             continue
         squared = np.where(finite[:, None], np.square(error), np.inf)
         rmse.append(np.sqrt(squared.mean(axis=0)).tolist())
-        scale = change_power(batch, starts, remaining, k + 1)
+        scale = change_power(batch, starts, remaining, k + 1, angles)
         nmse.append(float(np.mean(squared / scale)))
     return ModelErrors(rmse, nmse, diverged)
 
@@ -161,7 +164,8 @@ def evaluate_model(model, nominal, dataset: AlignedDataset, period_ns: int,
     batch = dataset.batch
     max_horizon = max(config.horizons)
     remaining = rollout_windows(dataset, period_ns)
-    scale = delta_scale(batch)
+    angles = angle_dims(model)
+    scale = delta_scale(batch, angles)
     starts = np.arange(0, len(batch), config.start_stride)
     chunk = config.chunk_rows
 
@@ -175,20 +179,22 @@ def evaluate_model(model, nominal, dataset: AlignedDataset, period_ns: int,
                                 torch.as_tensor(action, dtype=torch.float32, device=device)
                                 ).cpu().numpy()
 
-    learned = open_loop(model_step, batch, starts, remaining, max_horizon)
-    baseline = open_loop(_chunked(nominal_step, chunk), batch, starts, remaining, max_horizon)
+    learned = open_loop(model_step, batch, starts, remaining, max_horizon, angles)
+    baseline = open_loop(_chunked(nominal_step, chunk), batch, starts, remaining, max_horizon,
+                         angles)
     windows = [int((remaining[starts] > k).sum()) for k in range(max_horizon)]
 
     mean, member_means, variance = predict_mean(model, batch.state, batch.action, chunk)
     total_variance = variance.mean(axis=0) + member_means.var(axis=0)
-    z = np.abs(mean - batch.next_state) / np.sqrt(np.maximum(total_variance, 1e-30))
+    miss = state_error(mean, batch.next_state, angles)
+    z = np.abs(miss) / np.sqrt(np.maximum(total_variance, 1e-30))
     gaussian = NormalDist()
     coverage = [float(np.mean(z <= gaussian.inv_cdf(0.5 + level / 2)))
                 for level in config.coverage_levels]
     with torch.no_grad():
         disagreement = model.disagreement(
             torch.as_tensor(member_means, device=model.device)).cpu().numpy()
-    error = np.mean(np.square((mean - batch.next_state) / scale), axis=1)
+    error = np.mean(np.square(miss / scale), axis=1)
     edges = np.quantile(disagreement, np.linspace(0, 1, config.disagreement_bins + 1))
     bins = np.clip(np.searchsorted(edges, disagreement, side="right") - 1, 0,
                    config.disagreement_bins - 1)

@@ -2,14 +2,16 @@
 
 All errors are normalised the same way: each state dimension is divided by the std of its
 one-step change in the evaluated batch (:func:`delta_scale`), so models with different
-normalisers, and errors at different horizons, compare on one scale.
+normalisers, and errors at different horizons, compare on one scale. The model's wrapping
+angles (its ``angle_wrap``, e.g. continuous joints' positions, which the robot reports beyond
++-pi and the model predicts in [-pi, pi)) are compared modulo a turn (:func:`state_error`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -55,9 +57,31 @@ class Calibration:
                 f"{self.variance_ratio:.3g} (1)")
 
 
-def delta_scale(batch: TransitionBatch) -> np.ndarray:
-    """[S] std of the state change per dimension (1 where a dimension never changes)."""
-    scale = np.std(batch.next_state - batch.state, axis=0)
+def angle_dims(model) -> Tuple[int, ...]:
+    """State dims ``model`` treats as wrapping angles: its config's ``angle_wrap`` (a residual
+    model's: its ensemble's; through wrappers that forward attributes); () for none."""
+    for holder in (model, getattr(model, "model", None)):
+        for part in (holder, getattr(holder, "ensemble", None)):
+            wrap = getattr(getattr(part, "config", None), "angle_wrap", None)
+            if wrap is not None:
+                return tuple(int(i) for i in wrap)
+    return ()
+
+
+def state_error(predicted: np.ndarray, recorded: np.ndarray,
+                angles: Sequence[int] = ()) -> np.ndarray:
+    """``predicted - recorded`` ``[..., S]``, the ``angles`` dims wrapped to [-pi, pi)."""
+    error = np.asarray(predicted, dtype=np.float64) - np.asarray(recorded, dtype=np.float64)
+    if len(angles):
+        index = list(angles)
+        error[..., index] = np.remainder(error[..., index] + math.pi, 2 * math.pi) - math.pi
+    return error
+
+
+def delta_scale(batch: TransitionBatch, angles: Sequence[int] = ()) -> np.ndarray:
+    """[S] std of the state change per dimension (1 where a dimension never changes); the
+    ``angles`` dims' changes taken modulo a turn."""
+    scale = np.std(state_error(batch.next_state, batch.state, angles), axis=0)
     return np.where(scale > MIN_DELTA_STD, scale, 1.0)
 
 
@@ -91,7 +115,8 @@ def normalised_one_step_mse(model, batch: TransitionBatch) -> float:
     if model is None or len(batch) == 0:
         return float("inf")
     mean, _, _ = predict_mean(model, batch.state, batch.action)
-    error = (mean - batch.next_state) / delta_scale(batch)
+    angles = angle_dims(model)
+    error = state_error(mean, batch.next_state, angles) / delta_scale(batch, angles)
     return _finite_or_inf(float(np.mean(np.square(error))))
 
 
@@ -154,8 +179,10 @@ def open_loop_mse(model, batch: TransitionBatch, horizon: int,
     state = batch.state[starts]
     for step in range(horizon):
         state, _, _ = predict_mean(model, state, batch.action[starts + step])
-    error = (state - batch.next_state[starts + horizon - 1]) / delta_scale(batch)
+    angles = angle_dims(model)
     with np.errstate(over="ignore", invalid="ignore"):
+        error = state_error(state, batch.next_state[starts + horizon - 1], angles) \
+            / delta_scale(batch, angles)
         return _finite_or_inf(float(np.mean(np.square(error))))
 
 
@@ -167,7 +194,7 @@ def calibration(model, batch: TransitionBatch) -> Calibration:
     total = variance.mean(axis=0) + member_means.var(axis=0)
     if not (np.isfinite(total).all() and (total > 0).all()):
         return Calibration()
-    squared_z = np.square(mean - batch.next_state) / total
+    squared_z = np.square(state_error(mean, batch.next_state, angle_dims(model))) / total
     return Calibration(within_1_sigma=float(np.mean(squared_z <= ONE_SIGMA ** 2)),
                        within_2_sigma=float(np.mean(squared_z <= TWO_SIGMA ** 2)),
                        variance_ratio=float(np.mean(squared_z)))

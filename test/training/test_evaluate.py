@@ -171,3 +171,40 @@ def test_metrics_are_exact_on_a_known_system():
     # a wrong model's error grows with the horizon
     wrong = evaluate_model(ScriptedModel(3.0, 0.0, 0.01), StillNominal(), data, PERIOD_NS)
     assert wrong["model"].normalised_mse[4] > wrong["model"].normalised_mse[0] > 1.0
+
+
+class WrappingRotor:
+    """A rotor turning 0.3 rad per step (dim 0, a continuous joint's angle, predicted in
+    [-pi, pi) as the learned models do) and its speed (dim 1)."""
+
+    class config:  # noqa: N801 - what angle_dims reads of a model
+        angle_wrap = (0,)
+
+    device = torch.device("cpu")
+
+    def predict(self, state, action):
+        state = torch.as_tensor(state)
+        angle = torch.remainder(state[:, :1] + 0.3 + torch.pi, 2 * torch.pi) - torch.pi
+        mean = torch.cat([angle, state[:, 1:]], -1).unsqueeze(0)
+        return mean, torch.full_like(mean, 1e-4)
+
+    def disagreement(self, mean):
+        return mean.var(dim=0, unbiased=False).mean(dim=-1)
+
+
+def test_continuous_angles_are_compared_modulo_a_turn():
+    """The robot reports the angle as it accumulates (many turns), the model predicts it
+    wrapped: the evaluation sees the exact model, not errors of whole turns."""
+    rows = 400
+    angle = 0.3 * np.arange(rows + 1, dtype=np.float64)  # 19 turns, never wrapped
+    state = np.stack([angle, np.full(rows + 1, 0.3 / 0.02)], 1).astype(np.float32)
+    batch = TransitionBatch(state=state[:-1], action=np.zeros((rows, 1), np.float32),
+                            next_state=state[1:], episode=np.zeros(rows, dtype=np.int64))
+    data = AlignedDataset(batch, ("q", "qd"), ("u",), np.arange(rows, dtype=np.int64)
+                          * PERIOD_NS, np.zeros(rows, np.int64), None, AlignmentReport())
+    measures = evaluate_model(WrappingRotor(), StillNominal(), data, PERIOD_NS)
+    assert max(measures["model"].normalised_mse) < 1e-6
+    assert max(max(r) for r in measures["model"].rmse) < 1e-3
+    # "no motion" scores 1 on the angle (its changes are taken modulo a turn too) and 0 on
+    # the constant speed
+    assert measures["baseline"].normalised_mse == pytest.approx([0.5] * 20, rel=1e-4)

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from fake_models import STATE_DIM, FakeModel, trajectory, true_step
 
 from mbrl_ros.core.types import TransitionBatch
@@ -117,3 +118,35 @@ def test_calibration_is_nan_without_a_predicted_variance(model):
     found = calibration(model, gaussian_batch(50, 0.1, seed=8))
     values = (found.within_1_sigma, found.within_2_sigma, found.variance_ratio)
     assert all(math.isnan(value) for value in values)
+
+
+class _WrappingModel:
+    """A perfect model of a joint turning by its action each step (state: angle, last step)
+    that predicts the angle in [-pi, pi), as a model with ``angle_wrap`` (0,) does."""
+
+    config = type("Config", (), {"angle_wrap": (0,)})()
+    device = "cpu"
+
+    def predict(self, state, action):
+        step = action[:, 0].double()
+        angle = torch.remainder(state[:, 0].double() + step + math.pi, 2 * math.pi) - math.pi
+        mean = torch.stack([angle, step], dim=-1)
+        return mean[None], torch.full_like(mean[None], 1e-4)
+
+
+def test_wrapping_angles_are_compared_modulo_a_turn():
+    """A continuous joint reported beyond +-pi (7 rad after a turn) against a model that predicts
+    it in [-pi, pi): no error, at any horizon, and a calibrated variance."""
+    steps = np.random.default_rng(0).uniform(0.1, 0.5, 40)
+    angles = 6.0 + np.concatenate([[0.0], np.cumsum(steps)])  # 6 .. about 18 rad
+    state = np.column_stack([angles, np.concatenate([[0.0], steps])])
+    batch = TransitionBatch(state=state[:-1], action=steps[:, None], next_state=state[1:])
+    model = _WrappingModel()
+    assert normalised_one_step_mse(model, batch) < 1e-9
+    assert open_loop_mse(model, batch, 10) < 1e-9
+    assert calibration(model, batch).within_1_sigma == 1.0
+    wrapped = batch.next_state.copy()
+    wrapped[:, 0] -= 2 * np.pi  # a turn apart: the same change modulo a turn
+    np.testing.assert_allclose(
+        delta_scale(TransitionBatch(batch.state, batch.action, wrapped), (0,)),
+        delta_scale(batch), rtol=1e-6)
