@@ -244,6 +244,12 @@ def generate(request: RobotConfigRequest) -> GeneratedConfig:
            else "(floating base, feet " + ", ".join(info.foot_bodies) + ")"
            if info.floating_base else "(fixed base: no feet found)")
         + f", total mass {robot.total_mass():.2f} kg."))
+    continuous = [name for name, flag in zip(robot.joint_names, robot.continuous) if flag]
+    if continuous:
+        writer.decisions.insert(1, (
+            f"continuous joints {', '.join(continuous)}: no position limits; the learned "
+            "models wrap their angles and position targets go the short way round (home and "
+            "posture use 0 as the centre of their turn)."))
     writer.decisions.append(f"robot-independent settings from the package's "
                             f"config/{writer.template}.")
     writer.decisions += _warning_summary(urdf.warnings)

@@ -273,3 +273,20 @@ def test_servo_turns_a_continuous_joint_the_short_way(arm):
     target[0, elbow] = -math.pi + 0.1  # 0.2 rad ahead across pi, not 6.1 rad back
     moved = float(servo.step(state, target)[0, arm.num_joints + elbow])
     assert moved > 0.0, moved
+
+
+def test_robot_config_names_the_continuous_joints_and_writes_finite_values(tmp_path):
+    from mbrl_ros.robots.config_generator import RobotConfigRequest, generate
+    urdf = tmp_path / "wheel_arm.urdf"
+    urdf.write_text(arm_urdf())
+    generated = generate(RobotConfigRequest(urdf=str(urdf)))
+    assert any(d.startswith("continuous joints elbow, wrist") for d in generated.decisions)
+    values = yaml.safe_load(generated.to_yaml())
+
+    def numbers(node):
+        if isinstance(node, dict):
+            return [x for v in node.values() for x in numbers(v)]
+        if isinstance(node, list):
+            return [x for v in node for x in numbers(v)]
+        return [node] if isinstance(node, float) else []
+    assert all(math.isfinite(x) for x in numbers(values))
