@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -188,6 +188,19 @@ def hold(series: TimeSeries, ticks: np.ndarray, latency_ns: int,
     return out, has, fresh
 
 
+def unwrap_angles(series: TimeSeries, joints: Sequence[int], num_joints: int) -> TimeSeries:
+    """``series`` (joint states ``[q, qd]``) with the positions of ``joints`` unwrapped along
+    the samples (steps of more than half a turn taken the short way); raises ValueError on a
+    joint index out of range."""
+    index = [int(i) for i in joints]
+    if any(not 0 <= i < num_joints for i in index):
+        raise ValueError(f"alignment angle_wrap {list(joints)} must be joint indices below "
+                         f"{num_joints}")
+    values = series.values.copy()
+    values[:, index] = np.unwrap(values[:, index], axis=0)
+    return TimeSeries(series.stamps_ns, values)
+
+
 def _align_recording(recording: Recording, num_joints: int, config: AlignmentConfig,
                      report: AlignmentReport) -> Optional[dict]:
     gap_ns, period_ns = int(config.gap_threshold_s * NS_PER_S), config.period_ns
@@ -196,6 +209,8 @@ def _align_recording(recording: Recording, num_joints: int, config: AlignmentCon
     if len(state) == 0:
         logger.warning("%s: no usable state samples", recording.path)
         return None
+    if config.angle_wrap:
+        state = unwrap_angles(state, config.angle_wrap, num_joints)
     ticks, segment = _ticks(state.stamps_ns, period_ns, gap_ns, report)
     report.num_ticks += len(ticks)
     parts, valid_state = [], np.ones(len(ticks), bool)

@@ -112,6 +112,12 @@ class AlignmentConfig:
     """Largest per-joint position change between ticks; a larger jump is taken as a reset."""
     min_episode_transitions: int = 1
     """Episodes with fewer transitions are dropped (counted)."""
+    angle_wrap: tuple[int, ...] = ()
+    """Joints (state indices of their positions) whose position is a wrapping angle (the
+    URDF's continuous joints; the trainer adds them by the same rule as the models'): their
+    samples are unwrapped along each recording before resampling, so a driver that reports
+    them within [-pi, pi) gives the same transitions as one that lets them accumulate (no
+    reset jump, no interpolation across the wrap)."""
 
     @property
     def period_ns(self) -> int:
@@ -136,3 +142,7 @@ class AlignmentConfig:
             raise ValueError("reset_jump_threshold must be positive (inf disables it)")
         if self.min_episode_transitions < 1:
             raise ValueError("min_episode_transitions must be >= 1")
+        if min(self.angle_wrap, default=0) < 0 or len(set(self.angle_wrap)) != len(
+                self.angle_wrap):
+            raise ValueError(f"angle_wrap must be distinct joint indices >= 0, "
+                             f"got {self.angle_wrap}")

@@ -152,8 +152,10 @@ class TrainerNode(Node):
         # relative topic names are matched in the bags under this node's namespace
         streams = declare_config(self, RobotStreamsConfig, "data.", overrides=dict(
             joints=joints, command_topic=DEFAULT_COMMAND_TOPIC)).resolved(self.resolve_topic_name)
-        alignment = declare_config(self, AlignmentConfig, "alignment.", overrides=dict(
-            control_rate_hz=1.0 / node_config.model_period_s))
+        alignment = with_continuous_angles(declare_config(
+            self, AlignmentConfig, "alignment.",
+            overrides=dict(control_rate_hz=1.0 / node_config.model_period_s)),
+            robot, streams.joints)
         if abs(alignment.control_rate_hz * node_config.model_period_s - 1.0) > 1e-6:
             raise ValueError("alignment.control_rate_hz must be 1 / model_period_s")
         self.trainer = OnlineTrainer(

@@ -309,8 +309,9 @@ def load_training_setup(config_path: str | Path, urdf: Optional[str] = None,
     joints = tuple(robot.joint_names)
     streams = build_config(RobotStreamsConfig, parameters, "data.", overrides=dict(
         joints=joints, command_topic=DEFAULT_COMMAND_TOPIC))
-    alignment = build_config(AlignmentConfig, parameters, "alignment.", overrides=dict(
-        control_rate_hz=1.0 / node.model_period_s))
+    alignment = with_continuous_angles(build_config(
+        AlignmentConfig, parameters, "alignment.",
+        overrides=dict(control_rate_hz=1.0 / node.model_period_s)), robot, joints)
     if not math.isclose(alignment.control_rate_hz * node.model_period_s, 1.0, rel_tol=1e-6):
         raise ValueError(f"alignment.control_rate_hz ({alignment.control_rate_hz}) must be "
                          f"1 / model_period_s ({1.0 / node.model_period_s})")

@@ -172,3 +172,27 @@ def test_ticks_before_the_first_command_are_counted_as_without_command():
     assert data.report.dropped_ticks["no_command"] == 3
     assert data.report.dropped_ticks["stale_command"] == 0
     np.testing.assert_array_equal(data.tick_ns, t[3:-1])
+
+
+def test_a_continuous_joint_reported_within_pi_aligns_as_if_it_accumulated():
+    """A driver that wraps a continuous joint's angle to [-pi, pi) must give the same
+    transitions as one that lets it accumulate: no reset jump at the wrap, no interpolation
+    across it (50 Hz state, 100 Hz ticks: every other tick is interpolated)."""
+    t = np.arange(0, 2000 * MS, 20 * MS)
+    accumulated = 1.2 * np.arange(len(t))  # 1.2 rad per sample: ~19 turns
+    wrapped = np.remainder(accumulated + np.pi, 2 * np.pi) - np.pi
+    config = AlignmentConfig(state_tolerance_s=0.015, command_max_age_s=0.025,
+                             reset_jump_threshold=1.5, angle_wrap=(0,))
+    reference = align_streams(_streams(t, accumulated, t, np.zeros(len(t))), config)
+    data = align_streams(_streams(t, wrapped, t, np.zeros(len(t))), config)
+    assert data.report.breaks["reset_jump"] == 0 and data.report.num_episodes == 1
+    assert len(data.batch) == len(reference.batch) == 2 * len(t) - 2
+    turns = (data.batch.state[:, 0] - reference.batch.state[:, 0]) / (2 * np.pi)
+    np.testing.assert_allclose(turns, np.round(turns), atol=1e-5)  # the same angles
+    np.testing.assert_allclose(data.batch.next_state[:, 0] - data.batch.state[:, 0], 0.6,
+                               atol=1e-5)
+    # without the setting, every wrap looks like a reset of the robot
+    plain = align_streams(_streams(t, wrapped, t, np.zeros(len(t))),
+                          AlignmentConfig(state_tolerance_s=0.015, command_max_age_s=0.025,
+                                          reset_jump_threshold=1.5))
+    assert plain.report.breaks["reset_jump"] > 10

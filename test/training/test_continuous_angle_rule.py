@@ -1,5 +1,5 @@
 """The trainer node and the offline reader apply the same rule to continuous joints: their
-positions become the ensemble's wrapping angles."""
+positions become the ensemble's wrapping angles and the alignment unwraps them."""
 
 from __future__ import annotations
 
@@ -26,3 +26,5 @@ def test_node_and_offline_reader_wrap_the_continuous_joints(tmp_path):
     node = node_configs(params, str(urdf), tmp_path)
     assert ours["ensemble"].angle_wrap == (0, 6)  # positions of arm_joint1 and arm_joint7
     assert node["ensemble"] == ours["ensemble"]
+    # the alignment unwraps the same joints' positions (a driver may report them wrapped)
+    assert ours["alignment"].angle_wrap == (0, 6) and node["alignment"] == ours["alignment"]
