@@ -34,7 +34,7 @@ import os
 import struct
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from safetensors import SafetensorError
@@ -327,3 +327,29 @@ def _load_legacy(path: str, raw: bytes, sha: str) -> Checkpoint:
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} has a corrupt tensor table: {exc}") from exc
     return Checkpoint(header=header, tensors=tensors, sha256=sha, legacy=True)
+
+
+class PayloadCheckpoints:
+    """``save`` / ``from_checkpoint`` / ``load`` for a model class with ``checkpoint_payload()
+    -> (tensors, header)`` and ``from_payload(tensors, header, device)``; the checkpoint's
+    model class is the class's name."""
+
+    def save(self, path: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
+        """Write a checkpoint atomically; returns its sha256 hex digest."""
+        tensors, header = self.checkpoint_payload()
+        header["metadata"] = dict(metadata or {})
+        return save_checkpoint(path, type(self).__name__, tensors, header)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint,
+                        device: Optional[Union[torch.device, str]] = None):
+        """Rebuild from a loaded :class:`Checkpoint` of this class (CheckpointError for any
+        other class, or when the tensors do not fit the header)."""
+        checkpoint.require_class(cls.__name__)
+        return cls.from_payload(checkpoint.tensors, checkpoint.header, device)
+
+    @classmethod
+    def load(cls, path: str, expected_sha256: Optional[str] = None,
+             device: Optional[Union[torch.device, str]] = None, **kwargs: Any):
+        """Read a checkpoint written by :meth:`save` (hash checked when given)."""
+        return cls.from_checkpoint(load_checkpoint(path, expected_sha256), device)

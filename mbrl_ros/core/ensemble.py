@@ -7,7 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from mbrl_ros.core.checkpoint import CheckpointError, PayloadCheckpoints
 from mbrl_ros.core.dynamics_model import (DynamicsModel, ProgressCallback, as_model_input,
                                           broadcast_inputs, encode_angles,
                                           relative_actions, relative_angle_mask,
@@ -23,7 +23,7 @@ __all__ = ["ARCHITECTURE_FIELDS", "EnsembleConfig", "ProbabilisticEnsemble"]
 """``EnsembleConfig`` and ``ARCHITECTURE_FIELDS`` live in ``ensemble_config``; re-exported."""
 
 
-class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
+class ProbabilisticEnsemble(torch.nn.Module, PayloadCheckpoints, DynamicsModel):
     """Ensemble of Gaussian MLPs ``(state, action) -> next_state``.
 
     Each member predicts the normalised target ``delta = next_state - base`` (angle dims wrapped;
@@ -275,12 +275,6 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
         }
         return dict(self.state_dict()), header
 
-    def save(self, path: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
-        """Write a checkpoint atomically; returns its sha256 hex digest."""
-        tensors, header = self.checkpoint_payload()
-        header["metadata"] = dict(metadata or {})
-        return save_checkpoint(path, type(self).__name__, tensors, header)
-
     @classmethod
     def from_payload(cls, tensors: Mapping[str, torch.Tensor], header: Mapping[str, Any],
                      device: Optional[torch.device | str] = None) -> "ProbabilisticEnsemble":
@@ -296,17 +290,3 @@ class ProbabilisticEnsemble(torch.nn.Module, DynamicsModel):
         model.num_transitions = int(header.get("num_transitions", 0))
         model.metrics = dict(header.get("metrics", {}))
         return model
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint,
-                        device: Optional[torch.device | str] = None) -> "ProbabilisticEnsemble":
-        """Rebuild from a loaded :class:`Checkpoint` of class ``ProbabilisticEnsemble``."""
-        checkpoint.require_class(cls.__name__)
-        return cls.from_payload(checkpoint.tensors, checkpoint.header, device)
-
-    @classmethod
-    def load(cls, path: str, expected_sha256: Optional[str] = None,
-             device: Optional[torch.device | str] = None, **kwargs: Any
-             ) -> "ProbabilisticEnsemble":
-        """Read a checkpoint written by :meth:`save`."""
-        return cls.from_checkpoint(load_checkpoint(path, expected_sha256), device)

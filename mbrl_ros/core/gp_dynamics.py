@@ -48,7 +48,7 @@ import gpytorch
 import numpy as np
 import torch
 
-from mbrl_ros.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from mbrl_ros.core.checkpoint import CheckpointError, PayloadCheckpoints
 from mbrl_ros.core.dynamics_model import (ProgressCallback, as_model_input, broadcast_inputs,
                                           encode_angles, wrapped_compose, wrapped_difference)
 from mbrl_ros.core.gp_dynamics_config import GPDynamicsConfig
@@ -204,7 +204,7 @@ class GPFitReport:
 
 
 # ------------------------------------------------------------------------------ the model
-class GPDynamics:
+class GPDynamics(PayloadCheckpoints):
     """GP dynamics ``(state, action) -> next_state`` exposed as ``num_members`` posterior
     function samples (the planner's duck-typed dynamics interface, see module docstring)."""
 
@@ -400,12 +400,6 @@ class GPDynamics:
                   "target_normalizer": self.target_normalizer.stats()}
         return tensors, header
 
-    def save(self, path: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
-        """Write a checkpoint atomically; returns its sha256 hex digest."""
-        tensors, header = self.checkpoint_payload()
-        header["metadata"] = dict(metadata or {})
-        return save_checkpoint(path, type(self).__name__, tensors, header)
-
     @classmethod
     def from_payload(cls, tensors: Mapping[str, torch.Tensor], header: Mapping[str, Any],
                      device: Optional[torch.device | str] = None) -> "GPDynamics":
@@ -471,20 +465,6 @@ class GPDynamics:
                 kind=kind, hyper=Hyperparameters(*(cast(f"hyper.{name}")
                                                    for name in HYPER_FIELDS)),
                 sparse=sparse, **samples)
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint,
-                        device: Optional[torch.device | str] = None) -> "GPDynamics":
-        """Rebuild from a loaded :class:`Checkpoint` of class ``GPDynamics`` (CheckpointError
-        for any other class)."""
-        checkpoint.require_class(cls.__name__)
-        return cls.from_payload(checkpoint.tensors, checkpoint.header, device)
-
-    @classmethod
-    def load(cls, path: str, expected_sha256: Optional[str] = None,
-             device: Optional[torch.device | str] = None, **kwargs: Any) -> "GPDynamics":
-        """Read a checkpoint written by :meth:`save` (hash checked when given)."""
-        return cls.from_checkpoint(load_checkpoint(path, expected_sha256), device)
 
 
 # -------------------------------------------------------------------------------- fitting
