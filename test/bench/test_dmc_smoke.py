@@ -171,3 +171,15 @@ def test_planner_methods_run_the_loop(tmp_path, method):
                      "--no-plot", *TINY])
     assert code == 0
     assert (out_dir / "cartpole-swingup" / f"planner-{method}" / "seed0.json").exists()
+
+
+def test_reward_share_counts_rewarded_random_steps(tmp_path):
+    from bench.dmc_reward_share import main, reward_share
+    dense, sparse = reward_share("reacher-easy", 1, 0), reward_share("finger-spin", 1, 0)
+    assert dense["agent_steps"] == 250 and sparse["agent_steps"] == 500  # action repeat 4, 2
+    assert 0.0 <= sparse["rewarded_share"] < dense["rewarded_share"] <= 1.0
+    assert main(["--tasks", "cartpole-swingup", "--episodes", "1",
+                 "--out", str(tmp_path / "share.json")]) == 0
+    saved = json.loads((tmp_path / "share.json").read_text())
+    assert saved["results"]["cartpole-swingup"]["agent_steps"] == 125
+    assert saved["args"]["out"] == "share.json"  # no machine folder recorded
