@@ -45,6 +45,8 @@ CONTROLLER = CONFIG["/**/sim"]["ros__parameters"]["controller_name"]
 NAMESPACES = {"robot_a": "1.0", "robot_b": "0.5"}
 """Namespace -> the sim's real-time factor: the two simulated clocks drift apart."""
 NODES = ("sim", "logger", "trainer", "planner", "safety_gate", "lifecycle_manager")
+DOMAIN_OFFSET = 50
+"""How far this module's ROS domain is from the test run's (see :func:`own_domain_id`)."""
 GLOBAL_TOPICS = {"/rosout", "/parameter_events", "/diagnostics", "/tf", "/tf_static"}
 """Topics that stay global with namespaced graphs (no /clock: each sim has its own)."""
 ENDPOINTS = {  # relative topic -> (publishing nodes, subscribing nodes) of one graph
@@ -236,14 +238,18 @@ def graphs(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("namespaces")
     params = _params_file(work)
+    # a domain of their own: a node an earlier test killed (SIGKILL) stays discoverable on the
+    # run's domain until its DDS lease ends, and would count as a stray outside the namespaces
+    domain = own_domain_id()
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     runners = {ns: subprocess.Popen(
         [sys.executable, "-m", "mbrl_ros.cli", "launch", "mbrl_ros", "arm_sim.launch.yaml",
          f"namespace:={ns}", f"params_file:={params}", f"real_time_factor:={rtf}",
          f"data_dir:={work / ns / 'data'}", f"model_dir:={work / ns / 'models'}"],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for ns, rtf in NAMESPACES.items()}
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, domain_id=domain)
     probe = Probe(context)
     state = {"probe": probe, "runners": runners, "work": work, "outputs": {}}
     try:
@@ -254,6 +260,11 @@ def graphs(tmp_path_factory):
         probe.executor.shutdown()
         probe.node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def own_domain_id() -> int:
+    """A ROS domain in 1..100 other than the test run's (``ROS_DOMAIN_ID``)."""
+    return (int(os.environ["ROS_DOMAIN_ID"]) + DOMAIN_OFFSET - 1) % 100 + 1
 
 
 def _stray_topics(probe: "Probe") -> set:
