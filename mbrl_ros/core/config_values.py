@@ -7,8 +7,9 @@ each value with :func:`coerce_value`, so one file gives one config either way.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any, Optional
+from typing import Any, Dict, Mapping, Optional
 
 
 def _is_number(value: Any) -> bool:
@@ -83,3 +84,22 @@ def coerce_value(name: str, value: Any, default: Any, annotation: Any = None) ->
                              f"got {list(value)!r}")
         return tuple(float(v) for v in value) if kind is float else value
     return value
+
+
+class DictConfig:
+    """``to_dict`` / ``from_dict`` for a config dataclass stored in checkpoint headers (tuples
+    as JSON lists and back)."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-friendly dict (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})

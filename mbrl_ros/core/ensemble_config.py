@@ -4,15 +4,15 @@ both depend on it, and not on each other."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import Tuple
 
+from mbrl_ros.core.config_values import DictConfig
 from mbrl_ros.core.ensemble_layers import check_activation
 
 
 @dataclass(frozen=True)
-class EnsembleConfig:
+class EnsembleConfig(DictConfig):
     """Architecture and training settings of a :class:`ProbabilisticEnsemble`."""
 
     num_members: int = 5
@@ -88,20 +88,6 @@ class EnsembleConfig:
         if min(self.relative_action, default=0) < 0:
             raise ValueError(f"relative_action must be state indices >= 0, "
                              f"got {self.relative_action}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-friendly dict."""
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "EnsembleConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown EnsembleConfig keys: {sorted(unknown)}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
 
 ARCHITECTURE_FIELDS = ("num_members", "num_elites", "hidden_sizes", "activation", "angle_wrap",

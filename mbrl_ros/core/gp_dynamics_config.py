@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import Tuple
+
+from mbrl_ros.core.config_values import DictConfig
 
 KERNELS = ("rbf", "matern52")
 """Supported stationary ARD kernels (gpytorch ``RBFKernel`` / ``MaternKernel(nu=2.5)``)."""
 
 
 @dataclass(frozen=True)
-class GPDynamicsConfig:
+class GPDynamicsConfig(DictConfig):
     """Gaussian-process dynamics: kernel, exact / sparse switch, posterior samples, fit."""
 
     num_members: int = 5
@@ -80,17 +81,3 @@ class GPDynamicsConfig:
                 self.angle_wrap):
             raise ValueError(f"angle_wrap must be distinct indices >= 0, got {self.angle_wrap}")
         return self
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-friendly dict (tuples as lists)."""
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "GPDynamicsConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown GPDynamicsConfig keys: {sorted(unknown)}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})

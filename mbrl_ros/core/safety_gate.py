@@ -141,6 +141,11 @@ class SafetyGate:
         self._index = {name: i for i, name in enumerate(config.joints)}
         self._lower, self._upper = config.per_joint("position_lower"), \
             config.per_joint("position_upper")
+        width = self._upper - self._lower
+        self._has_range = np.isfinite(width)
+        """[J] joints with both position limits (a continuous joint has none)."""
+        self._range_width = np.where(self._has_range, width, 1.0)
+        """[J] position range widths, 1 where unbounded (the range excess is 0 there)."""
         self._velocity_limit = config.per_joint("velocity_limit")
         self._effort_limit = config.per_joint("effort_limit")
         self._max_step = config.position_step()
@@ -410,10 +415,8 @@ class SafetyGate:
         scale = self.config.exploration_limit_fraction if exploring else 1.0
         position, step = self._positions, self._max_step * scale
         # relative to the range; a joint without position limits is never beyond them
-        width = self._upper - self._lower
         beyond = np.maximum(command - self._upper, self._lower - command)
-        range_excess = np.where(np.isfinite(width), beyond / np.where(np.isfinite(width),
-                                                                      width, 1.0), 0.0)
+        range_excess = np.where(self._has_range, beyond / self._range_width, 0.0)
         stages = [("position range", np.clip(command, self._lower, self._upper))]
         if self._last_output is not None:
             dt = min(now - self._last_output_time, RATE_LIMIT_MAX_PERIODS * self._period)
